@@ -1,0 +1,76 @@
+"""The reference interpreter: runs an IR graph over T steps for a batch. It defines the IR's
+semantics; every other backend (PyTorch capture, ONNX, NIR importers, Lava, HLS) is tested
+against it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from step_deploy import ir
+
+from .reference_ops import FLOAT_OPS
+
+
+@dataclass
+class RunResult:
+    """``outputs[name]`` and ``traces[name]`` are tensors shaped ``(T, B, *node_shape)``."""
+
+    outputs: dict[str, torch.Tensor]
+    traces: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def final(self, name: Optional[str] = None) -> torch.Tensor:
+        """The value of an Output after the last step (the logits for a classifier)."""
+        name = name or next(iter(self.outputs))
+        return self.outputs[name][-1]
+
+
+def _as_time_major(x, node: ir.Input, steps: Optional[int]) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+    per_step = len(node.shape)
+    if x.dim() == per_step + 1:  # (B, ...) static input, repeated every step (direct coding)
+        if steps is None:
+            raise ValueError(f"input {node.name!r} has no time axis; pass steps=T")
+        return x.unsqueeze(0).expand(steps, *x.shape)
+    if x.dim() != per_step + 2:
+        raise ValueError(f"input {node.name!r}: expected (T, B, {node.shape}) or (B, {node.shape}), got {tuple(x.shape)}")
+    return x
+
+
+def run(graph: ir.Graph, inputs: Union[dict, torch.Tensor, np.ndarray], steps: Optional[int] = None,
+        record: Union[bool, Iterable[str]] = False, ops: Optional[dict] = None) -> RunResult:
+    """Evaluate ``graph`` for ``T`` steps.
+
+    ``inputs``: one array (graphs with a single Input) or ``{input_name: array}``; each array is
+    ``(T, B, *shape)``, or ``(B, *shape)`` together with ``steps=T`` for static direct-coded input.
+    ``record``: True records every Neuron's spikes; an iterable records the named nodes."""
+    ops = ops or FLOAT_OPS
+    order = graph.topo_order()
+    in_nodes = graph.inputs
+    if not isinstance(inputs, dict):
+        if len(in_nodes) != 1:
+            raise ValueError(f"graph has {len(in_nodes)} inputs; pass a dict")
+        inputs = {in_nodes[0].name: inputs}
+    feeds = {n.name: _as_time_major(inputs[n.name], n, steps) for n in in_nodes}
+    T = next(iter(feeds.values())).shape[0]
+    if record is True:
+        wanted = {n.name for n in order if isinstance(n, ir.Neuron)}
+    else:
+        wanted = set(record or ())
+    states: dict[str, dict] = {n.name: {} for n in order}
+    outs = {n.name: [] for n in graph.outputs}
+    traces = {name: [] for name in wanted}
+    with torch.no_grad():
+        for t in range(T):
+            values: dict[str, torch.Tensor] = {}
+            for n in order:
+                xs = [feeds[n.name][t]] if isinstance(n, ir.Input) else [values[i] for i in n.inputs]
+                values[n.name] = ops[n.op](n, xs, states[n.name], t)
+            for name in outs:
+                outs[name].append(values[name])
+            for name in wanted:
+                traces[name].append(values[name])
+    stack = lambda d: {k: torch.stack(v) for k, v in d.items()}  # noqa: E731
+    return RunResult(stack(outs), stack(traces))
