@@ -28,7 +28,9 @@ class RunResult:
 
 
 def _as_time_major(x, node: ir.Input, steps: Optional[int]) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).float()
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    if x.is_floating_point():
+        x = x.float()  # float mode computes in float32, like the PyTorch models; integer inputs stay integer
     per_step = len(node.shape)
     if x.dim() == per_step + 1:  # (B, ...) static input, repeated every step (direct coding)
         if steps is None:

@@ -73,6 +73,8 @@ def op_neuron(n: ir.Neuron, xs, state, t):
         v = torch.full_like(x, n.v_reset)
     if n.kind == "IF":
         h = v + x
+    elif n.kind == "PLIF" and n.decay_input:  # PLIF multiplies by sigmoid(w) = 1/tau, as trained
+        h = v + (x - (v - n.v_reset)) * (1.0 / n.tau)
     elif n.decay_input:
         h = v + (x - (v - n.v_reset)) / n.tau
     else:

@@ -376,7 +376,8 @@ class Transpose(Node):
 @register
 @dataclass(frozen=True, eq=False)
 class Flatten(Node):
-    """Merge axes ``start_dim..end_dim`` (inclusive, per-step axes), no state."""
+    """Merge axes ``start_dim..end_dim`` (inclusive, per-step axes), no state:
+    ``Y[t] = reshape(X[t], shape[:s] + (prod(shape[s..e]),) + shape[e+1:])``."""
 
     start_dim: int = 0
     end_dim: int = -1

@@ -1,0 +1,489 @@
+"""Per-op ONNX emitters for the per-time-step exporter (``onnx_export.export_onnx``).
+
+One function per IR op: ``emit_<op>(cx, node, ins, out)`` appends standard ONNX nodes to the
+context ``cx`` that read the value names ``ins`` (one per IR input, each with a leading batch
+axis) and write the node's value ``out``. Stateful ops ask ``cx.state(node, key, ...)`` for the
+names of their state input (value at step t-1) and state output (value after step t).
+
+The arithmetic order follows ``step_deploy.simulators.reference_ops`` operation by operation, so
+that elementwise results agree bit for bit (spikes are compared exactly). BatchNorm is the one op
+whose float behaviour depends on how PyTorch's CPU kernel is reached; see ``batchnorm_plans``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from step_deploy import ir
+
+F32 = TensorProto.FLOAT
+F64 = TensorProto.DOUBLE
+I64 = TensorProto.INT64
+
+
+class OnnxExportError(ValueError):
+    """A node cannot be expressed in ONNX (the message names the node and its op)."""
+
+
+def _pair(v) -> tuple[int, int]:
+    if v is None:
+        raise ValueError("missing value")
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    v = tuple(int(a) for a in v)
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def _single(v) -> int:
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    v = tuple(v)
+    if len(v) != 1:
+        raise ValueError(f"expected one value, got {v}")
+    return int(v[0])
+
+
+class Context:
+    """Collects ONNX nodes, initializers and state declarations while the graph is emitted."""
+
+    def __init__(self, opset: int, shapes: dict[str, tuple[int, ...]], names: dict[str, str],
+                 bn_plans: dict[str, dict]):
+        self.opset = opset
+        self.shapes = shapes          # IR per-step shapes (no batch axis)
+        self.names = names            # IR node name -> sanitized ONNX value name
+        self.bn_plans = bn_plans      # BatchNorm node name -> plan from ``batchnorm_plans``
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.states: list[dict] = []  # declared state tensors, in emission order
+        self._used: set[str] = set()
+        self.node: Optional[ir.Node] = None  # node being emitted (for names)
+        self.step_input = "t"  # scalar int64 graph input: the step index t
+
+    # ------------------------------------------------------------------ helpers
+    def _fresh(self, suffix: str) -> str:
+        base = f"{self.names[self.node.name]}/{suffix}"
+        name, i = base, 1
+        while name in self._used:
+            name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
+        return name
+
+    def const(self, suffix: str, value, dtype=np.float32) -> str:
+        """An initializer owned by the current node (float32 unless told)."""
+        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        name = self._fresh(suffix)
+        self.initializers.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], suffix: Optional[str] = None, out: Optional[str] = None,
+           **attrs) -> str:
+        """Append one ONNX node; returns its (single) output name."""
+        out = out or self._fresh(suffix or op_type)
+        self._used.add(out)
+        idx = len(self.nodes)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{self.names[self.node.name]}/{op_type}_{idx}",
+                                           **attrs))
+        return out
+
+    def state(self, node: ir.Node, key: str, shape: list, init: float, description: str) -> tuple[str, str]:
+        """Declare a state tensor of ``node``: returns (input name, output name).
+
+        ``shape`` uses the string ``"B"`` for the batch axis; ``init`` is its value before step 0."""
+        san = self.names[node.name]
+        spec = {"node": node.name, "key": key, "input": f"state/{san}/{key}", "output": f"state_next/{san}/{key}",
+                "shape": list(shape), "init": float(init), "description": description}
+        self.states.append(spec)
+        self._used.update((spec["input"], spec["output"]))
+        return spec["input"], spec["output"]
+
+    def rank(self, ir_name: str) -> int:
+        """Rank of an IR value with the batch axis."""
+        return len(self.shapes[ir_name]) + 1
+
+
+Emitter = Callable[[Context, ir.Node, list, str], None]
+
+
+# --------------------------------------------------------------------------- boundary
+
+
+def emit_output(cx: Context, n: ir.Output, ins, out):
+    cx.op("Identity", ins, out=out)
+
+
+# --------------------------------------------------------------------------- synapses
+
+
+def emit_conv2d(cx: Context, n: ir.Conv2d, ins, out):
+    w = np.asarray(n.weight, np.float32)
+    s, p, d = _pair(n.stride), _pair(n.padding), _pair(n.dilation)
+    args = [ins[0], cx.const("weight", w)]
+    if n.bias is not None:
+        args.append(cx.const("bias", n.bias))
+    cx.op("Conv", args, out=out, kernel_shape=list(w.shape[2:]), strides=list(s), pads=[p[0], p[1], p[0], p[1]],
+          dilations=list(d), group=int(n.groups))
+
+
+def emit_conv1d(cx: Context, n: ir.Conv1d, ins, out):
+    w = np.asarray(n.weight, np.float32)
+    p = _single(n.padding)
+    args = [ins[0], cx.const("weight", w)]
+    if n.bias is not None:
+        args.append(cx.const("bias", n.bias))
+    cx.op("Conv", args, out=out, kernel_shape=[int(w.shape[2])], strides=[_single(n.stride)], pads=[p, p],
+          dilations=[_single(n.dilation)], group=int(n.groups))
+
+
+def emit_linear(cx: Context, n: ir.Linear, ins, out):
+    w = np.asarray(n.weight, np.float32)
+    if cx.rank(n.inputs[0]) == 2:  # (B, in): one Gemm, like torch's addmm
+        args = [ins[0], cx.const("weight", w)]
+        if n.bias is not None:
+            args.append(cx.const("bias", n.bias))
+        cx.op("Gemm", args, out=out, transB=1)
+        return
+    wt = cx.const("weight_t", np.ascontiguousarray(w.T))
+    if n.bias is None:
+        cx.op("MatMul", [ins[0], wt], out=out)
+    else:
+        y = cx.op("MatMul", [ins[0], wt], "matmul")
+        cx.op("Add", [y, cx.const("bias", n.bias)], out=out)
+
+
+def emit_batchnorm(cx: Context, n: ir.BatchNorm, ins, out):
+    plan = cx.bn_plans[n.name]
+    rank = cx.rank(n.inputs[0])
+    ax = n.axis % (rank - 1) + 1
+    bshape = (-1,) + (1,) * (rank - 1 - ax)  # broadcast a per-channel vector onto axis ``ax``
+    if plan["formula"] == "generic":
+        # PyTorch's generic (strided) kernel: ((x - mean) * invstd) * weight + bias, float32 each step,
+        # invstd = 1 / torch.sqrt(var + eps) as torch computes it (torch's sqrt is vectorized).
+        y = cx.op("Sub", [ins[0], cx.const("mean", plan["mean"].reshape(bshape))], "centered")
+        y = cx.op("Mul", [y, cx.const("invstd", plan["invstd"].reshape(bshape))], "normalized")
+        y = cx.op("Mul", [y, cx.const("gamma", plan["gamma"].reshape(bshape))], "scaled")
+        cx.op("Add", [y, cx.const("beta", plan["beta"].reshape(bshape))], out=out)
+    elif plan["formula"] == "fma":
+        # PyTorch's contiguous kernel on an FMA CPU: y = fma(x, alpha, beta). The product of two
+        # float32 is exact in float64, so float64 Mul + Add + Cast gives the fused result (up to a
+        # double rounding that needs a tie at 2^-29 relative precision).
+        x = cx.op("Cast", [ins[0]], "x64", to=F64)
+        y = cx.op("Mul", [x, cx.const("alpha", plan["alpha"].reshape(bshape), np.float64)], "scaled64")
+        y = cx.op("Add", [y, cx.const("beta", plan["beta"].reshape(bshape), np.float64)], "shifted64")
+        cx.op("Cast", [y], out=out, to=F32)
+    elif plan["formula"] == "muladd":
+        y = cx.op("Mul", [ins[0], cx.const("alpha", plan["alpha"].reshape(bshape))], "scaled")
+        cx.op("Add", [y, cx.const("beta", plan["beta"].reshape(bshape))], out=out)
+    else:  # pragma: no cover - plans are made in this module
+        raise OnnxExportError(f"node {n.name!r} (BatchNorm): unknown formula {plan['formula']!r}")
+
+
+# --------------------------------------------------------------------------- neurons
+
+
+def emit_neuron(cx: Context, n: ir.Neuron, ins, out):
+    x = ins[0]
+    shape = ["B", *cx.shapes[n.name]]
+    v, v_next = cx.state(n, "v", shape, n.v_reset, "membrane potential V[t-1] (starts at v_reset)")
+    vr = float(n.v_reset)
+    if n.kind == "IF":
+        h = cx.op("Add", [v, x], "h")
+    else:
+        tau = cx.const("tau", n.tau)
+        d = cx.op("Sub", [v, cx.const("v_reset", vr)], "v_minus_reset") if vr else v  # v - 0.0 == v bitwise
+        if n.decay_input:
+            h = cx.op("Add", [v, cx.op("Div", [cx.op("Sub", [x, d], "drive"), tau], "charge")], "h")
+        else:
+            h = cx.op("Add", [cx.op("Sub", [v, cx.op("Div", [d, tau], "leak")], "decayed"), x], "h")
+    thr = float(n.v_threshold)
+    ge = n.compare == ">="
+    if n.output == "binary":
+        fire = cx.op("GreaterOrEqual" if ge else "Greater", [h, cx.const("v_threshold", thr)], "fire")
+        s = cx.op("Cast", [fire], out=out, to=F32)
+        fired = s
+    elif n.output == "ternary":
+        pos = cx.op("GreaterOrEqual" if ge else "Greater", [h, cx.const("v_threshold", thr)], "fire_pos")
+        neg = cx.op("LessOrEqual" if ge else "Less", [h, cx.const("neg_threshold", -thr)], "fire_neg")
+        pos = cx.op("Cast", [pos], "pos", to=F32)
+        neg = cx.op("Cast", [neg], "neg", to=F32)
+        s = cx.op("Sub", [pos, neg], out=out)
+        fired = cx.op("Abs", [s], "fired") if n.reset == "hard" else None
+    else:  # integer (ILIF): clamp(round_half_even(h / thr), 0, max_level)
+        q = cx.op("Round", [cx.op("Div", [h, cx.const("v_threshold", thr)], "quotient")], "level")
+        s = cx.op("Clip", [q, cx.const("min_level", 0.0), cx.const("max_level", float(n.max_level))], out=out)
+        fired = None
+        if n.reset == "hard":
+            fired = cx.op("Cast", [cx.op("Greater", [s, cx.const("zero", 0.0)], "spiked")], "fired", to=F32)
+    if n.reset == "hard":
+        keep = cx.op("Sub", [cx.const("one", 1.0), fired], "keep")
+        if vr:
+            kept = cx.op("Mul", [h, keep], "kept")
+            cx.op("Add", [kept, cx.op("Mul", [cx.const("v_reset_value", vr), fired], "reset_part")], out=v_next)
+        else:
+            cx.op("Mul", [h, keep], out=v_next)
+    else:
+        cx.op("Sub", [h, cx.op("Mul", [s, cx.const("v_threshold_soft", thr)], "subtracted")], out=v_next)
+
+
+# --------------------------------------------------------------------------- attention primitives
+
+
+def _swap_last(cx: Context, name: str, rank: int, suffix: str) -> str:
+    perm = list(range(rank))
+    perm[-1], perm[-2] = perm[-2], perm[-1]
+    return cx.op("Transpose", [name], suffix, perm=perm)
+
+
+def emit_matmul(cx: Context, n: ir.MatMul, ins, out):
+    a, b = ins
+    if n.transpose_a:
+        a = _swap_last(cx, a, cx.rank(n.inputs[0]), "a_t")
+    if n.transpose_b:
+        b = _swap_last(cx, b, cx.rank(n.inputs[1]), "b_t")
+    if n.scale != 1.0:
+        y = cx.op("MatMul", [a, b], "product")
+        cx.op("Mul", [y, cx.const("scale", n.scale)], out=out)
+    else:
+        cx.op("MatMul", [a, b], out=out)
+
+
+def _align(cx: Context, name: str, rank: int, want: int, suffix: str) -> str:
+    """Insert unit axes after the batch axis so that per-step numpy broadcasting is kept."""
+    if rank == want:
+        return name
+    return cx.op("Unsqueeze", [name, cx.const(suffix + "_axes", list(range(1, 1 + want - rank)), np.int64)], suffix)
+
+
+def emit_mul(cx: Context, n: ir.Mul, ins, out):
+    ra, rb = cx.rank(n.inputs[0]), cx.rank(n.inputs[1])
+    r = max(ra, rb)
+    cx.op("Mul", [_align(cx, ins[0], ra, r, "a_aligned"), _align(cx, ins[1], rb, r, "b_aligned")], out=out)
+
+
+def _axis(cx: Context, n, name: str) -> int:
+    rank = cx.rank(name) - 1
+    if not -rank <= n.axis < rank:
+        raise OnnxExportError(f"node {n.name!r} ({n.op}): axis {n.axis} out of range for rank {rank}")
+    return n.axis % rank + 1
+
+
+def emit_sum(cx: Context, n: ir.Sum, ins, out):
+    ax = _axis(cx, n, n.inputs[0])
+    cx.op("ReduceSum", [ins[0], cx.const("axes", [ax], np.int64)], out=out, keepdims=int(bool(n.keepdim)))
+
+
+def emit_mean(cx: Context, n: ir.Mean, ins, out):
+    # torch's CPU mean is sum(...) followed by a division by the count (not a multiplication)
+    ax = _axis(cx, n, n.inputs[0])
+    count = cx.shapes[n.inputs[0]][ax - 1]
+    s = cx.op("ReduceSum", [ins[0], cx.const("axes", [ax], np.int64)], "sum", keepdims=int(bool(n.keepdim)))
+    cx.op("Div", [s, cx.const("count", float(count))], out=out)
+
+
+def emit_scale(cx: Context, n: ir.Scale, ins, out):
+    cx.op("Mul", [ins[0], cx.const("factor", n.factor)], out=out)
+
+
+def emit_add(cx: Context, n: ir.Add, ins, out):
+    if len(ins) == 1:
+        cx.op("Identity", ins, out=out)
+        return
+    y = ins[0]
+    for k, x in enumerate(ins[1:], start=1):
+        y = cx.op("Add", [y, x], out=out if k == len(ins) - 1 else None, suffix=f"partial{k}")
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _reshape(cx: Context, n: ir.Node, ins, out):
+    # 0 copies the batch axis from the input (allowzero=0 is the default)
+    cx.op("Reshape", [ins[0], cx.const("shape", [0, *cx.shapes[n.name]], np.int64)], out=out)
+
+
+emit_reshape = _reshape
+emit_flatten = _reshape
+
+
+def emit_transpose(cx: Context, n: ir.Transpose, ins, out):
+    cx.op("Transpose", ins, out=out, perm=[0] + [int(p) % len(n.perm) + 1 for p in n.perm])
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _pool_attrs(n) -> dict:
+    k = _pair(n.kernel_size)
+    s = _pair(n.stride if n.stride is not None else n.kernel_size)
+    p = _pair(n.padding)
+    return dict(kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], p[0], p[1]])
+
+
+def emit_maxpool2d(cx: Context, n: ir.MaxPool2d, ins, out):
+    cx.op("MaxPool", ins, out=out, **_pool_attrs(n))
+
+
+def emit_avgpool2d(cx: Context, n: ir.AvgPool2d, ins, out):
+    """Window sum in PyTorch's order (rows, then columns, left to right), then ``/ (kH*kW)``.
+
+    ``AveragePool`` (count_include_pad=1) gives the same value up to rounding, but onnxruntime sums
+    in another order and scales by a reciprocal, so on spike counts ``sum/9`` would differ in the
+    last bit and could flip a downstream spike. With one Slice + Add per window tap the result is
+    bit-identical to ``F.avg_pool2d`` on CPU (zero padding is counted, as PyTorch's default)."""
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(n.kernel_size), _pair(n.stride if n.stride is not None else n.kernel_size),
+                                    _pair(n.padding))
+    ho, wo = cx.shapes[n.name][1:]
+    x = ins[0]
+    if ph or pw:
+        pads = [0, 0, ph, pw, 0, 0, ph, pw]
+        x = cx.op("Pad", [x, cx.const("pads", pads, np.int64)], "padded", mode="constant")
+    axes, steps = cx.const("axes", [2, 3], np.int64), cx.const("steps", [sh, sw], np.int64)
+    total = None
+    for ky in range(kh):
+        for kx in range(kw):
+            tap = cx.op("Slice", [x, cx.const(f"start_{ky}_{kx}", [ky, kx], np.int64),
+                                  cx.const(f"end_{ky}_{kx}", [ky + sh * (ho - 1) + 1, kx + sw * (wo - 1) + 1], np.int64),
+                                  axes, steps], f"tap_{ky}_{kx}")
+            total = tap if total is None else cx.op("Add", [total, tap], f"sum_{ky}_{kx}")
+    cx.op("Div", [total, cx.const("window", float(kh * kw))], out=out)
+
+
+# --------------------------------------------------------------------------- time
+
+
+def emit_delay(cx: Context, n: ir.Delay, ins, out):
+    k = int(n.steps)
+    if k == 0:
+        cx.op("Identity", ins, out=out)
+        return
+    fifo, fifo_next = cx.state(n, "fifo", [k, "B", *cx.shapes[n.name]], 0.0,
+                               "FIFO of the last `steps` inputs, oldest first (axis 0)")
+    cx.op("Gather", [fifo, cx.const("oldest", 0, np.int64)], out=out, axis=0)
+    x = cx.op("Unsqueeze", [ins[0], cx.const("time_axis", [0], np.int64)], "newest")
+    if k == 1:
+        cx.op("Identity", [x], out=fifo_next)
+        return
+    rest = cx.op("Slice", [fifo, cx.const("starts", [1], np.int64), cx.const("ends", [k], np.int64),
+                           cx.const("slice_axes", [0], np.int64)], "kept")
+    cx.op("Concat", [rest, x], out=fifo_next, axis=0)
+
+
+def emit_temporalmean(cx: Context, n: ir.TemporalMean, ins, out):
+    acc, acc_next = cx.state(n, "acc", ["B", *cx.shapes[n.name]], 0.0, "running sum of the input over steps 0..t-1")
+    total = cx.op("Add", [acc, ins[0]], out=acc_next)
+    steps = cx.op("Add", [cx.step_input, cx.const("one", 1, np.int64)], "t_plus_1")
+    cx.op("Div", [total, cx.op("Cast", [steps], "count", to=F32)], out=out)
+
+
+EMITTERS: dict[str, Emitter] = {
+    "Output": emit_output, "Conv2d": emit_conv2d, "Conv1d": emit_conv1d, "Linear": emit_linear,
+    "BatchNorm": emit_batchnorm, "Neuron": emit_neuron, "MatMul": emit_matmul, "Mul": emit_mul, "Sum": emit_sum,
+    "Mean": emit_mean, "Scale": emit_scale, "Add": emit_add, "Reshape": emit_reshape, "Transpose": emit_transpose,
+    "Flatten": emit_flatten, "MaxPool2d": emit_maxpool2d, "AvgPool2d": emit_avgpool2d, "Delay": emit_delay,
+    "TemporalMean": emit_temporalmean,
+}
+
+
+# --------------------------------------------------------------------------- BatchNorm calibration
+
+
+def _bn_params(n: ir.BatchNorm):
+    c = int(np.asarray(n.mean).shape[0])
+    g = np.ones(c, np.float32) if n.gamma is None else np.asarray(n.gamma, np.float32)
+    b = np.zeros(c, np.float32) if n.beta is None else np.asarray(n.beta, np.float32)
+    return np.asarray(n.mean, np.float32), np.asarray(n.var, np.float32), g, b
+
+
+def _bn_candidates(n: ir.BatchNorm) -> dict[str, dict]:
+    """The ways PyTorch's CPU batch_norm (inference) can compute its output, as constants."""
+    import torch
+
+    m, v, g, b = _bn_params(n)
+    f32, eps = np.float32, np.float32(n.eps)
+    # contiguous kernel: per-channel scalar code, std::sqrt (correctly rounded)
+    invstd_s = (f32(1) / np.sqrt(v + eps)).astype(f32)
+    alpha = (invstd_s * g).astype(f32)
+    beta_fma = (b.astype(np.float64) - m.astype(np.float64) * alpha.astype(np.float64)).astype(f32)
+    beta_mul = (b - (m * alpha).astype(f32)).astype(f32)
+    # generic (strided) kernel: invstd from torch's own vectorized sqrt, as the reference gets it
+    with torch.no_grad():
+        invstd_t = (1 / torch.sqrt(torch.from_numpy(v.copy()) + n.eps)).numpy().astype(f32)
+    return {
+        "fma": {"formula": "fma", "alpha": alpha, "beta": beta_fma},
+        "muladd": {"formula": "muladd", "alpha": alpha, "beta": beta_mul},
+        "generic": {"formula": "generic", "mean": m, "invstd": invstd_t, "gamma": g, "beta": b},
+    }
+
+
+def _bn_apply(plan: dict, x: np.ndarray, ax: int) -> np.ndarray:
+    shape = (-1,) + (1,) * (x.ndim - 1 - ax)
+    r = lambda a: a.reshape(shape)  # noqa: E731
+    if plan["formula"] == "generic":
+        y = ((x - r(plan["mean"])).astype(np.float32) * r(plan["invstd"])).astype(np.float32)
+        return ((y * r(plan["gamma"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
+    if plan["formula"] == "fma":
+        return (x.astype(np.float64) * r(plan["alpha"]).astype(np.float64) + r(plan["beta"])).astype(np.float32)
+    return ((x * r(plan["alpha"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
+
+
+def batchnorm_plans(graph: ir.Graph, shapes: dict, mode: str = "auto") -> dict[str, dict]:
+    """Choose, for every BatchNorm node, the float formula that reproduces the reference.
+
+    The reference calls ``F.batch_norm`` on ``x.movedim(axis, 1)``. PyTorch's CPU kernel then takes
+    one of two paths, chosen by the memory layout of that tensor (which depends on the upstream
+    ops: a token map ``(B, N, C)`` normalized over ``C`` is strided, a conv output is contiguous):
+
+    * contiguous / channels-last: ``y = x * alpha + beta`` with ``alpha = gamma / sqrt(var + eps)``
+      (``std::sqrt``), ``beta = bias - mean * alpha`` -- fused multiply-adds on an FMA CPU
+      (formula ``fma``), separate roundings otherwise (``muladd``);
+    * strided: ``y = ((x - mean) * invstd) * gamma + beta`` in four float32 steps, with
+      ``invstd = 1 / torch.sqrt(var + eps)`` from torch's vectorized sqrt (which is not always
+      correctly rounded; formula ``generic``).
+
+    ``mode='auto'`` runs the reference for one step on a batch of two (zeros) to get the layout of
+    each BatchNorm input, then calls ``F.batch_norm`` on random data laid out the same way and keeps
+    the formula that matches it bit for bit. ``mode`` may also name a formula for every node."""
+    bns = [n for n in graph.topo_order() if isinstance(n, ir.BatchNorm)]
+    if not bns:
+        return {}
+    cands = {n.name: _bn_candidates(n) for n in bns}
+    if mode != "auto":
+        if mode not in ("fma", "muladd", "generic"):
+            raise ValueError(f"bn_mode={mode!r}: expected 'auto', 'fma', 'muladd' or 'generic'")
+        return {k: dict(c[mode], matched=None) for k, c in cands.items()}
+
+    import torch
+    import torch.nn.functional as F
+
+    from step_deploy.simulators.reference import run as ref_run
+    from step_deploy.simulators.reference_ops import FLOAT_OPS
+
+    layouts: dict[str, tuple] = {}
+
+    def probe_bn(node, xs, state, t):
+        x = xs[0]
+        xm = x.movedim(node.axis + 1 if node.axis >= 0 else node.axis, 1)
+        layouts[node.name] = (tuple(xm.shape), tuple(xm.stride()), node.axis % (x.dim() - 1) + 1)
+        return FLOAT_OPS["BatchNorm"](node, xs, state, t)
+
+    ops = dict(FLOAT_OPS, BatchNorm=probe_bn)
+    feeds = {i.name: np.zeros((2, *i.shape), np.float32) for i in graph.inputs}
+    ref_run(graph, feeds, steps=1, ops=ops)
+
+    gen = torch.Generator().manual_seed(0)
+    plans = {}
+    for n in bns:
+        shape, stride, ax = layouts[n.name]
+        span = 1 + sum((s - 1) * st for s, st in zip(shape, stride))
+        buf = torch.randn(span, generator=gen) * 3
+        xm = torch.as_strided(buf, shape, stride)
+        m, v, g, b = (torch.from_numpy(a.copy()) for a in _bn_params(n))
+        with torch.no_grad():
+            want = F.batch_norm(xm, m, v, g, b, False, 0.0, n.eps).contiguous().numpy()
+        x = xm.contiguous().numpy()
+        scores = {k: int((_bn_apply(p, x, 1) != want).sum()) for k, p in cands[n.name].items()}
+        best = min(scores, key=lambda k: (scores[k], ("fma", "generic", "muladd").index(k)))
+        plans[n.name] = dict(cands[n.name][best], matched=scores[best] == 0, mismatches=scores)
+    return plans

@@ -1,0 +1,172 @@
+"""Reference Spiking Transformers (PyTorch), STEP-compatible.
+
+``build_model(name, **overrides)`` builds a named configuration from
+:data:`CONFIGS`; ``build_family(family, **kwargs)`` builds a family directly;
+``config_from_step_args`` turns a STEP checkpoint's ``args`` into our kwargs.
+Models take ``(B, C, H, W)`` (direct/rate encoding) or ``(B, T, C, H, W)``
+(``encoding='events'``) and return logits ``(B, num_classes)``.  Inside, every
+tensor is STEP's time-major ``(T*B, ...)`` layout.
+"""
+from __future__ import annotations
+
+import copy
+from argparse import Namespace
+from typing import Any, Mapping
+
+from .blocks import SpikingTransformerBase
+from .encoders import DirectEncoder, EventEncoder, RateEncoder, make_encoder
+from .neurons import BaseNeuron, IFNode, LIFNode, PLIFNode, iter_neurons, make_neuron
+from .qkformer import QKFormer
+from .sdt import SpikeDrivenTransformer
+from .spikformer import Spikformer
+from .surrogates import make_surrogate
+
+__all__ = [
+    "CONFIGS",
+    "FAMILIES",
+    "STEP_ARCH_NAMES",
+    "STEP_NODE_TYPES",
+    "build_model",
+    "build_family",
+    "config_from_step_args",
+    "list_configs",
+    "Spikformer",
+    "SpikeDrivenTransformer",
+    "QKFormer",
+    "SpikingTransformerBase",
+    "BaseNeuron",
+    "LIFNode",
+    "IFNode",
+    "PLIFNode",
+    "make_neuron",
+    "iter_neurons",
+    "make_surrogate",
+    "make_encoder",
+    "DirectEncoder",
+    "RateEncoder",
+    "EventEncoder",
+]
+
+FAMILIES: dict[str, type[SpikingTransformerBase]] = {
+    "spikformer": Spikformer,
+    "sdt": SpikeDrivenTransformer,
+    "qkformer": QKFormer,
+}
+
+# timm model names registered by STEP (cls/models/static/*_cifar.py) -> our family
+STEP_ARCH_NAMES = {"spikformer_cifar": "spikformer", "sdt_cifar": "sdt", "qkformer_cifar": "qkformer"}
+
+# STEP ``node_type`` -> our neuron kind
+STEP_NODE_TYPES = {"LIFNode": "lif", "IFNode": "if", "PLIFNode": "plif"}
+
+_CIFAR10 = dict(step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10, mlp_ratio=4)
+# bundled sklearn digits: 8x8, one channel, 10 classes; patch_size 2 keeps 4x4 = 16 tokens
+_DIGITS = dict(step=4, img_size=8, patch_size=2, in_channels=1, num_classes=10, mlp_ratio=4)
+
+#: Named configurations: ``{"family": ..., **constructor kwargs}``.
+CONFIGS: dict[str, dict[str, Any]] = {
+    # STEP CIFAR-10 defaults (trainable params 9,324,730 / 10,233,546 / 6,706,234)
+    "spikformer-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4),
+    "sdt-2-512": dict(family="sdt", **_CIFAR10, embed_dim=512, num_heads=8, depths=2),
+    "qkformer-4-384": dict(family="qkformer", **_CIFAR10, embed_dim=384, num_heads=8, depths=4),
+    # tiny models for the 8x8 digits (train in minutes on CPU)
+    "spikformer-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2),
+    "sdt-1-64-digits": dict(family="sdt", **_DIGITS, embed_dim=64, num_heads=4, depths=1),
+    # QKFormer's depths counts stage1 + stage2 + stage3 blocks: depths=2 has no SSA block,
+    # depths=3 adds one stage-3 SSA block (linear-order attention).
+    "qkformer-2-64-digits": dict(family="qkformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2),
+    "qkformer-3-64-digits": dict(family="qkformer", **_DIGITS, embed_dim=64, num_heads=4, depths=3),
+}
+
+
+def list_configs() -> list[str]:
+    """Names accepted by :func:`build_model` as named configurations."""
+    return sorted(CONFIGS)
+
+
+def build_family(family: str, **kwargs) -> SpikingTransformerBase:
+    """Build ``spikformer``, ``sdt`` or ``qkformer`` (STEP timm names accepted too)."""
+    key = STEP_ARCH_NAMES.get(family, family)
+    if key not in FAMILIES:
+        raise ValueError(
+            f"unknown model family {family!r}; known: {sorted(FAMILIES)} "
+            f"(or STEP names {sorted(STEP_ARCH_NAMES)})"
+        )
+    return FAMILIES[key](**kwargs)
+
+
+def build_model(arch: str, **overrides) -> SpikingTransformerBase:
+    """Build a named configuration (see :data:`CONFIGS`), a family name or a STEP name.
+
+    ``overrides`` replace constructor kwargs, e.g. ``build_model('sdt-2-512', num_classes=100)``.
+    Sets ``model.config_name`` to ``arch``.
+    """
+    if arch in CONFIGS:
+        cfg = copy.deepcopy(CONFIGS[arch])
+        family = cfg.pop("family")
+        cfg.update(overrides)
+        model = build_family(family, **cfg)
+    elif arch in FAMILIES or arch in STEP_ARCH_NAMES:
+        model = build_family(arch, **overrides)
+    else:
+        raise ValueError(
+            f"unknown arch {arch!r}; known configs: {list_configs()}; "
+            f"families: {sorted(FAMILIES)}; STEP names: {sorted(STEP_ARCH_NAMES)}"
+        )
+    model.config_name = arch
+    return model
+
+
+# STEP args keys copied verbatim into our constructor kwargs
+_STEP_KEYS = ("step", "img_size", "in_channels", "num_classes", "embed_dim", "num_heads",
+              "mlp_ratio", "attn_scale", "depths", "tau", "threshold")
+
+# dataset names of STEP's train_dvs.py (BrainCog LIFNode: fires on '>', event frames in)
+_STEP_DVS_DATASETS = {"dvsg", "dvsc10", "ncaltech101", "ncars", "nomni", "esimnet", "nmnist",
+                      "ntidigits", "shd", "ucf101dvs", "hmdbdvs"}
+
+
+def config_from_step_args(step_arch: str, args: Mapping[str, Any] | Namespace) -> tuple[str, dict]:
+    """Map a STEP checkpoint's ``args`` (dict or ``argparse.Namespace``) to ``(family, kwargs)``.
+
+    Copies ``step, img_size, in_channels, num_classes, embed_dim, num_heads,
+    mlp_ratio, attn_scale, depths, tau, threshold``; missing keys keep our
+    defaults.  Follows what STEP's code actually does with them:
+
+    * ``patch_size`` is ignored by STEP's CIFAR stems (always x4): we use 4.
+    * QKFormer-CIFAR hard-codes ``num_heads=8``: we use 8.
+    * ``node_type`` LIFNode/IFNode/PLIFNode -> ``node`` lif/if/plif (others raise).
+    * ``act_function``/``alpha`` have no effect in STEP (Sigmoid alpha=4 always): ignored.
+    * a DVS ``dataset`` (train_dvs.py) -> ``encoding='events'`` and ``compare='>'``
+      (BrainCog's LIFNode fires on ``>``).
+
+    Returns:
+        ``(family, kwargs)`` so that ``build_family(family, **kwargs)`` rebuilds the model.
+    """
+    if step_arch not in STEP_ARCH_NAMES:
+        raise ValueError(f"unsupported STEP model {step_arch!r}; supported: {sorted(STEP_ARCH_NAMES)}")
+    a = vars(args) if isinstance(args, Namespace) else dict(args)
+    family = STEP_ARCH_NAMES[step_arch]
+    kwargs: dict[str, Any] = {}
+    for key in _STEP_KEYS:
+        if a.get(key) is not None:
+            val = a[key]
+            kwargs[key] = float(val) if key in ("mlp_ratio", "attn_scale", "tau", "threshold") else int(val)
+    if float(kwargs.get("mlp_ratio", 4)).is_integer():
+        kwargs["mlp_ratio"] = int(kwargs.get("mlp_ratio", 4))
+    kwargs["patch_size"] = 4
+    if family == "qkformer":
+        kwargs["num_heads"] = 8
+    node_type = a.get("node_type", a.get("node"))
+    if node_type is not None:
+        name = getattr(node_type, "__name__", str(node_type))
+        if name not in STEP_NODE_TYPES:
+            raise ValueError(
+                f"STEP node_type {name!r} is not supported; supported: {sorted(STEP_NODE_TYPES)}"
+            )
+        kwargs["node"] = STEP_NODE_TYPES[name]
+    dataset = str(a.get("dataset", "")).lower()
+    if dataset in _STEP_DVS_DATASETS:
+        kwargs["encoding"] = "events"
+        kwargs["compare"] = ">"
+    return family, kwargs

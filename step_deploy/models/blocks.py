@@ -1,0 +1,161 @@
+"""Shared pieces of the reference Spiking Transformers.
+
+Everything here keeps STEP's execution convention: tensors between layers are
+time-major flattened ``(T*B, ...)``; Conv/Linear/BN run once over the whole
+``T*B`` batch (so BN statistics are shared across time steps) and every neuron
+splits the leading axis into ``(T, B)`` internally.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .encoders import make_encoder
+from .neurons import BaseNeuron, make_neuron
+
+__all__ = [
+    "NeuronSpec",
+    "SpikingTransformerBase",
+    "bn_tokens",
+    "split_heads",
+    "merge_heads",
+    "pool_flags",
+    "maxpool_or_identity",
+    "capture_config",
+]
+
+
+class NeuronSpec:
+    """Model-wide neuron settings; ``spec(threshold=..., tau=...)`` builds one neuron.
+
+    Keeps every neuron of a model built from the same recipe (kind, T,
+    surrogate, compare, reset) while individual layers override the threshold
+    (attention neurons use 0.5) or tau (STEP's hard-coded ``tau=2`` places).
+    """
+
+    def __init__(self, node="lif", step=4, tau=2.0, threshold=1.0, surrogate="sigmoid",
+                 alpha=4.0, compare=None, reset="hard"):
+        self.node = node
+        self.step = int(step)
+        self.tau = float(tau)
+        self.threshold = float(threshold)
+        self.surrogate = surrogate
+        self.alpha = float(alpha)
+        self.compare = compare
+        self.reset = reset
+
+    def __call__(self, threshold: float | None = None, tau: float | None = None) -> BaseNeuron:
+        return make_neuron(
+            self.node,
+            tau=self.tau if tau is None else float(tau),
+            threshold=self.threshold if threshold is None else float(threshold),
+            step=self.step,
+            surrogate=self.surrogate,
+            alpha=self.alpha,
+            compare=self.compare,
+            reset=self.reset,
+        )
+
+
+def bn_tokens(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``BatchNorm1d`` to a token tensor ``(TB, N, C)`` (normalises over C)."""
+    return bn(x.transpose(-1, -2)).transpose(-1, -2)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``(TB, N, C)`` -> ``(TB, heads, N, C/heads)``; channel ``c = head*d + j``."""
+    return x.unflatten(2, (num_heads, -1)).permute(0, 2, 1, 3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(TB, heads, N, d)`` -> ``(TB, N, heads*d)`` (inverse of :func:`split_heads`)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+def pool_flags(patch_size: int, n_pools: int = 2) -> list[bool]:
+    """Which of the stem's ``n_pools`` stride-2 poolings are active.
+
+    STEP's CIFAR stems always downsample x4 (two poolings, ``patch_size=4``).
+    We let ``patch_size`` in ``{1, 2, 4}`` switch off the *last* poolings so
+    tiny inputs (8x8 digits) keep more tokens; parameters are unchanged.
+    """
+    p = int(patch_size)
+    k = int(round(math.log2(p))) if p >= 1 else -1
+    if p < 1 or 2 ** k != p or k > n_pools:
+        raise ValueError(
+            f"patch_size must be one of {[2 ** i for i in range(n_pools + 1)]}, got {patch_size}"
+        )
+    return [i < k for i in range(n_pools)]
+
+
+def maxpool_or_identity(active: bool) -> nn.Module:
+    """STEP's ``MaxPool2d(3, stride=2, padding=1)`` or ``Identity`` when inactive."""
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if active else nn.Identity()
+
+
+def capture_config(local_vars: dict) -> dict:
+    """Constructor arguments from ``locals()`` as a JSON-serialisable dict."""
+    out = {}
+    for key, val in local_vars.items():
+        if key in ("self", "__class__") or key.startswith("_"):
+            continue
+        if isinstance(val, tuple):
+            val = list(val)
+        out[key] = val
+    return out
+
+
+class SpikingTransformerBase(nn.Module):
+    """Common front and back end: config bookkeeping, input encoder, checks.
+
+    Subclasses build their layers and implement :meth:`forward_encoded`, which
+    maps the encoded ``(T*B, C, H, W)`` tensor to logits ``(B, num_classes)``.
+    ``forward_encoded`` is ``torch.fx``-traceable when neurons (and encoders)
+    are treated as leaf modules; ``torch.export`` works on the whole model.
+
+    Attributes:
+        arch: family name (``spikformer``, ``sdt``, ``qkformer``).
+        config: constructor kwargs; ``build_family(model.arch, **model.config)``
+            rebuilds the same model.
+        step: number of time steps ``T``.
+        encoder: input encoder producing ``(T*B, ...)``.
+    """
+
+    arch = "base"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        for key in ("embed_dim", "num_heads", "depths", "step", "in_channels", "num_classes"):
+            if int(c[key]) < 1:
+                raise ValueError(f"{self.arch}: {key} must be >= 1, got {c[key]}")
+        if c["embed_dim"] % 8:
+            raise ValueError(f"{self.arch}: embed_dim must be a multiple of 8, got {c['embed_dim']}")
+        self.step = int(c["step"])
+        self.num_classes = int(c["num_classes"])
+        self.encoding = c["encoding"]
+        self.encoder = make_encoder(c["encoding"], self.step, c.get("seed", 0))
+        self.make_node = NeuronSpec(
+            node=c["node"], step=self.step, tau=c["tau"], threshold=c["threshold"],
+            surrogate=c["surrogate"], alpha=c["alpha"], compare=c.get("compare"),
+            reset=c.get("reset", "hard"),
+        )
+
+    @staticmethod
+    def check_heads(arch: str, dim: int, num_heads: int) -> None:
+        if dim % num_heads:
+            raise ValueError(f"{arch}: dim {dim} is not divisible by num_heads={num_heads}")
+
+    def forward_encoded(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` (direct/rate) or ``(B, T, C, H, W)`` (events) -> ``(B, classes)``."""
+        return self.forward_encoded(self.encoder(x))
+
+    def time_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean over T of a ``(T*B, ...)`` tensor -> ``(B, ...)``."""
+        return x.unflatten(0, (self.step, -1)).mean(0)

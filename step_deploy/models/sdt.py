@@ -1,0 +1,164 @@
+"""Spike-driven Transformer v1 (CIFAR variant) with STEP's names.
+
+Structure (``cls/models/static/sdt_cifar.py`` in STEP; D = embed_dim)::
+
+    patch_embed (membrane-shortcut SPS):
+        3 x [conv3x3 -> BN2d -> LIF] (maxpool2 after the 3rd);
+        x = maxpool3(proj_bn3(proj_conv3(x)));  x_feat = x  (float, pre-spike)
+        x = rpe_bn(rpe_conv(proj_lif3(x))) + x_feat;  x = x.transpose(-1, -2)  (H <-> W)
+        (rpe_lif exists, as in STEP, but is not used)
+    block[i]:  x = attn(x); x = mlp(x)          (each adds its own identity)
+      attn (SDSA): s = shortcut_lif(x); q/k/v = LIF(BN2d(Conv1x1(s)));
+                   kv = talking_heads_lif(sum_tokens(k * v)); y = q * kv;
+                   x = proj_bn(proj_conv(y)) + x     (membrane shortcut)
+                   (talking_heads Conv1d and attn_lif exist but are unused, as in STEP)
+      mlp:         x = fc_bn2(fc_conv2(fc_lif2(fc_bn1(fc_conv1(fc_lif1(x)))))) + x
+    head:  head_lif(mean_tokens(x)) -> mean_T -> Linear      (head_lif: tau fixed at 2.0)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import NeuronSpec, SpikingTransformerBase, capture_config, maxpool_or_identity, pool_flags
+
+__all__ = ["MembraneSPS", "SDSA", "MSMLP", "SDTBlock", "SpikeDrivenTransformer"]
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class MembraneSPS(nn.Module):
+    """SDT stem: ``(TB, C, H, W)`` -> float feature map ``(TB, D, W', H')`` (H/W swapped)."""
+
+    def __init__(self, in_channels: int, embed_dim: int, make_node: NeuronSpec, patch_size: int = 4):
+        super().__init__()
+        d = embed_dim
+        pools = pool_flags(patch_size, 2)
+        self.proj_conv = _conv3x3(in_channels, d // 8)
+        self.proj_bn = nn.BatchNorm2d(d // 8)
+        self.proj_lif = make_node()
+        self.proj_conv1 = _conv3x3(d // 8, d // 4)
+        self.proj_bn1 = nn.BatchNorm2d(d // 4)
+        self.proj_lif1 = make_node()
+        self.proj_conv2 = _conv3x3(d // 4, d // 2)
+        self.proj_bn2 = nn.BatchNorm2d(d // 2)
+        self.proj_lif2 = make_node()
+        self.maxpool2 = maxpool_or_identity(pools[0])
+        self.proj_conv3 = _conv3x3(d // 2, d)
+        self.proj_bn3 = nn.BatchNorm2d(d)
+        self.proj_lif3 = make_node()
+        self.maxpool3 = maxpool_or_identity(pools[1])
+        self.rpe_conv = _conv3x3(d, d)
+        self.rpe_bn = nn.BatchNorm2d(d)
+        self.rpe_lif = make_node()  # present in STEP's state_dict, never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_lif(self.proj_bn(self.proj_conv(x)))
+        x = self.proj_lif1(self.proj_bn1(self.proj_conv1(x)))
+        x = self.maxpool2(self.proj_lif2(self.proj_bn2(self.proj_conv2(x))))
+        x = self.maxpool3(self.proj_bn3(self.proj_conv3(x)))
+        x_feat = x
+        x = self.rpe_bn(self.rpe_conv(self.proj_lif3(x)))
+        x = x + x_feat
+        return x.transpose(-1, -2)  # STEP swaps H and W here; kept for parity
+
+
+class SDSA(nn.Module):
+    """Spike-Driven Self-Attention with membrane shortcut, ``(TB, C, H, W)`` in and out."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec):
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.shortcut_lif = make_node()
+        self.q_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.q_bn = nn.BatchNorm2d(dim)
+        self.q_lif = make_node()
+        self.k_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.k_bn = nn.BatchNorm2d(dim)
+        self.k_lif = make_node()
+        self.v_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.v_bn = nn.BatchNorm2d(dim)
+        self.v_lif = make_node()
+        self.attn_lif = make_node(threshold=0.5)  # unused (as in STEP / BICLab)
+        self.talking_heads = nn.Conv1d(num_heads, num_heads, kernel_size=1, stride=1, bias=False)  # unused
+        self.talking_heads_lif = make_node()  # STEP: model threshold (1.0); BICLab used 0.5
+        self.proj_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1)
+        self.proj_bn = nn.BatchNorm2d(dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(TB, C, H, W)`` -> ``(TB, heads, N, C/heads)``."""
+        return x.flatten(2).transpose(1, 2).unflatten(2, (self.num_heads, -1)).permute(0, 2, 1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        s = self.shortcut_lif(x)
+        q = self._heads(self.q_lif(self.q_bn(self.q_conv(s))))
+        k = self._heads(self.k_lif(self.k_bn(self.k_conv(s))))
+        v = self._heads(self.v_lif(self.v_bn(self.v_conv(s))))
+        kv = k.mul(v).sum(dim=-2, keepdim=True)  # (TB, heads, 1, d): per-channel token count
+        kv = self.talking_heads_lif(kv)
+        y = q.mul(kv)  # (TB, heads, N, d)
+        y = y.transpose(2, 3).flatten(1, 2).reshape_as(identity)  # channel = head*d + j
+        return self.proj_bn(self.proj_conv(y)) + identity
+
+
+class MSMLP(nn.Module):
+    """Spike-before-weight MLP with membrane shortcut, ``(TB, C, H, W)`` in and out."""
+
+    def __init__(self, dim: int, hidden: int, make_node: NeuronSpec):
+        super().__init__()
+        self.fc_lif1 = make_node()
+        self.fc_conv1 = nn.Conv2d(dim, hidden, kernel_size=1, stride=1)
+        self.fc_bn1 = nn.BatchNorm2d(hidden)
+        self.fc_lif2 = make_node()
+        self.fc_conv2 = nn.Conv2d(hidden, dim, kernel_size=1, stride=1)
+        self.fc_bn2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        x = self.fc_bn1(self.fc_conv1(self.fc_lif1(x)))
+        x = self.fc_bn2(self.fc_conv2(self.fc_lif2(x)))
+        return x + identity
+
+
+class SDTBlock(nn.Module):
+    """``x = attn(x); x = mlp(x)`` (residuals inside)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec):
+        super().__init__()
+        self.attn = SDSA(dim, num_heads, make_node)
+        self.mlp = MSMLP(dim, int(dim * mlp_ratio), make_node)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attn(x))
+
+
+class SpikeDrivenTransformer(SpikingTransformerBase):
+    """SDT v1 CIFAR; STEP checkpoints (``sdt_cifar``) load with ``strict=True``.
+
+    ``attn_scale`` is accepted (STEP passes it) but SDSA has no scaling.
+    """
+
+    arch = "sdt"
+
+    def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
+                 embed_dim=512, num_heads=8, mlp_ratio=4, depths=2, tau=2.0, threshold=1.0,
+                 attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
+                 node="lif", compare=None, reset="hard", seed=0):
+        super().__init__(capture_config(locals()))
+        self.check_heads(self.arch, embed_dim, num_heads)
+        self.patch_embed = MembraneSPS(in_channels, embed_dim, self.make_node, patch_size)
+        self.block = nn.ModuleList(
+            SDTBlock(embed_dim, num_heads, mlp_ratio, self.make_node) for _ in range(depths)
+        )
+        self.head_lif = self.make_node(tau=2.0)  # STEP hard-codes tau=2.0 here
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward_encoded(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for blk in self.block:
+            x = blk(x)
+        x = self.head_lif(x.flatten(2).mean(2))  # (TB, D) spikes
+        return self.head(self.time_mean(x))

@@ -1,0 +1,157 @@
+"""Spikformer (CIFAR variant) with STEP's module and parameter names.
+
+Structure (``cls/models/static/spikformer_cifar.py`` in STEP; D = embed_dim)::
+
+    patch_embed (SPS): 4 x [conv3x3(no bias) -> BN2d -> LIF], maxpool2 after the 3rd,
+                       maxpool3 after the 4th; x_feat = x;
+                       x = rpe_lif(rpe_bn(rpe_conv(x))) + x_feat     (spike + spike)
+                       -> tokens (T*B, N, D)
+    block[i]:          x = x + attn(x);  x = x + mlp(x)            (no LayerNorm)
+      attn (SSA):      q/k/v = LIF(BN1d(Linear(x)));  attn = (q @ k^T) * scale;
+                       x = attn_lif_{0.5}(attn @ v);  x = proj_lif(proj_bn(proj_linear(x)))
+      mlp:             fc1_linear -> fc1_bn -> fc1_lif -> fc2_linear -> fc2_bn -> fc2_lif
+    head:              Linear(mean_T(mean_tokens(x)))
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import (
+    NeuronSpec,
+    SpikingTransformerBase,
+    bn_tokens,
+    capture_config,
+    maxpool_or_identity,
+    merge_heads,
+    pool_flags,
+    split_heads,
+)
+
+__all__ = ["SPS", "SSA", "MLP", "Block", "Spikformer"]
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class SPS(nn.Module):
+    """Spiking Patch Splitting stem: ``(TB, C, H, W)`` -> tokens ``(TB, N, D)``."""
+
+    def __init__(self, in_channels: int, embed_dim: int, make_node: NeuronSpec, patch_size: int = 4):
+        super().__init__()
+        d = embed_dim
+        pools = pool_flags(patch_size, 2)
+        self.proj_conv = _conv3x3(in_channels, d // 8)
+        self.proj_bn = nn.BatchNorm2d(d // 8)
+        self.proj_lif = make_node()
+        self.proj_conv1 = _conv3x3(d // 8, d // 4)
+        self.proj_bn1 = nn.BatchNorm2d(d // 4)
+        self.proj_lif1 = make_node()
+        self.proj_conv2 = _conv3x3(d // 4, d // 2)
+        self.proj_bn2 = nn.BatchNorm2d(d // 2)
+        self.proj_lif2 = make_node()
+        self.maxpool2 = maxpool_or_identity(pools[0])
+        self.proj_conv3 = _conv3x3(d // 2, d)
+        self.proj_bn3 = nn.BatchNorm2d(d)
+        self.proj_lif3 = make_node()
+        self.maxpool3 = maxpool_or_identity(pools[1])
+        self.rpe_conv = _conv3x3(d, d)
+        self.rpe_bn = nn.BatchNorm2d(d)
+        self.rpe_lif = make_node()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_lif(self.proj_bn(self.proj_conv(x)))
+        x = self.proj_lif1(self.proj_bn1(self.proj_conv1(x)))
+        x = self.maxpool2(self.proj_lif2(self.proj_bn2(self.proj_conv2(x))))
+        x = self.maxpool3(self.proj_lif3(self.proj_bn3(self.proj_conv3(x))))
+        x_feat = x
+        x = self.rpe_lif(self.rpe_bn(self.rpe_conv(x)))
+        x = x + x_feat
+        return x.flatten(2).transpose(1, 2)  # (TB, N, D), token n = h*W + w
+
+
+class SSA(nn.Module):
+    """Spiking Self-Attention: ``Y = attn_lif((Q @ K^T) * scale @ V)`` then projection."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec, scale: float = 0.125):
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.scale = float(scale)
+        self.q_linear = nn.Linear(dim, dim)
+        self.q_bn = nn.BatchNorm1d(dim)
+        self.q_lif = make_node()
+        self.k_linear = nn.Linear(dim, dim)
+        self.k_bn = nn.BatchNorm1d(dim)
+        self.k_lif = make_node()
+        self.v_linear = nn.Linear(dim, dim)
+        self.v_bn = nn.BatchNorm1d(dim)
+        self.v_lif = make_node()
+        self.attn_lif = make_node(threshold=0.5)
+        self.proj_linear = nn.Linear(dim, dim)
+        self.proj_bn = nn.BatchNorm1d(dim)
+        self.proj_lif = make_node()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = split_heads(self.q_lif(bn_tokens(self.q_bn, self.q_linear(x))), self.num_heads)
+        k = split_heads(self.k_lif(bn_tokens(self.k_bn, self.k_linear(x))), self.num_heads)
+        v = split_heads(self.v_lif(bn_tokens(self.v_bn, self.v_linear(x))), self.num_heads)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        x = merge_heads(attn @ v)  # (TB, N, C)
+        x = self.attn_lif(x)
+        return self.proj_lif(bn_tokens(self.proj_bn, self.proj_linear(x)))
+
+
+class MLP(nn.Module):
+    """Token MLP: ``fc1_linear -> fc1_bn -> fc1_lif -> fc2_linear -> fc2_bn -> fc2_lif``."""
+
+    def __init__(self, dim: int, hidden: int, make_node: NeuronSpec):
+        super().__init__()
+        self.fc1_linear = nn.Linear(dim, hidden)
+        self.fc1_bn = nn.BatchNorm1d(hidden)
+        self.fc1_lif = make_node()
+        self.fc2_linear = nn.Linear(hidden, dim)
+        self.fc2_bn = nn.BatchNorm1d(dim)
+        self.fc2_lif = make_node()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc1_lif(bn_tokens(self.fc1_bn, self.fc1_linear(x)))
+        return self.fc2_lif(bn_tokens(self.fc2_bn, self.fc2_linear(x)))
+
+
+class Block(nn.Module):
+    """``x = x + attn(x); x = x + mlp(x)`` (spike maps add: values 0..n)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec, scale: float):
+        super().__init__()
+        self.attn = SSA(dim, num_heads, make_node, scale)
+        self.mlp = MLP(dim, int(dim * mlp_ratio), make_node)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+class Spikformer(SpikingTransformerBase):
+    """Spikformer-CIFAR; STEP checkpoints (``spikformer_cifar``) load with ``strict=True``."""
+
+    arch = "spikformer"
+
+    def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
+                 embed_dim=384, num_heads=12, mlp_ratio=4, depths=4, tau=2.0, threshold=1.0,
+                 attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
+                 node="lif", compare=None, reset="hard", seed=0):
+        super().__init__(capture_config(locals()))
+        self.check_heads(self.arch, embed_dim, num_heads)
+        self.patch_embed = SPS(in_channels, embed_dim, self.make_node, patch_size)
+        self.block = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, self.make_node, attn_scale) for _ in range(depths)
+        )
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward_encoded(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for blk in self.block:
+            x = blk(x)
+        x = self.time_mean(x.mean(1))  # mean over tokens, then over T -> (B, D)
+        return self.head(x)

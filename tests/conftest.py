@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+import torch
+
+from step_deploy.models import build_model
+
+
+def randomize_batchnorm(model, seed=0):
+    """Give every BatchNorm non-trivial statistics so random-weight models actually spike."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.2)
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def random_model(arch, seed=0, **over):
+    torch.manual_seed(seed)
+    return randomize_batchnorm(build_model(arch, **over).eval(), seed)
