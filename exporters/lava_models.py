@@ -7,6 +7,7 @@ with Lava's compiler through ``lava_compat.register_process_models``).
 """
 from __future__ import annotations
 
+import sys
 from collections import deque
 
 import numpy as np
@@ -103,6 +104,30 @@ _IN = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=32)
 _OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=32)
 
 
+class _SafeModel(PyLoihiProcessModel):
+    """``run_spk`` = receive, ``compute``, send. If ``compute`` raises, zeros are sent first so
+    that downstream processes blocked in ``recv()`` finish the step; otherwise Lava's runtime
+    waits for them forever (a hang, not an error). Lava then stops the run with ``RuntimeError:
+    1 Exception(s) occurred``; the cause is written to stderr (Lava only logs it at INFO)."""
+
+    def receive(self) -> tuple:
+        return (self.a_in.recv(),)
+
+    def compute(self, *inputs) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def run_spk(self):
+        inputs = self.receive()
+        try:
+            out = self.compute(*inputs)
+        except Exception as e:
+            self.s_out.send(np.zeros(self.s_out._shape, np.int32))
+            print(f"step_deploy lava process model {type(self).__name__} failed at step "
+                  f"{self.time_step}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            raise
+        self.s_out.send(out)
+
+
 def _fixed(proc):
     """Decorators shared by every model: implements ``proc`` on CPU, tag ``fixed_pt``."""
     def wrap(cls):
@@ -113,74 +138,71 @@ def _fixed(proc):
 
 
 @_fixed(ElementwiseAdd)
-class PyElementwiseAddModel(PyLoihiProcessModel):
+class PyElementwiseAddModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
 
-    def run_spk(self):
-        self.s_out.send(to_int32(self.a_in.recv(), "ElementwiseAdd"))
+    def compute(self, x):
+        return to_int32(x, "ElementwiseAdd")
+
+
+class _BinaryModel(_SafeModel):
+    a_in: PyInPort = _IN
+    b_in: PyInPort = _IN
+    s_out: PyOutPort = _OUT
+
+    def receive(self) -> tuple:
+        return self.a_in.recv(), self.b_in.recv()
 
 
 @_fixed(LiveMatMul)
-class PyLiveMatMulModel(PyLoihiProcessModel):
-    a_in: PyInPort = _IN
-    b_in: PyInPort = _IN
-    s_out: PyOutPort = _OUT
-
-    def run_spk(self):
+class PyLiveMatMulModel(_BinaryModel):
+    def compute(self, a, b):
         p = self.proc_params
-        y = matmul_kernel(self.a_in.recv(), self.b_in.recv(), p["a_shape"], p["b_shape"],
-                          p["transpose_a"], p["transpose_b"])
-        self.s_out.send(to_int32(y, "LiveMatMul"))
+        y = matmul_kernel(a, b, p["a_shape"], p["b_shape"], p["transpose_a"], p["transpose_b"])
+        return to_int32(y, "LiveMatMul")
 
 
 @_fixed(LiveMul)
-class PyLiveMulModel(PyLoihiProcessModel):
-    a_in: PyInPort = _IN
-    b_in: PyInPort = _IN
-    s_out: PyOutPort = _OUT
-
-    def run_spk(self):
+class PyLiveMulModel(_BinaryModel):
+    def compute(self, a, b):
         p = self.proc_params
-        y = mul_kernel(self.a_in.recv(), self.b_in.recv(), p["a_shape"], p["b_shape"])
-        self.s_out.send(to_int32(y, "LiveMul"))
+        return to_int32(mul_kernel(a, b, p["a_shape"], p["b_shape"]), "LiveMul")
 
 
 @_fixed(AxisSum)
-class PyAxisSumModel(PyLoihiProcessModel):
+class PyAxisSumModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
 
-    def run_spk(self):
+    def compute(self, x):
         p = self.proc_params
-        y = axis_sum_kernel(self.a_in.recv(), p["in_shape"], p["axis"], p["keepdim"])
-        self.s_out.send(to_int32(y, "AxisSum"))
+        return to_int32(axis_sum_kernel(x, p["in_shape"], p["axis"], p["keepdim"]), "AxisSum")
 
 
 @_fixed(MaxPool2d)
-class PyMaxPool2dModel(PyLoihiProcessModel):
+class PyMaxPool2dModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
 
-    def run_spk(self):
+    def compute(self, x):
         p = self.proc_params
-        y = maxpool_kernel(self.a_in.recv(), p["in_shape"], p["kernel"], p["stride"], p["padding"])
-        self.s_out.send(to_int32(y, "MaxPool2d"))
+        y = maxpool_kernel(x, p["in_shape"], p["kernel"], p["stride"], p["padding"])
+        return to_int32(y, "MaxPool2d")
 
 
 @_fixed(Permute)
-class PyPermuteModel(PyLoihiProcessModel):
+class PyPermuteModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
 
-    def run_spk(self):
+    def compute(self, x):
         p = self.proc_params
-        self.s_out.send(to_int32(permute_kernel(self.a_in.recv(), p["in_shape"], p["perm"]),
-                                 "Permute"))
+        return to_int32(permute_kernel(x, p["in_shape"], p["perm"]), "Permute")
 
 
 @_fixed(FixedLIF)
-class PyFixedLIFModel(PyLoihiProcessModel):
+class PyFixedLIFModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
     u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -191,30 +213,28 @@ class PyFixedLIFModel(PyLoihiProcessModel):
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
 
-    def run_spk(self):
-        a_in = self.a_in.recv()
+    def compute(self, a_in):
         u, v, s, v_pre = lif_fixed_step(self.u, self.v, a_in, self.du, self.dv, self.vth,
                                         self.bias_mant, self.bias_exp, self.proc_params["compare"])
         self.u[:] = u
         self.v[:] = v
-        out = np.where(s, v_pre, 0) if self.proc_params["graded"] else s
-        self.s_out.send(out.astype(np.int32))
+        return (np.where(s, v_pre, 0) if self.proc_params["graded"] else s).astype(np.int32)
 
 
 @_fixed(Accumulator)
-class PyAccumulatorModel(PyLoihiProcessModel):
+class PyAccumulatorModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
     total: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
 
-    def run_spk(self):
-        total = to_int32(self.total.astype(np.int64) + self.a_in.recv(), "Accumulator")
+    def compute(self, x):
+        total = to_int32(self.total.astype(np.int64) + x, "Accumulator")
         self.total[:] = total
-        self.s_out.send(total)
+        return total
 
 
 @_fixed(Delay)
-class PyDelayModel(PyLoihiProcessModel):
+class PyDelayModel(_SafeModel):
     a_in: PyInPort = _IN
     s_out: PyOutPort = _OUT
 
@@ -222,10 +242,8 @@ class PyDelayModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         self._fifo: deque = deque()
 
-    def run_spk(self):
-        x = to_int32(self.a_in.recv(), "Delay")
-        self._fifo.append(x)
+    def compute(self, x):
+        self._fifo.append(to_int32(x, "Delay"))
         if len(self._fifo) > self.proc_params["steps"]:
-            self.s_out.send(self._fifo.popleft())
-        else:
-            self.s_out.send(np.zeros_like(x))
+            return self._fifo.popleft()
+        return np.zeros_like(self._fifo[0])

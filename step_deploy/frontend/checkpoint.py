@@ -69,7 +69,7 @@ def _torch_load(path: Path) -> Any:
                 f"loads tensors, plain containers and argparse.Namespace. Re-save the checkpoint as a plain "
                 f"state_dict (torch.save(model.state_dict(), ...)) and pass --arch.") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # garbage bytes make the unpickler fail in arbitrary ways (KeyError, ValueError...)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         hint = "the file is truncated or corrupt; copy it again" if any(
             k in first for k in ("central directory", "EOF", "truncated", "failed finding", "zip")) else \
@@ -186,7 +186,7 @@ def save_checkpoint(model: torch.nn.Module, path, metadata: Optional[dict] = Non
     obj = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": model.arch,
            "config": dict(model.config), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
            "metadata": _plain(metadata or {})}
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}_partial_", suffix=".ckpt", dir=path.parent)
     os.close(fd)
     try:
         torch.save(obj, tmp)

@@ -22,7 +22,8 @@ as NengoLoihi places one block per core). A tile is a box in the layer's output 
 
 ``fit`` picks the tile with the fewest cores that keeps every resource within its limit. A
 resource that even a one-neuron tile exceeds cannot be fixed by splitting: it is left out of
-the search and reported as a violation (e.g. a fan-in above the input-axon limit)."""
+the limits, kept as small as the layout allows, and reported as a violation (e.g. a fan-in
+above the input-axon limit)."""
 from __future__ import annotations
 
 import itertools
@@ -116,6 +117,19 @@ def dest_cores_per_source(g: Geometry, tile: tuple[int, ...]) -> int:
     return 1
 
 
+ANALOG_INPUT_BITS = 8  # assumed quantization of an analog input sent as graded spikes
+
+
+def payload_bits(value: dict) -> int:
+    """Bits a spike must carry for a value ``{kind, vmax, signed}``: 1 for binary spikes; for
+    graded values ceil(log2(vmax + 1)) (+1 sign bit); an analog input or an unknown range: 8."""
+    if value["kind"] == "spikes":
+        return 1
+    if value["kind"] == "analog" or value.get("vmax") is None:
+        return ANALOG_INPUT_BITS
+    return max(1, math.ceil(math.log2(value["vmax"] + 1))) + (1 if value.get("signed") else 0)
+
+
 def index_bits(target: TargetSpec, neurons: int) -> int:
     need = max(1, math.ceil(math.log2(max(neurons, 2))))
     table = target.limit("index_bits_map")
@@ -178,8 +192,20 @@ def _per_core(geoms: list[Geometry], tile, target, weight_bits, dest_per_neuron,
     return tot
 
 
-def fit(geoms: list[Geometry], target: TargetSpec, weight_bits: int, dest_per_neuron: int = 1) -> Fit:
-    """Fewest-cores tile for a group whose synapse groups are ``geoms`` (the first sets the layout)."""
+def _upstream(geoms, tile, producer_neurons, out_limit) -> int:
+    if not producer_neurons or not out_limit:
+        return 0
+    return sum(_ceil(p * dest_cores_per_source(g, tile), out_limit)
+               for g, p in zip(geoms, producer_neurons) if p and g.dims == geoms[0].dims)
+
+
+def fit(geoms: list[Geometry], target: TargetSpec, weight_bits: int, dest_per_neuron: int = 1,
+        producer_neurons: Optional[list[int]] = None) -> Fit:
+    """Fewest-cores tile for a group whose synapse groups are ``geoms`` (the first sets the layout).
+
+    ``producer_neurons[i]`` (neurons of the layer feeding ``geoms[i]``, 0 if none) lets the search
+    count the cores a fine tile costs upstream: every destination core of a presynaptic neuron is
+    one of its output axons, so the score is ``cores + sum(ceil(producer x dest / out_axons))``."""
     shared = bool(target.limit("weight_sharing"))
     dims = geoms[0].dims
     limits = {r: target.limit(k) for r, k in RESOURCES.items() if target.limit(k) is not None}
@@ -189,16 +215,17 @@ def fit(geoms: list[Geometry], target: TargetSpec, weight_bits: int, dest_per_ne
     best = None
     for tile in itertools.product(*[_tile_sizes(d) for d in dims]):
         cores = math.prod(_ceil(d, t) for d, t in zip(dims, tile))
-        if best is not None and cores > best[0][0]:
-            continue
+        if best is not None and not infeasible and cores > best[0][1]:
+            continue  # the score is at least the core count
         pc = _per_core(geoms, tile, target, weight_bits, dest_per_neuron, shared)
         if any(pc[r] > lim for r, lim in checked.items()):
             continue
         excess = sum(pc[r] / limits[r] for r in infeasible)
-        key = (cores, excess, tuple(-t for t in tile))
+        key = (excess, cores + _upstream(geoms, tile, producer_neurons, limits.get("out_axons")), cores,
+               tuple(-t for t in tile))
         if best is None or key < best[0]:
             best = (key, tile, pc)
-    (cores, _, _), tile, pc = best
+    (_, _, cores, _), tile, pc = best
     util = {r: pc[r] / lim for r, lim in limits.items()}
     binding = "none (fits one core)" if cores == 1 and not infeasible else max(util, key=lambda r: (util[r], r))
     if infeasible:

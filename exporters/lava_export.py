@@ -1,0 +1,243 @@
+"""Lava export: the quantized IR (``passes.quantize_loihi``) as a Lava process graph.
+
+Thin by design (Lava is archived; all logic lives in the core): each IR node becomes at most one
+process, every port carries the node's per-step tensor flattened row-major (int32):
+
+==================  =========================================================================
+IR node             Lava
+==================  =========================================================================
+Input/QuantizeInput ``RingBuffer`` source of integers (analog input quantized on the host;
+                    graded spikes for the first layer)
+FixedLinear         ``Sparse`` (``kron(I, W)`` over the leading axes), ``weight_exp``; graded
+FixedConv2d/1d      input (``num_message_bits=24``) unless the input is binary spikes; the
+                    convolution unrolled into a sparse matrix (Lava's ``Conv`` ignores
+                    ``weight_exp`` in fixed_pt). Bias: a ``RingBuffer`` of the bias vector that is
+                    zero until the data arrives (``schedule.latency``), summed at the consumer
+LoihiLIF            ``lava.proc.lif.LIF`` when ``compare='>'``, else the custom ``FixedLIF``
+                    (``>=``: Loihi 2 microcode)
+Add                 ``ElementwiseAdd``          Mul, MatMul   ``LiveMul``, ``LiveMatMul``
+Sum                 ``AxisSum``                 MaxPool2d     ``MaxPool2d``
+Transpose           ``Permute``                 Reshape/Flatten  nothing (same port)
+Delay               ``Delay``                   TemporalSum   ``Accumulator``
+==================  =========================================================================
+
+Edges whose producer runs ahead get a ``Delay`` process (``passes.delay_balance``), so each
+process sees one golden time step at a time. Recorded nodes get a ``RingBuffer`` sink.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from step_deploy import ir
+from step_deploy.simulators import golden  # noqa: F401  (before ir.fixed_point: reference_ops' op check)
+from step_deploy.ir import fixed_point as fx  # noqa: E402
+from step_deploy.passes.delay_balance import Schedule, schedule
+from step_deploy.simulators.lava_compat import import_lava
+
+GRADED_BITS = 24
+#: ops whose output is binary spikes (a binary Dense/Sparse reads them: num_message_bits = 0)
+_BINARY_OPS = ("LoihiLIF",)
+_BINARY_KEEP = ("MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Mul")
+
+
+def binary_nodes(qgraph: ir.Graph) -> set[str]:
+    """Nodes whose values are always 0/1 (spikes and layout/AND/OR of spikes)."""
+    out = set()
+    for n in qgraph.topo_order():
+        if n.op in _BINARY_OPS or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
+            out.add(n.name)
+        elif n.op == "Input" and n.kind == "spikes":
+            out.add(n.name)
+    return out
+
+
+def synapse_matrix(node, in_shape: tuple[int, ...], chunk: int = 512) -> sp.csr_matrix:
+    """The flattened (row-major) linear map of a fixed synapse without bias and exponent:
+    ``A.reshape(-1) = M @ X.reshape(-1)`` with integer mantissas in ``M``."""
+    w = np.asarray(node.weight)
+    if node.op == "FixedLinear":
+        lead = int(math.prod(in_shape[:-1]))
+        return sp.kron(sp.identity(lead, dtype=np.int64, format="csr"), sp.csr_matrix(w.astype(np.int64)),
+                       format="csr")
+    n_in = int(math.prod(in_shape))
+    wt = torch.from_numpy(w.astype(np.float64))
+    cols = []
+    for start in range(0, n_in, chunk):
+        stop = min(n_in, start + chunk)
+        eye = torch.zeros(stop - start, n_in, dtype=torch.float64)
+        eye[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+        x = eye.reshape(stop - start, *in_shape)
+        if node.op == "FixedConv2d":
+            y = torch.nn.functional.conv2d(x, wt, None, tuple(node.stride), tuple(node.padding),
+                                           tuple(node.dilation), node.groups)
+        else:
+            y = torch.nn.functional.conv1d(x, wt, None, node.stride, node.padding, node.dilation, node.groups)
+        cols.append(sp.csr_matrix(torch.round(y.reshape(stop - start, -1)).to(torch.int64).numpy()))
+    return sp.vstack(cols, format="csr").T.tocsr()
+
+
+def bias_vector(node, out_shape: tuple[int, ...]) -> Optional[np.ndarray]:
+    """The synapse's bias broadcast over its output and flattened (None without a bias)."""
+    b = node.effective_bias()
+    if b is None:
+        return None
+    axis = len(out_shape) - 1 if node.op == "FixedLinear" else 0
+    shape = [1] * len(out_shape)
+    shape[axis] = -1
+    return np.broadcast_to(b.reshape(shape), out_shape).reshape(-1).astype(np.int64)
+
+
+@dataclass
+class LavaNetwork:
+    """A built (not yet run) Lava network for one sample."""
+
+    qgraph: ir.Graph
+    schedule: Schedule
+    steps: int
+    num_steps: int
+    ports: dict = field(default_factory=dict)
+    sinks: dict = field(default_factory=dict)
+    processes: list = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.processes:
+            out[type(p).__name__] = out.get(type(p).__name__, 0) + 1
+        return dict(sorted(out.items()))
+
+
+class _Builder:
+    def __init__(self, qgraph: ir.Graph, steps: int, sched: Schedule, matrices: dict):
+        import_lava()
+        from step_deploy.exporters import lava_processes as lp
+
+        self.lp, self.q, self.sched, self.matrices = lp, qgraph, sched, matrices
+        self.shapes = qgraph.infer_shapes()
+        self.binary = binary_nodes(qgraph)
+        self.net = LavaNetwork(qgraph, sched, steps, sched.lava_steps(steps))
+        self._delayed: dict = {}
+
+    def keep(self, proc):
+        self.net.processes.append(proc)
+        return proc
+
+    def source(self, data_tn: np.ndarray, name: str):
+        """RingBuffer sending column t in Lava step t; ``data_tn`` is (num_steps, N)."""
+        from lava.proc.io.source import RingBuffer
+
+        return self.keep(RingBuffer(data=np.ascontiguousarray(data_tn.T.astype(np.int32)))).s_out
+
+    def connect(self, consumer: str, index: int, in_port) -> None:
+        """Connect the (balanced) ports of ``consumer``'s input ``index`` to ``in_port``."""
+        src = self.q[consumer].inputs[index]
+        k = self.sched.delays.get((consumer, index), 0)
+        for port in self.delayed(src, k):
+            port.connect(in_port)
+
+    def delayed(self, src: str, k: int) -> list:
+        if k == 0:
+            return self.net.ports[src]
+        if (src, k) not in self._delayed:
+            d = self.keep(self.lp.Delay(int(math.prod(self.shapes[src])), steps=k, name=f"{src}.delay{k}"))
+            for port in self.net.ports[src]:
+                port.connect(d.a_in)
+            self._delayed[(src, k)] = [d.s_out]
+        return self._delayed[(src, k)]
+
+    def node(self, n, inputs: dict) -> None:
+        lp, shp, net = self.lp, self.shapes, self.net
+        size = int(math.prod(shp[n.name]))
+        in_shapes = [shp[i] for i in n.inputs]
+        if n.op == "Input" or n.op == "QuantizeInput":
+            if n.name in inputs:
+                data = np.zeros((net.num_steps, size), np.int64)
+                x = np.asarray(inputs[n.name]).reshape(-1, size)
+                data[: x.shape[0]] = x
+                net.ports[n.name] = [self.source(data, n.name)]
+            return
+        if n.op in ("Reshape", "Flatten"):
+            net.ports[n.name] = list(self.net.ports[n.inputs[0]])
+            return
+        if n.op == "Output":
+            net.ports[n.name] = list(self.net.ports[n.inputs[0]])
+            return
+        if isinstance(n, fx.FIXED_SYNAPSES):
+            from lava.proc.sparse.process import Sparse
+
+            if n.name not in self.matrices:
+                self.matrices[n.name] = synapse_matrix(n, in_shapes[0])
+            bits = 0 if n.inputs[0] in self.binary else GRADED_BITS
+            proc = self.keep(Sparse(weights=self.matrices[n.name].astype(np.int32), weight_exp=int(n.weight_exp),
+                                    num_message_bits=bits, name=n.name))
+            self.connect(n.name, 0, proc.s_in)
+            ports = [proc.a_out]
+            b = bias_vector(n, shp[n.name])
+            if b is not None:
+                data = np.zeros((net.num_steps, size), np.int64)
+                data[self.sched.latency[n.name]:] = b
+                ports.append(self.source(data, f"{n.name}.bias"))
+            net.ports[n.name] = ports
+            return
+        if n.op == "LoihiLIF":
+            if n.compare == ">":
+                from lava.proc.lif.process import LIF
+
+                proc = LIF(shape=(size,), du=int(n.du), dv=int(n.dv), vth=int(n.vth), bias_mant=0, bias_exp=0,
+                           name=n.name)
+            else:
+                proc = lp.FixedLIF(size, du=int(n.du), dv=int(n.dv), vth=int(n.vth), compare=n.compare, name=n.name)
+        elif n.op == "Add":
+            proc = lp.ElementwiseAdd(size, n_inputs=len(n.inputs), name=n.name)
+        elif n.op == "Mul":
+            proc = lp.LiveMul(in_shapes[0], in_shapes[1], name=n.name)
+        elif n.op == "MatMul":
+            if n.scale != 1.0:
+                raise ValueError(f"{n.name}: MatMul scale {n.scale} in a quantized graph")
+            proc = lp.LiveMatMul(in_shapes[0], in_shapes[1], n.transpose_a, n.transpose_b, name=n.name)
+        elif n.op == "Sum":
+            proc = lp.AxisSum(in_shapes[0], n.axis, n.keepdim, name=n.name)
+        elif n.op == "MaxPool2d":
+            proc = lp.MaxPool2d(in_shapes[0], n.kernel_size, n.stride, n.padding, name=n.name)
+        elif n.op == "Transpose":
+            proc = lp.Permute(in_shapes[0], n.perm, name=n.name)
+        elif n.op == "Delay":
+            proc = lp.Delay(size, steps=int(n.steps), name=n.name)
+        elif n.op == "TemporalSum":
+            proc = lp.Accumulator(size, name=n.name)
+        else:
+            raise ValueError(f"{n.name}: {n.op} has no Lava mapping (quantize the graph with quantize_loihi first)")
+        self.keep(proc)
+        in_ports = [proc.a_in, proc.b_in] if n.op in ("Mul", "MatMul") else [proc.a_in] * len(n.inputs)
+        for k, port in enumerate(in_ports):
+            self.connect(n.name, k, port)
+        net.ports[n.name] = [proc.s_out]
+
+
+def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, record: Iterable[str] = (),
+               matrices: Optional[dict] = None) -> LavaNetwork:
+    """Build the Lava network for one sample.
+
+    ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
+    ``QuantizeInput`` (the host-side quantized analog input). ``record``: nodes to sink.
+    ``matrices``: a cache of unrolled synapse matrices (reuse it across samples)."""
+    b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
+    for n in qgraph.topo_order():
+        b.node(n, inputs)
+    from lava.proc.io.sink import RingBuffer as Sink
+
+    for name in record:
+        size = int(math.prod(b.shapes[name]))
+        sink = b.keep(Sink(shape=(size,), buffer=b.net.num_steps))
+        for port in b.net.ports[name]:
+            port.connect(sink.a_in)
+        b.net.sinks[name] = sink
+    return b.net
+
+
+__all__ = ["LavaNetwork", "build_lava", "synapse_matrix", "bias_vector", "binary_nodes", "GRADED_BITS"]

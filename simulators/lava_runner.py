@@ -1,0 +1,112 @@
+"""Run a quantized IR graph on Lava's CPU simulator (``Loihi2SimCfg(select_tag='fixed_pt')``) and
+read the spikes back on the golden model's timeline.
+
+Lava runs one sample at a time (every Lava process is an OS process; a run of a tiny Spiking
+Transformer takes seconds). For a T-step sample the network runs ``T + depth`` Lava steps, where
+``depth`` is the largest latency of ``passes.delay_balance.schedule``; node n's golden step t is
+read from Lava step ``t + latency[n]`` (see ``simulators.golden``'s time alignment). The analog
+input is quantized on the host with exactly the golden model's function, so both see the same
+integers.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from step_deploy import ir
+
+from .golden import neuron_names, quantize_input  # noqa: F401  (golden before ir.fixed_point)
+from .reference import RunResult
+from step_deploy.ir import fixed_point as fx  # noqa: E402
+
+
+@dataclass
+class LavaResult(RunResult):
+    """``RunResult`` (int64 ``(T, 1, ...)`` tensors on the golden timeline) plus the Lava side:
+    ``schedule`` (latencies), ``num_steps`` run, process ``counts`` and ``timing`` in seconds."""
+
+    schedule: dict = field(default_factory=dict)
+    num_steps: int = 0
+    counts: dict = field(default_factory=dict)
+    timing: dict = field(default_factory=dict)
+
+
+def host_inputs(qgraph: ir.Graph, x, steps: int) -> dict[str, np.ndarray]:
+    """One sample -> ``{node: (T, *shape) int64}`` for the Lava sources: each analog Input goes
+    through its ``QuantizeInput`` (host side), integer inputs are passed as they are. ``x`` is a
+    per-step tensor ``(*shape)`` (repeated T times) or ``(T, *shape)``, or a dict by input name."""
+    ins = qgraph.inputs
+    if not isinstance(x, dict):
+        if len(ins) != 1:
+            raise ValueError(f"graph has {len(ins)} inputs; pass a dict")
+        x = {ins[0].name: x}
+    out = {}
+    for n in ins:
+        v = torch.as_tensor(np.asarray(x[n.name])) if not torch.is_tensor(x[n.name]) else x[n.name]
+        if v.is_floating_point():
+            v = v.float()  # the golden model sees float32 (reference.run)
+        if v.dim() == len(n.shape):
+            v = v.unsqueeze(0).expand(steps, *v.shape)
+        quant = [c for c in qgraph.consumers(n.name) if isinstance(c, fx.QuantizeInput)]
+        if quant:
+            out[quant[0].name] = quantize_input(quant[0], v).numpy()
+        else:
+            if v.is_floating_point():
+                raise TypeError(f"input {n.name!r} ({n.kind}) must be integers for Lava")
+            out[n.name] = v.to(torch.int64).numpy()
+    return out
+
+
+def run_lava(qgraph: ir.Graph, x, steps: int, record: Union[bool, Iterable[str]] = True,
+             matrices: Optional[dict] = None) -> LavaResult:
+    """Run one sample for ``steps`` golden steps (``steps + depth`` Lava steps) and return the
+    recorded nodes (``record=True``: every LoihiLIF) and the Outputs, aligned to the golden model:
+    ``traces[name][t, 0]`` equals ``run_golden(...).traces[name][t, 0]`` bit for bit."""
+    from lava.magma.core.run_conditions import RunSteps
+
+    from step_deploy.exporters.lava_export import build_lava
+    from step_deploy.exporters.lava_harness import fixed_pt_config
+
+    t0 = time.perf_counter()
+    names = neuron_names(qgraph) if record is True else list(record or ())
+    outs = [o.name for o in qgraph.outputs]
+    net = build_lava(qgraph, host_inputs(qgraph, x, steps), steps, record=list(dict.fromkeys(names + outs)),
+                     matrices=matrices)
+    if not net.sinks:
+        raise ValueError("run_lava: nothing to record")
+    anchor = next(iter(net.sinks.values()))
+    t1 = time.perf_counter()
+    try:
+        anchor.run(condition=RunSteps(num_steps=net.num_steps), run_cfg=fixed_pt_config())
+        t2 = time.perf_counter()
+        data = {name: np.asarray(s.data.get()) for name, s in net.sinks.items()}
+    finally:
+        anchor.stop()
+    t3 = time.perf_counter()
+    shapes = qgraph.infer_shapes()
+    lat = net.schedule.latency
+
+    def aligned(name):
+        d = data[name][:, lat[name]: lat[name] + steps].T.astype(np.int64)
+        return torch.from_numpy(d.reshape(steps, 1, *shapes[name]))
+
+    return LavaResult(outputs={o: aligned(o) for o in outs}, traces={n: aligned(n) for n in names},
+                      schedule=net.schedule.as_dict(), num_steps=net.num_steps, counts=net.counts(),
+                      timing={"build": t1 - t0, "run": t2 - t1, "read": t3 - t2, "total": t3 - t0})
+
+
+def compare(golden_traces: dict, lava_traces: dict, sample: int = 0) -> dict[str, int]:
+    """Mismatching elements per node between a golden batch (sample ``sample``) and a Lava run."""
+    out = {}
+    for name, lv in lava_traces.items():
+        g = golden_traces[name][:, sample: sample + 1]
+        out[name] = int((g.to(torch.int64) != lv).sum())
+    return out
+
+
+__all__ = ["LavaResult", "run_lava", "host_inputs", "compare"]

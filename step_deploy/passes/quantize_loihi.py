@@ -1,0 +1,485 @@
+"""quantize-loihi: BN-folded float IR -> integer IR for Loihi (lava-nc ``fixed_pt`` arithmetic).
+
+``quantize_loihi(graph, calib_inputs, steps, target=None) -> (qgraph, report)``.
+
+Requires: a float IR without BatchNorm next to a synapse (run ``fold_batchnorm`` first), hard-reset
+binary neurons with ``v_reset = 0``. Guarantees: every op is integer (``ir.fixed_point`` types plus
+Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout/Delay), node names kept (spikes compare by name).
+
+**Scales.** Every tensor ``X`` becomes integers ``A ≈ X · s`` (``scale`` in the report). Spikes have
+s = 1; counts stay exact integers (Mean -> Sum multiplies s by n; MatMul's constant folds in,
+``s = s_a · s_b / scale``). Synapse outputs get a power-of-two s per *scale class* (tensors joined by
+Add share one s, e.g. SDT's membrane shortcuts): the smallest s at which every member's largest
+weight fills the 8-bit mantissa with ``weight_exp = e_min``, lowered when calibration on data shows
+that the 24-bit state or a graded payload would overflow (with ``margin``). Mantissas are rounded
+half-to-even, to even values when the signs are mixed (Loihi drops that LSB).
+
+**Neurons.** STEP's ``H = V + (X - V)/tau`` is ``du = 4095`` (no current memory), ``dv = 4096/tau``
+(2048 for tau = 2), ``u = A << 6``: the state scale is ``64 · tau · s_in`` (the 1/tau input factor is
+folded) and ``vth = threshold · tau · s_in``. Spikformer's attention neuron sees the count
+``Q·Kᵀ·V`` (s = 8, the 0.125 folded) against threshold 0.5: ``vth = 8``. With tau = 2 and T <= 7 the
+halvings are exact, so ``v`` is exactly the scaled float membrane of the quantized inputs.
+
+**Ties** (STEP fires on ``>=``, Lava's LIF on ``>``), chosen by ``tie``:
+- ``'ge'`` (default for Loihi 2): ``compare='>='``, ``vth << 6 = threshold · state scale``, exact.
+  Needs Loihi 2's programmable neuron (Lava: the custom ``FixedLIF``).
+- ``'gap'`` (Loihi 1 and 2, Lava's stock ``LIF``): every neuron input is made a multiple of
+  2^(T-1) (``weight_exp >= T-1`` and bias exponents >= T-1, or an inserted ``<neuron>.gap_shift``
+  identity synapse ``<< k`` for weight-free inputs such as attention counts). Then every ``v``
+  reachable within T steps is a multiple of 64, and ``v > (vth-1) << 6`` is exactly
+  ``v >= vth << 6``: the threshold falls strictly between reachable values. Costs T-1 state bits;
+  the golden model flags runs longer than T (``metadata['gap_steps']``).
+- Neurons that already fire on ``>`` keep it (``'native'``).
+Per layer the report records the choice, the chip it needs and the Lava process.
+
+**Input.** Analog input (direct-coded pixels) is quantized on the host to ``input_bits``-bit graded
+spikes (``QuantizeInput``, a power-of-two scale from the calibration maximum).
+
+**Readout.** ``TemporalMean -> Linear`` is reordered to ``Linear -> TemporalMean`` (exact: both are
+linear) and the temporal mean becomes a ``TemporalSum`` (Lava ``Accumulator``): logits ≈
+``Y[t] / ((t + 1) · scale)``; the argmax is unchanged.
+
+Calibration runs the float reference interpreter and then the golden model on the same data to
+count saturation/wrap events per layer.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+
+from step_deploy import ir
+
+# Calibration runs the reference interpreter. It must be imported before ir.fixed_point registers
+# its node types: reference_ops checks at import time that its float table covers NODE_TYPES.
+from step_deploy.simulators import reference_ops as _reference_ops  # noqa: F401,E402  isort: skip
+
+from ..ir import fixed_point as fx  # noqa: E402
+from ..ir.diagnostics import Diagnostic, IRError
+
+SYNAPSES = ("Linear", "Conv2d", "Conv1d")
+PRESERVING = ("Add", "MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Sum", "Output")
+DERIVED = ("Input", "Neuron", "Mean", "Mul", "MatMul", "TemporalMean")
+MAX_UV = 1 << 23
+TIES = ("auto", "ge", "gap")
+CHIP_GE = "loihi2 (programmable neuron microcode; Lava: FixedLIF compare='>=')"
+CHIP_GT = "loihi1 or loihi2 (built-in LIF; Lava: LIF)"
+
+
+def _err(rule, node, msg, hint=""):
+    return IRError([Diagnostic(rule, node, msg, hint=hint)])
+
+
+def _v2(a) -> int:
+    """Largest k such that every entry of ``a`` is divisible by 2^k (62 for all zeros)."""
+    a = np.abs(np.asarray(a, np.int64)).ravel()
+    a = a[a != 0]
+    if a.size == 0:
+        return 62
+    g = int(np.gcd.reduce(a))
+    return (g & -g).bit_length() - 1
+
+
+def _chip(target) -> tuple[str, bool]:
+    if target is None:
+        return "loihi2", True
+    if isinstance(target, str):
+        from step_deploy.targets.spec import load_target
+
+        target = load_target(target)
+    return target.name, bool(target.limit("programmable_neurons"))
+
+
+# --------------------------------------------------------------------------- prepare + calibrate
+
+
+def prepare(graph: ir.Graph) -> ir.Graph:
+    """Check what Loihi can express and move each ``TemporalMean`` after the ``Linear`` it feeds."""
+    g = graph.copy()
+    bad = []
+    for n in g.nodes.values():
+        if n.op in ("BatchNorm", "Scale", "AvgPool2d"):
+            bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no Loihi integer form",
+                                  hint="run fold_batchnorm first" if n.op == "BatchNorm" else ""))
+        if isinstance(n, ir.Neuron) and (n.reset != "hard" or n.v_reset != 0 or n.output != "binary"):
+            bad.append(Diagnostic("quantize-neuron", n.name, f"reset={n.reset}, v_reset={n.v_reset}, output={n.output}: "
+                                  "Loihi's LIF resets to 0 and sends binary spikes",
+                                  hint="use hard reset to 0 with binary spikes"))
+    if bad:
+        raise IRError(bad)
+    for tm in [n for n in g.topo_order() if n.op == "TemporalMean"]:
+        users = g.consumers(tm.name)
+        if len(users) == 1 and users[0].op == "Linear":
+            lin = users[0]
+            g.rewire(lin.name, tm.name)
+            g.replace(ir.replace(lin, inputs=tm.inputs))
+            g.replace(ir.replace(tm, inputs=(lin.name,)))
+            order = [n.name for n in g.topo_order()]
+            g = ir.Graph([g[k] for k in order], g.metadata)
+    return g
+
+
+def _membrane(n: ir.Neuron, x, v):
+    if n.kind == "IF":
+        return v + x
+    if n.decay_input:
+        return v + (x - v) / n.tau
+    return v - v / n.tau + x
+
+
+def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
+    """Float run on ``inputs``: per node ``amax`` (max |value|), ``min``; neurons also ``xmax``
+    (input) and ``hmax`` (membrane before the spike)."""
+    import torch
+
+    from step_deploy.simulators.reference import run
+    from step_deploy.simulators.reference_ops import FLOAT_OPS
+
+    stats: dict[str, dict] = {}
+
+    def wrap(f):
+        def op(n, xs, state, t):
+            st = stats.setdefault(n.name, {"amax": 0.0, "min": 0.0})
+            if n.op == "Neuron":
+                v = state.get("v", torch.zeros_like(xs[0]))
+                st["xmax"] = max(st.get("xmax", 0.0), float(xs[0].abs().max()))
+                st["hmax"] = max(st.get("hmax", 0.0), float(_membrane(n, xs[0], v).abs().max()))
+            y = f(n, xs, state, t)
+            if y.numel():
+                st["amax"] = max(st["amax"], float(y.abs().max()))
+                st["min"] = min(st["min"], float(y.min()))
+            return y
+        return op
+
+    ops = {k: wrap(f) for k, f in FLOAT_OPS.items()}
+    x = torch.as_tensor(np.asarray(inputs)) if not torch.is_tensor(inputs) else inputs
+    static = x.dim() == len(g.inputs[0].shape) + 1
+    axis = 0 if static else 1
+    for chunk in torch.split(x, batch_size, dim=axis):
+        run(g, chunk, steps=steps, ops=ops)
+    return stats
+
+
+# --------------------------------------------------------------------------- scale classes
+
+
+class ScaleClasses:
+    """Union-find of tensors that share a scale (joined by scale-preserving ops) and the solver."""
+
+    def __init__(self, g: ir.Graph, input_scales: dict, e_min: int, extra_bits: int):
+        self.g, self.input_scales, self.e_min, self.extra = g, input_scales, e_min, extra_bits
+        self.order = g.topo_order()
+        self.shapes = g.infer_shapes()
+        parent = {n: n for n in g.nodes}
+
+        def find(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for n in self.order:
+            if n.op in PRESERVING:
+                for i in n.inputs:
+                    parent[find(i)] = find(n.name)
+        self.cls = {n: find(n) for n in g.nodes}
+        self.members: dict[str, list] = {}
+        for n in self.order:
+            self.members.setdefault(self.cls[n.name], []).append(n)
+        self.caps: dict[str, int] = {}
+
+    def solve(self) -> tuple[dict, dict]:
+        """-> (scale per class, {class: {free class: power}} dependencies)."""
+        sig, deps = {}, {}
+        pending = list(self.members)
+        while pending:
+            done = [c for c in pending if self._try(c, sig, deps)]
+            if not done:
+                raise IRError([Diagnostic("quantize-scales", c, "cannot resolve this tensor's scale") for c in pending])
+            pending = [c for c in pending if c not in done]
+        return sig, deps
+
+    def scale(self, sig, name) -> float:
+        return sig[self.cls[name]]
+
+    def _try(self, c, sig, deps) -> bool:
+        srcs = [m for m in self.members[c] if m.op not in PRESERVING]
+        derived = [m for m in srcs if m.op not in SYNAPSES]
+        ins = {m.name: [sig.get(self.cls[i]) for i in m.inputs] for m in srcs}
+        if any(s is None for m in srcs for s in ins[m.name]) and not derived:
+            return False
+        if derived:
+            vals = []
+            for m in derived:  # a neuron's output scale (spikes: 1) does not depend on its input
+                if m.op not in ("Input", "Neuron") and any(s is None for s in ins[m.name]):
+                    return False
+                dep = Counter()
+                if m.op not in ("Input", "Neuron"):
+                    for i in m.inputs:
+                        dep.update(deps[self.cls[i]])
+                vals.append((m, self._derived(m, ins[m.name]), dict(dep)))
+            for m, s, _ in vals[1:]:
+                if not math.isclose(s, vals[0][1], rel_tol=1e-12):
+                    raise _err("quantize-scales", m.name, f"joins tensors of scales {vals[0][1]} and {s}",
+                               "an Add of spikes with synaptic values is not supported")
+            sig[c], deps[c] = vals[0][1], vals[0][2]
+            return True
+        want = None
+        for m in srcs:
+            w = np.abs(m.weight).max() if m.weight.size else 0.0
+            if w > 0:
+                full = 254 if (m.weight.min() < 0 < m.weight.max()) else 255
+                s = math.floor(math.log2(full * 2.0 ** self.e_min * ins[m.name][0] / w))
+                want = s if want is None else max(want, s)
+        s = min((want or 0) + self.extra, self.caps.get(c, 10 ** 6))
+        sig[c], deps[c] = 2.0 ** s, {c: 1}
+        return True
+
+    def _derived(self, m, ins) -> float:
+        if m.op == "Input":
+            return float(self.input_scales.get(m.name, 1.0))
+        if m.op == "Neuron":
+            return 1.0
+        if m.op == "Mean":
+            return ins[0] * self.shapes[m.inputs[0]][m.axis]
+        if m.op == "Mul":
+            return ins[0] * ins[1]
+        if m.op == "MatMul":
+            return ins[0] * ins[1] / m.scale
+        if m.op == "TemporalMean":
+            return ins[0]
+        raise _err("quantize-op", m.name, f"{m.op} has no Loihi integer form",
+                   "supported: Conv/Linear, LIF/IF neurons, Add, Mul, Sum, Mean, MatMul, MaxPool2d, layout, Delay")
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _quantize_synapse(n, sx: float, s: float, exp_min: Optional[int]):
+    """Float synapse with input scale sx, output scale s -> (Fixed node, layer info, 2-adic divisor).
+    ``exp_min`` (tie 'gap'): weight and bias exponents are at least this; the mantissas shrink
+    instead when the scale is lowered for headroom."""
+    w = n.weight.astype(np.float64) * s / sx
+    mixed = n.weight.min() < 0 < n.weight.max()
+    full = 254 if mixed else 255
+    wmax = float(np.abs(w).max()) if w.size else 0.0
+    e = int(math.ceil(math.log2(wmax / full))) if wmax > 0 else 0
+    e = max(e, exp_min) if exp_min is not None else e
+    m = w / 2.0 ** e
+    m = 2 * np.round(m / 2) if mixed else np.round(m)
+    lo, hi = fx.WEIGHT_RANGE[fx.sign_mode(n.weight)]
+    mant = np.clip(m, lo, hi).astype(np.int32)
+    info = {"op": "Fixed" + n.op, "scale": s, "input_scale": sx, "weight_exp": e, "sign_mode": fx.sign_mode(mant),
+            "mantissa_min": int(mant.min()) if mant.size else 0, "mantissa_max": int(mant.max()) if mant.size else 0,
+            "weight_rel_error": float(np.abs(mant * 2.0 ** e - w).max() / wmax) if wmax else 0.0}
+    bias_mant, bias_exp = None, 0
+    if n.bias is not None and np.any(n.bias != 0):
+        b = n.bias.astype(np.float64) * s
+        bias_exp = exp_min or 0
+        while np.abs(np.round(b / 2.0 ** bias_exp)).max() > (1 << (fx.BIAS_MANT_BITS - 1)) - 1:
+            bias_exp += 1
+        bias_mant = np.round(b / 2.0 ** bias_exp).astype(np.int32)
+        info.update(bias_exp=bias_exp, bias_mant_min=int(bias_mant.min()), bias_mant_max=int(bias_mant.max()),
+                    loihi_neuron_bias=f"bias_mant << {bias_exp + 6} (fits the chip's 3-bit exponent: {bias_exp + 6 <= 7})")
+    common = dict(name=n.name, inputs=n.inputs, weight=mant, weight_exp=e, bias_mant=bias_mant, bias_exp=bias_exp)
+    if n.op == "Linear":
+        node = fx.FixedLinear(**common)
+    elif n.op == "Conv2d":
+        node = fx.FixedConv2d(**common, stride=n.stride, padding=n.padding, dilation=n.dilation, groups=n.groups)
+    else:
+        node = fx.FixedConv1d(**common, stride=n.stride, padding=n.padding, dilation=n.dilation, groups=n.groups)
+    k = min(_v2(mant) + e, _v2(bias_mant) + bias_exp if bias_mant is not None else 62) if e >= 0 else 0
+    return node, info, k
+
+
+def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: int):
+    """Emit the integer graph; returns (qgraph, per-layer info, 2-adic divisor k of every tensor)."""
+    q = ir.Graph(metadata={**g.metadata, "quantized": "loihi", "tie": tie, "gap_steps": T if tie == "gap" else None})
+    layers, k2, rename = {}, {}, {}
+    shapes = sc.shapes
+    for n in sc.order:
+        ins = tuple(rename.get(i, i) for i in n.inputs)
+        s_in = [sc.scale(sig, i) for i in n.inputs]
+        if n.op == "Input":
+            q.add(n)
+            k2[n.name] = 0
+            if n.name in input_q:
+                qi = input_q[n.name]
+                q.add(fx.QuantizeInput(f"{n.name}.q", (n.name,), scale=qi["scale"], bits=qi["bits"], signed=qi["signed"]))
+                rename[n.name] = f"{n.name}.q"
+            continue
+        if n.op in SYNAPSES:
+            node, info, k2[n.name] = _quantize_synapse(ir.replace(n, inputs=ins), s_in[0], sc.scale(sig, n.name),
+                                                       (T - 1) if tie == "gap" else None)
+            q.add(node)
+            layers[n.name] = info
+            continue
+        if n.op == "Neuron":
+            node, info, shift_node = _quantize_neuron(n, ins, s_in[0], k2[n.inputs[0]], shapes[n.name], tie, T)
+            if shift_node is not None:
+                q.add(shift_node)
+            q.add(node)
+            layers[n.name] = info
+            k2[n.name] = 0
+            continue
+        k_in = [k2[i] for i in n.inputs]
+        if n.op == "Mean":
+            node = ir.Sum(n.name, ins, axis=n.axis, keepdim=n.keepdim)
+        elif n.op == "MatMul":
+            node = ir.replace(n, inputs=ins, scale=1.0)
+        elif n.op == "TemporalMean":
+            node = fx.TemporalSum(n.name, ins)
+        else:
+            node = ir.replace(n, inputs=ins)
+        q.add(node)
+        k2[n.name] = sum(k_in) if n.op in ("Mul", "MatMul") else min(k_in)
+        if n.op in ("Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean"):
+            layers[n.name] = {"op": node.op, "scale": sc.scale(sig, n.name)}
+    return q, layers, k2
+
+
+def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str, T: int):
+    tau = 1.0 if n.kind == "IF" else float(n.tau)
+    dv_f = 0.0 if n.kind == "IF" else 4096.0 / tau
+    dv = int(round(dv_f))
+    state = 64.0 * s_in * (tau if (n.decay_input and n.kind != "IF") else 1.0)
+    mode = "native" if n.compare == ">" else tie
+    shift = 0
+    if mode == "gap":
+        if dv not in (0, 2048):
+            mode = "ge"  # the grid argument needs halving (tau = 2) or no decay (IF)
+        else:
+            shift = max(0, (T - 1) - k_in)
+    state *= 2.0 ** shift
+    vth_f = n.v_threshold * state / 64.0
+    vth = min(int(round(vth_f)), (1 << fx.VTH_BITS) - 1)  # an overflow is fixed by headroom()
+    info = {"op": "LoihiLIF", "input_scale": s_in, "state_scale": state, "threshold": n.v_threshold, "du": 4095,
+            "dv": dv, "decay_exact": dv == dv_f, "threshold_exact": vth == vth_f, "tie": mode,
+            "compare": ">=" if mode == "ge" else ">", "gap_shift": shift}
+    if mode == "gap":
+        vth -= 1
+        info.update(chip=CHIP_GT, lava_process="LIF", note="v is a multiple of 64 within T steps: v > (vth)<<6 == v >= (vth+1)<<6")
+    elif mode == "ge":
+        info.update(chip=CHIP_GE, lava_process="FixedLIF")
+    else:
+        info.update(chip=CHIP_GT, lava_process="LIF")
+    info["threshold_mantissa"] = vth
+    shift_node = None
+    src = ins[0]
+    if shift:
+        c = int(shape[-1])
+        shift_node = fx.FixedLinear(f"{n.name}.gap_shift", ins, weight=np.eye(c, dtype=np.int32), weight_exp=shift)
+        src = shift_node.name
+    node = fx.LoihiLIF(n.name, (src,), du=4095, dv=dv, vth=vth, compare=info["compare"])
+    return node, info, shift_node
+
+
+# --------------------------------------------------------------------------- headroom + entry point
+
+
+def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[dict, list]:
+    """Bits each free scale class must drop so calibration values fit (24-bit state, 24-bit graded
+    payloads, int32 readout); plus notes on overflows no class can fix."""
+    need, notes = {}, []
+
+    def demand(name, value, limit, what, m=margin):
+        if value * m <= limit:
+            return
+        bits = math.ceil(math.log2(value * m / limit))
+        d = deps[sc.cls[name]]
+        if len(d) == 1 and list(d.values())[0] == 1:
+            c = next(iter(d))
+            need[c] = max(need.get(c, 0), bits)
+        else:
+            notes.append(f"{name}: {what} needs {bits} more bits than fit and its scale is fixed by exact counts")
+
+    for n in sc.order:
+        st = stats.get(n.name, {})
+        if n.op == "Neuron":
+            info = layers[n.name]
+            demand(n.inputs[0], st.get("hmax", 0) * info["state_scale"], MAX_UV, "state v")
+            demand(n.inputs[0], n.v_threshold * info["state_scale"] / 64, (1 << fx.VTH_BITS) - 1, "threshold", 1.0)
+            demand(n.inputs[0], st.get("xmax", 0) * 64 * info["input_scale"] * 2 ** info["gap_shift"], MAX_UV,
+                   "current u")
+        elif n.op == "TemporalMean":
+            demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name) * T, 2 ** 31, "readout sum")
+        elif n.op not in ("Input", "Output"):
+            demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name), MAX_UV, "graded value")
+    return need, notes
+
+
+def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, target=None, *, tie: str = "auto",
+                   input_bits: int = 8, margin: float = 2.0, extra_bits: int = 0, batch_size: int = 64):
+    """Quantize the BN-folded float ``graph`` for Loihi; returns ``(qgraph, report)``.
+
+    ``calib_inputs``: ``(B, *shape)`` static input (with ``steps``) or ``(T, B, *shape)``. ``target``:
+    None (Loihi 2), 'loihi2', 'loihi1' or a ``TargetSpec``. ``tie``: 'auto' ('ge' on chips with
+    programmable neurons, else 'gap'), 'ge' or 'gap' (see the module doc)."""
+    if tie not in TIES:
+        raise ValueError(f"tie must be one of {TIES}, got {tie!r}")
+    chip, programmable = _chip(target)
+    tie = ("ge" if programmable else "gap") if tie == "auto" else tie
+    if tie == "ge" and not programmable:
+        raise ValueError(f"tie='ge' needs Loihi 2's programmable neuron; target {chip} has none: use tie='gap'")
+    g = prepare(graph)
+    T = int(steps or g.metadata.get("time_steps") or np.asarray(calib_inputs).shape[0])
+    stats = calibrate(g, calib_inputs, steps, batch_size)
+    input_q = {}
+    for n in g.inputs:
+        if n.kind == "analog":
+            st = stats[n.name]
+            signed = st["min"] < 0
+            top = (1 << (input_bits - signed)) - 1
+            s = 2.0 ** math.floor(math.log2(top / st["amax"])) if st["amax"] > 0 else 1.0
+            input_q[n.name] = {"node": f"{n.name}.q", "bits": input_bits, "signed": signed, "scale": s,
+                               "calib_max": st["amax"], "note": f"analog input sent as {input_bits}-bit graded spikes"}
+    sc = ScaleClasses(g, {k: v["scale"] for k, v in input_q.items()}, (T - 1) if tie == "gap" else 0, extra_bits)
+    for attempt in range(8):  # solve, build, check headroom, lower the classes that overflow
+        sig, deps = sc.solve()
+        qgraph, layers, _ = build(g, sc, sig, input_q, tie, T)
+        need, notes = headroom(g, sc, sig, deps, layers, stats, margin, T)
+        if not need:
+            break
+        for c, bits in need.items():
+            sc.caps[c] = int(round(math.log2(sig[c]))) - bits
+    if need:
+        notes.append(f"headroom not reached for scale classes {sorted(need)} after {attempt + 1} attempts")
+    ir.check(qgraph)
+    return qgraph, _report(qgraph, layers, input_q, stats, notes, calib_inputs, steps, T, tie, chip, margin, batch_size)
+
+
+def _report(qgraph, layers, input_q, stats, notes, calib_inputs, steps, T, tie, chip, margin, batch_size) -> dict:
+    import torch
+
+    from step_deploy.simulators.golden import merge_events, run_golden
+
+    events: dict = {}
+    x = torch.as_tensor(np.asarray(calib_inputs)) if not torch.is_tensor(calib_inputs) else calib_inputs
+    axis = 0 if x.dim() == len(qgraph.inputs[0].shape) + 1 else 1
+    for chunk in torch.split(x, batch_size, dim=axis):
+        merge_events(events, run_golden(qgraph, chunk, steps=steps, record=(), events=True).events)
+    for name, info in layers.items():
+        ev = {k: v for k, v in events.get(name, {}).items()}
+        if name + ".gap_shift" in events:
+            ev["gap_shift_max_abs"] = events[name + ".gap_shift"].get("max_abs", 0)
+        info["events"] = ev
+        if name in stats:
+            info["calib_max_abs"] = stats[name].get("hmax", stats[name]["amax"])
+    bad = {k: sum(v for e, v in ev.items() if e in ("u_wrap", "v_sat", "input_clip", "int32_overflow", "over_24bit"))
+           for k, ev in events.items()}
+    out = qgraph.outputs[0]
+    neurons = [i for i in layers.values() if i["op"] == "LoihiLIF"]
+    return {
+        "target": chip, "steps": T, "tie": tie, "margin": margin,
+        "chip_required": CHIP_GE if any(i["tie"] == "ge" for i in neurons) else CHIP_GT,
+        "inputs": input_q, "layers": layers,
+        "output": {"node": out.inputs[0], "scale": layers.get(out.inputs[0], {}).get("scale"),
+                   "dequantize": "float value at step t = Y[t] / ((t + 1) * scale) for a TemporalSum readout"},
+        "saturation_events": {k: v for k, v in bad.items() if v}, "saturation_total": int(sum(bad.values())),
+        "notes": notes, "time_alignment": "delay-free golden model; the Lava runner shifts by passes.delay_balance",
+    }
+
+
+__all__ = ["quantize_loihi", "prepare", "calibrate", "ScaleClasses", "build", "headroom", "TIES"]

@@ -1,0 +1,302 @@
+"""Hardware constraint checker. Rules are data (name, what they check, a function), as in
+``step_deploy.ir.verify``; ``check_target`` runs them all and returns every diagnostic.
+
+Severity: ``error`` = cannot run on this target as mapped; ``warning`` = runs, but part of it
+elsewhere (host / embedded cores, more chips, a custom neuron) at a stated cost; ``info`` = a
+fact worth knowing (an unknown limit that was not checked, mixed-sign weights losing an LSB)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+
+from .. import ir
+from ..ir.diagnostics import Diagnostic
+from .memory import ANALOG_INPUT_BITS, payload_bits
+from .spec import TargetSpec, load_target
+
+WeightBits = Union[int, dict, None]
+
+
+@dataclass
+class Context:
+    graph: ir.Graph
+    target: TargetSpec
+    mapping: object  # step_deploy.passes.map_to_cores.Mapping
+    weight_bits: WeightBits
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    check: Callable[[Context], list[Diagnostic]]
+
+
+def _per_core(rule: str, resource: str, key: str, what: str, hint: Callable, at_synapse: bool) -> Callable:
+    def check(c: Context) -> list[Diagnostic]:
+        lim = c.target.limit(key)
+        if lim is None:
+            return []
+        return [Diagnostic(rule, L.cause if at_synapse else L.name,
+                           f"{what} per core is {L.per_core[resource]} (layer {L.name}: {L.role}, {L.neurons} "
+                           f"neurons, fan-in {L.fan_in}, on {L.cores} core(s)); {c.target.name} allows {lim}",
+                           L.per_core[resource], lim, hint(c, L))
+                for L in c.mapping.layers if L.per_core[resource] > lim]
+    return check
+
+
+def _fan_in_hint(c: Context, L) -> str:
+    lim = c.target.limit("in_axons_per_core")
+    parts = math.ceil(L.fan_in / lim)
+    return (f"a neuron of {L.name} reads {L.fan_in} presynaptic sources: split its input into {parts} partial "
+            f"sums (e.g. {parts} relay layers of {L.neurons} neurons each, or dendritic compartments), "
+            f"or shrink the input width")
+
+
+def _memory_hint(c: Context, L) -> str:
+    return (f"{L.fan_in} synapses per neuron at {c.mapping.weight_bits}-bit weights: use fewer weight bits, "
+            f"enable shared kernels (weight_sharing), or reduce the fan-in")
+
+
+def _chip_rules(c: Context) -> list[Diagnostic]:
+    m, t, out = c.mapping, c.target, []
+    per_chip = t.limit("neuro_cores_per_chip")
+    if m.total_cores > per_chip:
+        big = sorted(m.layers, key=lambda L: -L.cores)[:3]
+        out.append(Diagnostic("cores-per-chip", None, f"the mapping needs {m.total_cores} neuro-cores = {m.chips} chips",
+                              m.total_cores, per_chip, f"run on a {m.chips}-chip system or shrink the model; largest "
+                              f"layers: " + ", ".join(f"{L.name} ({L.cores})" for L in big), "warning"))
+    for rule, total, key, what in (("neurons-per-chip", m.neurons, "neurons_per_chip", "neurons"),
+                                   ("synapses-per-chip", m.stored_synapses, "synapses_per_chip", "stored synapses")):
+        lim = t.limit(key)
+        if total > lim:
+            k = math.ceil(total / lim)
+            extra = f" ({m.synapses} unshared)" if rule == "synapses-per-chip" else ""
+            out.append(Diagnostic(rule, None, f"{total} {what}{extra} need {k} chips by this resource alone",
+                                  total, lim, f"spread over {max(k, m.chips)} chips or shrink the model", "warning"))
+    return out
+
+
+def _node_bits(c: Context, name: str) -> Optional[int]:
+    wb = c.weight_bits if c.weight_bits is not None else c.mapping.weight_bits
+    return wb.get(name, c.mapping.weight_bits) if isinstance(wb, dict) else wb
+
+
+def _weight_precision(c: Context) -> list[Diagnostic]:
+    t, out, mixed = c.target, [], []
+    allowed, top = t.limit("weight_bits_allowed"), t.limit("weight_bits")
+    for n in c.graph.topo_order():
+        if not isinstance(n, (ir.Linear, ir.Conv2d, ir.Conv1d)) or c.mapping.nodes[n.name]["placement"] != "synapses":
+            continue
+        bits = _node_bits(c, n.name)
+        if bits is not None and (bits > top or bits not in allowed):
+            out.append(Diagnostic("weight-precision", n.name, f"{bits}-bit weights; {t.name} stores {allowed}-bit "
+                                  f"mantissas with a shared exponent", bits, top,
+                                  f"quantize {n.name} to at most {top} bits (one of {allowed})"))
+        w = np.asarray(n.weight)
+        if t.limit("mixed_sign_loses_lsb") and bits == top and w.min() < 0 < w.max():
+            mixed.append(n.name)
+    if mixed:
+        out.append(Diagnostic("weight-precision", None, f"{len(mixed)} synapse layer(s) have mixed-sign weights: at "
+                              f"{top} bits the mantissa loses one LSB (even values only)", len(mixed), None,
+                              f"expect {top - 1} effective bits; first: {mixed[0]}", "info"))
+    return out
+
+
+def _graded_hint(n: ir.Node, t: TargetSpec) -> str:
+    if isinstance(n, ir.Add):
+        return ("fold the add into each consumer's synapses (one duplicated synapse group per operand: fan-in x "
+                f"{len(n.inputs)}), or deploy on a chip with graded spikes (Loihi 2)")
+    if isinstance(n, (ir.MatMul, ir.Mul)):
+        return "expand the product into coincidence neurons, or run its consumers on the host too"
+    if isinstance(n, ir.Neuron):
+        return "retrain with binary spikes (output='binary') or deploy on a chip with graded spikes (Loihi 2)"
+    if isinstance(n, ir.Sum):
+        return "fold the reduction into the consumer's synapses, or run it on the host"
+    return "send binary spikes only, or deploy on a chip with graded spikes (Loihi 2)"
+
+
+def _graded_spikes(c: Context) -> list[Diagnostic]:
+    t, m, out = c.target, c.mapping, []
+    graded, cap = t.limit("graded_spikes"), t.limit("spike_payload_bits")
+    readers: dict[str, list[str]] = {}
+    for L in m.layers:
+        for s in L.sources:
+            v, s = m.values[s], m.origin.get(s, s)
+            if v["kind"] in ("graded", "host") and (not graded or payload_bits(v) > cap):
+                readers.setdefault(s, []).append(L.name)
+    for s, who in readers.items():
+        v, bits = m.values[s], payload_bits(m.values[s])
+        rng = f"0..{v['vmax']}" if v["vmax"] is not None else "non-binary values"
+        why = "has no graded spikes (binary only)" if not graded else f"carries at most {cap}-bit spikes"
+        out.append(Diagnostic("graded-spikes", s, f"{s} sends {rng} ({bits}-bit) to on-chip layer(s) "
+                              f"{', '.join(who)}; {t.name} {why}", bits, cap, _graded_hint(c.graph[s], t)))
+    return out
+
+
+def _live_products(c: Context) -> list[Diagnostic]:
+    out = []
+    for o in c.mapping.off_core:
+        if o.op not in ("MatMul", "Mul"):
+            continue
+        e = o.expansion
+        alt = (f"expand into {e['how']}: {e['neurons']} neurons, {e['synapses']} synapses, {e['cores']} core(s)"
+               + ("" if e["possible"] else f" (not possible on {c.target.name}: needs graded spikes and "
+                                           f"programmable neurons)"))
+        out.append(Diagnostic("live-spike-product", o.node, f"{o.how} is not a synapse: {o.ops_per_step} "
+                              f"{o.cost_unit} per step", o.ops_per_step, None,
+                              f"run on embedded/host cores ({o.ops_per_step} {o.cost_unit}/step) or {alt}", "warning"))
+    return out
+
+
+def _analog_input(c: Context) -> list[Diagnostic]:
+    t, m, out = c.target, c.mapping, []
+    for n in c.graph.inputs:
+        if n.kind != "analog":
+            continue
+        size = math.prod(c.graph.infer_shapes()[n.name])
+        host = [o for o in m.off_core if m.values[o.node].get("from_analog")]
+        if t.limit("graded_spikes"):
+            users = [L.name for L in m.layers if any(m.origin.get(s) == n.name for s in L.sources)]
+            out.append(Diagnostic("analog-input", n.name, f"analog input ({size} values per step) is not spikes: "
+                                  f"{t.name} takes it as graded spikes", ANALOG_INPUT_BITS, t.limit("spike_payload_bits"),
+                                  f"send it as {ANALOG_INPUT_BITS}-bit graded spikes from the host/embedded cores to "
+                                  f"{', '.join(users) or 'the first layer'} (quantize the input to {ANALOG_INPUT_BITS} bits)",
+                                  "warning"))
+        else:
+            cost = ", ".join(f"{o.node}: {o.ops_per_step} {o.cost_unit}" for o in host)
+            out.append(Diagnostic("analog-input", n.name, f"analog input ({size} values per step) cannot enter "
+                                  f"{t.name} (binary spikes only): the first layer runs on the host", ANALOG_INPUT_BITS,
+                                  t.limit("spike_payload_bits"),
+                                  f"host cost per step: {cost or 'none'}; or encode the input as spikes "
+                                  f"(rate/threshold encoder) and retrain", "warning"))
+    return out
+
+
+def _threshold_compare(c: Context) -> list[Diagnostic]:
+    t, out = c.target, []
+    builtin = t.limit("builtin_compare")
+    for L in c.mapping.layers:
+        n = c.graph[L.name]
+        if not isinstance(n, ir.Neuron) or n.compare == builtin:
+            continue
+        if t.limit("programmable_neurons"):
+            hint = (f"use a custom neuron that fires on v {n.compare} vth ({t.name} neurons are programmable), or "
+                    f"choose the fixed-point scale so no reachable v equals the threshold (granularity "
+                    f"2^{t.limit('vth_shift')})")
+        else:
+            hint = (f"{t.name} neurons are not programmable: only a threshold shift works; the quantized scale "
+                    f"must keep every reachable v off the threshold, else spikes differ from the model")
+        out.append(Diagnostic("threshold-compare", n.name, f"fires on v {n.compare} {n.v_threshold}; the built-in "
+                              f"neuron fires on v {builtin} vth", n.compare, builtin, hint, "warning"))
+    return out
+
+
+def _neuron_model(c: Context) -> list[Diagnostic]:
+    t, out = c.target, []
+    prog = t.limit("programmable_neurons")
+    for L in c.mapping.layers:
+        n = c.graph[L.name]
+        if not isinstance(n, ir.Neuron):
+            continue
+        odd = [x for x, bad in (("soft reset", n.reset == "soft"), (f"v_reset={n.v_reset}", n.v_reset != 0),
+                                (f"{n.output} output", n.output != "binary")) if bad]
+        if odd:
+            out.append(Diagnostic("neuron-model", n.name, f"{', '.join(odd)}: the built-in neuron resets to 0 and "
+                                  f"sends binary spikes", ", ".join(odd), "hard reset to 0, binary",
+                                  "write a custom neuron (microcode)" if prog else
+                                  f"{t.name} neurons are not programmable: retrain with hard reset to 0 and binary "
+                                  f"spikes", "warning" if prog else "error"))
+    return out
+
+
+def _feeds_chip(g: ir.Graph, m, name: str) -> bool:
+    """True when some node downstream of ``name`` runs on the neuro-cores."""
+    seen, todo = set(), [name]
+    while todo:
+        for x in g.consumers(todo.pop()):
+            if x.name not in seen:
+                seen.add(x.name)
+                if m.nodes[x.name]["layer"] is not None and m.nodes[x.name]["placement"] != "free":
+                    return True
+                todo.append(x.name)
+    return False
+
+
+def _off_core(c: Context) -> list[Diagnostic]:
+    out, m = [], c.mapping
+    for o in m.off_core:
+        if o.op in ("MatMul", "Mul") or m.values[o.node].get("from_analog"):
+            continue
+        at_end = not _feeds_chip(c.graph, m, o.node)
+        out.append(Diagnostic("off-core", o.node, f"runs on the host: {o.how} ({o.ops_per_step} {o.cost_unit}/step)",
+                              o.ops_per_step, None, "a readout after the chip: expected" if at_end else
+                              "moves data chip -> host -> chip every step; keep it on-chip if possible",
+                              "info" if at_end else "warning"))
+    return out
+
+
+def _delays(c: Context) -> list[Diagnostic]:
+    lim, out = c.target.limit("max_synaptic_delay"), []
+    for n in c.graph.topo_order():
+        if isinstance(n, ir.Delay) and lim is not None and n.steps > lim:
+            size = math.prod(c.graph.infer_shapes()[n.name])
+            relays = math.ceil(n.steps / lim) - 1
+            out.append(Diagnostic("synaptic-delay", n.name, f"delay of {n.steps} steps; synapses delay at most {lim}",
+                                  n.steps, lim, f"chain {relays} relay layer(s) of {size} neurons (delay {lim} each)",
+                                  "warning"))
+    return out
+
+
+def _unknown_limits(c: Context) -> list[Diagnostic]:
+    return [Diagnostic("limit-unknown", None, f"{k} is unknown for {c.target.name}: not checked",
+                       None, None, c.target.source(k), "info")
+            for k in ("in_axons_per_core", "out_axons_per_core") if c.target.limit(k) is None]
+
+
+RULES: list[Rule] = [
+    Rule("neurons-per-core", "neurons on each core within the core's compartments",
+         _per_core("neurons-per-core", "neurons", "neurons_per_core", "neurons",
+                   lambda c, L: "split the layer over more cores (the mapper does this; a hand-made mapping is over)",
+                   False)),
+    Rule("synaptic-memory-per-core", "synapse lists (+ neuron state) fit a core's memory",
+         _per_core("synaptic-memory-per-core", "memory_bits", "core_memory_bits", "memory bits", _memory_hint,
+                   True)),
+    Rule("fan-in-axons", "distinct presynaptic sources per core within the input-axon limit",
+         _per_core("fan-in-axons", "in_axons", "in_axons_per_core", "input axons", _fan_in_hint, True)),
+    Rule("fan-out-axons", "output axons (neuron -> destination core) per core within the limit",
+         _per_core("fan-out-axons", "out_axons", "out_axons_per_core", "output axons",
+                   lambda c, L: "put fewer neurons per core, or merge the consumers' tiles", False)),
+    Rule("per-chip", "cores, neurons and synapses per chip (cores-per-chip, neurons-per-chip, synapses-per-chip)",
+         _chip_rules),
+    Rule("weight-precision", "weight mantissa widths the synapse format supports", _weight_precision),
+    Rule("graded-spikes", "non-binary values between on-chip layers need graded spikes", _graded_spikes),
+    Rule("live-spike-product", "MatMul/Mul of two live tensors is not a synapse", _live_products),
+    Rule("analog-input", "an analog input is not spikes", _analog_input),
+    Rule("threshold-compare", "the model's threshold comparison against the built-in neuron's", _threshold_compare),
+    Rule("neuron-model", "reset mode and spike alphabet the built-in neuron supports", _neuron_model),
+    Rule("synaptic-delay", "Delay nodes within the synaptic delay range", _delays),
+    Rule("off-core", "other nodes that run on the host", _off_core),
+    Rule("limit-unknown", "limits the target spec does not know", _unknown_limits),
+]
+
+
+def check_target(graph: ir.Graph, target: TargetSpec | str, mapping=None, weight_bits: WeightBits = None,
+                 rules: list[Rule] = RULES) -> list[Diagnostic]:
+    """Map (unless ``mapping`` is given) and run every rule; ``weight_bits`` is an int or {node: bits}."""
+    from ..passes.map_to_cores import map_to_cores
+
+    target = load_target(target)
+    if mapping is None:
+        default = weight_bits if isinstance(weight_bits, int) else 8
+        mapping = map_to_cores(graph, target, default)
+    elif mapping.target != target.name:
+        raise ValueError(f"the mapping was made for {mapping.target!r}, not for {target.name!r}: map again")
+    ctx = Context(graph, target, mapping, weight_bits)
+    diags: list[Diagnostic] = []
+    for rule in rules:
+        diags.extend(rule.check(ctx))
+    return diags
