@@ -110,6 +110,7 @@ def export_nir_target(p: Prepared, out) -> dict:
     logits, traces, x = _torch_reference(p)
     with atomic_output_dir(out) as tmp:
         coverage = write_nir(graph, tmp / "model.nir")
+        coverage["path"] = "model.nir"  # relative: the temporary directory's name must not leak into files
         back = read_nir_as_ir(tmp / "model.nir")
         r = run(back, x, record=True)
         check = {"samples": len(p.samples), **spike_parity(traces, r.traces),

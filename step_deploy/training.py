@@ -21,8 +21,8 @@ from step_deploy.models import build_model
 class TrainArgs:
     arch: str
     data: str = "digits"
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int = 15
+    batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1

@@ -185,6 +185,8 @@ class LIFNode(BaseNeuron):
     kind = "lif"
 
     def charge(self, v, x):
+        if self.v_reset == 0.0:  # STEP's form: mem + (x - mem) / tau (same bits, one op less)
+            return v + (x - v) / self.tau
         return v + (x - (v - self.v_reset)) / self.tau
 
 
