@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from step_deploy.simulators.lava_compat import import_lava
+from step_deploy.simulators.lava_compat import check_start_method, import_lava
 
 
 def fixed_pt_config(**kwargs):
@@ -23,11 +23,14 @@ def fixed_pt_config(**kwargs):
 
 
 def run_open_loop(inputs: Mapping, outputs: Mapping, num_steps: Optional[int] = None,
-                  run_cfg=None) -> dict[str, np.ndarray]:
+                  run_cfg=None, read_vars: Optional[Mapping] = None) -> dict[str, np.ndarray]:
     """Feed ``inputs`` ``{in_port: (T, N) int array}`` (step t of the array is sent in step t),
     record ``outputs`` ``{name: out_port}`` for ``num_steps`` steps (default T; the input
     repeats cyclically beyond T, so pad it with zeros to run longer) and return
-    ``{name: (num_steps, N) int64 array}``. Output row t holds what the port sent in step t."""
+    ``{name: (num_steps, N) int64 array}``. Output row t holds what the port sent in step t.
+    ``read_vars`` ``{name: Var}`` adds the Vars' values after the last step (``Var.get()`` is
+    slow for big Vars: prefer sinks). Lava runs only the processes connected to the first sink:
+    pass the *same* array object for several ports to feed them from one source (one graph)."""
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.sink import RingBuffer as Sink
@@ -36,16 +39,19 @@ def run_open_loop(inputs: Mapping, outputs: Mapping, num_steps: Optional[int] = 
     if not outputs:
         raise ValueError("run_open_loop: give at least one output port to record")
     steps = num_steps
+    groups: dict[int, tuple[np.ndarray, list]] = {}  # one source per input array object
     for port, data in inputs.items():
+        groups.setdefault(id(data), (data, []))[1].append(port)
+    for data, ports in groups.values():
         data = np.asarray(data)
-        if data.ndim != 2 or data.shape[1] != port.shape[0]:
-            raise ValueError(f"input for {port.process.name}.{port.name}: expected (T, "
-                             f"{port.shape[0]}), got {data.shape}")
+        for port in ports:
+            if data.ndim != 2 or data.shape[1] != port.shape[0]:
+                raise ValueError(f"input for {port.process.name}.{port.name}: expected (T, "
+                                 f"{port.shape[0]}), got {data.shape}")
         if not np.issubdtype(data.dtype, np.integer):
-            raise TypeError(f"input for {port.process.name}.{port.name} must be integer, "
-                            f"got {data.dtype}")
+            raise TypeError(f"input for {ports[0].process.name} must be integer, got {data.dtype}")
         steps = steps or data.shape[0]
-        Source(data=np.ascontiguousarray(data.T.astype(np.int32))).s_out.connect(port)
+        Source(data=np.ascontiguousarray(data.T.astype(np.int32))).s_out.connect(ports)
     if not steps:
         raise ValueError("run_open_loop: num_steps is required when there are no inputs")
     sinks = {}
@@ -53,8 +59,31 @@ def run_open_loop(inputs: Mapping, outputs: Mapping, num_steps: Optional[int] = 
         sinks[name] = Sink(shape=port.shape, buffer=steps)
         port.connect(sinks[name].a_in)
     anchor = next(iter(sinks.values()))
+    check_start_method()
     try:
         anchor.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg or fixed_pt_config())
-        return {name: np.asarray(s.data.get()).T.astype(np.int64) for name, s in sinks.items()}
+    except Exception:
+        stop_runtime(anchor, failed=True)
+        raise
+    try:
+        result = {name: np.asarray(s.data.get()).T.astype(np.int64) for name, s in sinks.items()}
+        for name, var in (read_vars or {}).items():
+            result[name] = np.asarray(var.get()).astype(np.int64)
+        return result
     finally:
-        anchor.stop()
+        stop_runtime(anchor, failed=False)
+
+
+def stop_runtime(proc, failed: bool) -> None:
+    """``proc.stop()``, safe after a failed ``run()`` (``failed=True``).
+
+    When a process model raises, lava-nc 0.10.0's runtime service stops every process and exits,
+    and ``run()`` raises ``RuntimeError``; a later ``proc.stop()`` would then wait forever for an
+    answer from the exited service. After a failure this only releases the shared memory."""
+    runtime = getattr(proc, "runtime", None)
+    if runtime is None:
+        return
+    if failed:
+        runtime._is_started = False
+        runtime._is_running = False
+    proc.stop()

@@ -1,8 +1,8 @@
 """Fixed-point CPU process models (tag ``'fixed_pt'``) for ``exporters/lava_processes.py``.
 
 Each model is ``receive → compute → send`` in the spiking phase (latency 0), except ``Delay``.
-The arithmetic lives in plain numpy functions (``*_kernel``, :func:`lif_fixed_step`) so that it
-can be read and tested without Lava. Imported by ``lava_processes`` (which registers the models
+The arithmetic lives in ``lava_kernels.py`` (plain numpy, no lava) so that it can be read,
+reused and tested without Lava. Imported by ``lava_processes`` (which registers the models
 with Lava's compiler through ``lava_compat.register_process_models``).
 """
 from __future__ import annotations
@@ -12,7 +12,12 @@ from collections import deque
 
 import numpy as np
 
-from step_deploy.simulators.lava_compat import register_process_models
+from step_deploy.simulators.lava_compat import import_lava, register_process_models
+
+from .lava_kernels import (axis_sum_kernel, lif_fixed_step, matmul_kernel, maxpool_kernel,
+                           mul_kernel, permute_kernel, to_int32)
+
+import_lava()
 
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -23,80 +28,6 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from .lava_processes import (Accumulator, AxisSum, Delay, ElementwiseAdd, FixedLIF, LiveMatMul,
                              LiveMul, MaxPool2d, Permute)
-
-_I32 = np.iinfo(np.int32)
-
-
-def to_int32(y: np.ndarray, who: str) -> np.ndarray:
-    """Flatten ``y`` (int64) to an int32 vector; an out-of-range value is an error, not a wrap."""
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if y.size and (y.max() > _I32.max or y.min() < _I32.min):
-        raise OverflowError(f"{who}: output {int(np.abs(y).max())} does not fit int32")
-    return y.astype(np.int32)
-
-
-# --------------------------------------------------------------------------- kernels (numpy)
-
-
-def _swap_last(x: np.ndarray, flag: bool) -> np.ndarray:
-    return np.swapaxes(x, -1, -2) if flag else x
-
-
-def matmul_kernel(a, b, a_shape, b_shape, transpose_a=False, transpose_b=False) -> np.ndarray:
-    a = np.asarray(a, np.int64).reshape(a_shape)
-    b = np.asarray(b, np.int64).reshape(b_shape)
-    return np.matmul(_swap_last(a, transpose_a), _swap_last(b, transpose_b))
-
-
-def mul_kernel(a, b, a_shape, b_shape) -> np.ndarray:
-    return np.asarray(a, np.int64).reshape(a_shape) * np.asarray(b, np.int64).reshape(b_shape)
-
-
-def axis_sum_kernel(x, in_shape, axis, keepdim=False) -> np.ndarray:
-    return np.asarray(x, np.int64).reshape(in_shape).sum(axis=axis, keepdims=keepdim)
-
-
-def maxpool_kernel(x, in_shape, kernel, stride, padding) -> np.ndarray:
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    x = np.asarray(x, np.int64).reshape(in_shape)
-    c, h, w = in_shape
-    lo = np.iinfo(np.int64).min
-    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw)), constant_values=lo)
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    out = np.full((c, ho, wo), lo, dtype=np.int64)
-    for dy in range(kh):
-        for dx in range(kw):
-            out = np.maximum(out, xp[:, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw])
-    return out
-
-
-def permute_kernel(x, in_shape, perm) -> np.ndarray:
-    return np.asarray(x, np.int64).reshape(in_shape).transpose(perm)
-
-
-def _trunc_decay(x: np.ndarray, keep: int) -> np.ndarray:
-    """``x·keep / 4096`` rounded toward zero (Lava: ``sign(p)·(|p| >> 12)``)."""
-    p = x.astype(np.int64) * int(keep)
-    return np.sign(p) * (np.abs(p) >> 12)
-
-
-def lif_fixed_step(u, v, a_in, du, dv, vth, bias_mant, bias_exp, compare=">"):
-    """One step of Lava's ``PyLifModelBitAcc`` (plus ``>=``). Returns ``(u, v, spikes, v_pre)``
-    as int64 arrays; ``v`` is after the reset, ``v_pre`` before it."""
-    max_uv = 1 << 23
-    bias_mant = np.asarray(bias_mant, np.int64)
-    bias_exp = np.asarray(bias_exp, np.int64)
-    bias = np.where(bias_exp >= 0, bias_mant << np.maximum(bias_exp, 0),
-                    bias_mant >> np.maximum(-bias_exp, 0))
-    u = _trunc_decay(np.asarray(u), 4096 - (int(du) + 1)) + (np.asarray(a_in, np.int64) << 6)
-    wrapped = np.where(u > max_uv, u - 2 * max_uv, u)
-    u = np.where(wrapped <= -max_uv, u + 2 * max_uv, wrapped)
-    v = _trunc_decay(np.asarray(v), 4096 - int(dv)) + u + bias
-    v = np.clip(v, -max_uv + 1, max_uv - 1)
-    thr = np.asarray(vth, np.int64) << 6
-    s = v >= thr if compare == ">=" else v > thr
-    return u, np.where(s, 0, v), s, v
-
 
 # --------------------------------------------------------------------------- process models
 

@@ -12,7 +12,7 @@ flattened the same way. Reshape and Flatten are therefore free (no process): con
 **Timing.** A process with latency 0 receives and sends in the same time step (receive, compute,
 send): its output at step t depends on its inputs at step t. This is reliable in any graph
 without cycles, since ``recv()`` blocks until the producer has sent in the same step. Lava's own
-``Dense``/``Sparse``/``Conv`` send first and receive afterwards (latency 1, safe in loops); its
+``Dense``/``Sparse`` send first and receive afterwards (latency 1, safe in loops); its
 ``LIF`` receives first (latency 0). ``RingBuffer`` source sends ``data[:, t]`` in step t (0-based)
 and the sink stores step t's input in ``data[:, t]``, so an output column equals the reference at
 column ``t - total latency of the path``. Measured for every process in the tests.
@@ -41,13 +41,13 @@ FixedLIF           a_in (N,) graded int32;           shape, du, dv, vth, bias_ma
                    s_out (N,) 0/1 (graded: v)        compare '>'|'>=', graded, u, v.  Lava's
                                                      PyLifModelBitAcc arithmetic (below)
 Accumulator        a_in (N,); s_out (N,) running     shape.  total[t] = Σ_{k<=t} x[k];         0
-                   total; Var ``total``              read ``proc.total.get()`` after the run
+                   total; Var ``total``              ``total.get()`` before ``stop()``
 Delay              a_in (N,), s_out (N,)             shape, steps.  y[t] = x[t - steps]        steps
                                                      (zeros before); for delay balancing
 =================  ================================  ====================================  =======
 
-Outputs are computed in int64 and must fit int32, else the run fails with ``OverflowError``
-(no silent wrap). ``out_shape`` of each process is available as ``proc.out_shape``.
+Outputs are computed in int64 and must fit int32, else the run fails (``OverflowError`` in the
+model, see Errors; no silent wrap). ``out_shape`` of each process is available as ``proc.out_shape``.
 
 **FixedLIF** (per step, all integer; identical to lava-nc 0.10.0 ``PyLifModelBitAcc`` for
 ``compare='>'``, verified in the tests)::
@@ -65,15 +65,21 @@ computes ``a_in << 6`` in int32, so parity holds while ``|a_in| < 2^25``. Lava's
 a single ±2^24 correction, not a modulo; it is copied as is. With ``graded=True`` the spike
 payload is the pre-reset voltage ``v`` (state units, i.e. ``<< 6``) of the spiking neurons.
 
-**Graded Dense.** ``lava.proc.dense.Dense(weights, num_message_bits=k>0)`` accepts graded
-integer input correctly in fixed_pt: ``a_out = (W @ s_in) << weight_exp`` (``>>`` when negative,
-floor), with latency 1; checked in the tests, so no custom process is needed. Its weights are
-clipped to [-256, 255] (mixed sign) / [0, 255], and with mixed signs and ``num_weight_bits=8``
-the LSB is dropped (``(w >> 1) << 1``: odd weights become even). ``num_message_bits=0`` treats
-the input as binary (``s_in.astype(bool)``).
+**Graded Dense.** ``lava.proc.dense.Dense(weights, num_message_bits=k>0)`` (and ``Sparse``)
+accepts graded integer input correctly in fixed_pt: ``a_out = (W @ s_in) << weight_exp``
+(``>>``, floor, when negative), latency 1; checked in the tests, so no custom process is needed.
+Weights are clipped to [-256, 255] (mixed sign) / [0, 255], and with mixed signs and
+``num_weight_bits=8`` the LSB is dropped (``(w >> 1) << 1``: odd weights become even).
+``num_message_bits=0`` treats the input as binary (``s_in.astype(bool)``).
+
+**Errors.** A model that fails (e.g. ``OverflowError``) sends zeros, prints the cause to stderr
+and raises; ``run()`` then raises ``RuntimeError: 1 Exception(s) occurred``. Stop such a run
+with ``lava_harness.stop_runtime(proc, failed=True)``: lava's own ``stop()`` hangs after it.
 
 ``LATENCY`` maps process-type names (ours and the Lava ones the exporter uses) to their latency
-in steps; :func:`latency` also handles ``Delay`` instances.
+in steps; :func:`latency` also handles ``Delay`` instances. Related modules: ``lava_models``
+(process models, registered with Lava's compiler on import), ``lava_kernels`` (the numpy
+arithmetic, no lava needed), ``lava_harness`` (``run_open_loop``: sources → ports → sinks).
 """
 from __future__ import annotations
 
@@ -96,7 +102,7 @@ LATENCY: dict[str, int] = {
     "ElementwiseAdd": 0, "LiveMatMul": 0, "LiveMul": 0, "AxisSum": 0, "MaxPool2d": 0,
     "Permute": 0, "FixedLIF": 0, "Accumulator": 0,
     # lava-nc's own processes, as measured in the tests
-    "Dense": 1, "Sparse": 1, "Conv": 1, "LIF": 0,
+    "Dense": 1, "Sparse": 1, "LIF": 0,
 }
 
 
@@ -140,7 +146,16 @@ def pool_out_shape(in_shape: Shape, kernel, stride, padding) -> Shape:
     return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
 
-class _UnaryProcess(AbstractProcess):
+class _StepProcess(AbstractProcess):
+    """Base of the processes here: parameters are checked before ``AbstractProcess.__init__``;
+    an instance rejected there must not fail again in lava's ``__del__``."""
+
+    def __del__(self):
+        if "_runtime" in self.__dict__:
+            super().__del__()
+
+
+class _UnaryProcess(_StepProcess):
     """One flattened input ``a_in`` and one flattened output ``s_out``."""
 
     def _ports(self, in_size: int, out_shape: Shape) -> None:
@@ -159,7 +174,7 @@ class ElementwiseAdd(_UnaryProcess):
         self._ports(_size(shape), shape)
 
 
-class LiveMatMul(AbstractProcess):
+class LiveMatMul(_StepProcess):
     """``y = op(A) @ op(B)`` of two live integer tensors (AND + popcount on spikes)."""
 
     def __init__(self, a_shape, b_shape, transpose_a: bool = False, transpose_b: bool = False,
@@ -174,7 +189,7 @@ class LiveMatMul(AbstractProcess):
         self.s_out = OutPort(shape=(_size(out_shape),))
 
 
-class LiveMul(AbstractProcess):
+class LiveMul(_StepProcess):
     """``y = A ⊙ B`` with numpy broadcasting (AND on spikes)."""
 
     def __init__(self, a_shape, b_shape, name: str | None = None):
@@ -226,9 +241,8 @@ class Permute(_UnaryProcess):
         self._ports(_size(in_shape), out_shape)
 
 
-def _per_neuron(value, n: int, what: str) -> np.ndarray:
-    arr = np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).copy()
-    return arr.astype(np.int32)
+def _per_neuron(value, n: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).astype(np.int32)
 
 
 class FixedLIF(_UnaryProcess):
@@ -247,13 +261,13 @@ class FixedLIF(_UnaryProcess):
         super().__init__(shape=shape, compare=compare, graded=bool(graded), name=name)
         self.compare, self.graded = compare, bool(graded)
         self._ports(n, shape)
-        self.u = Var(shape=(n,), init=_per_neuron(u, n, "u"))
-        self.v = Var(shape=(n,), init=_per_neuron(v, n, "v"))
+        self.u = Var(shape=(n,), init=_per_neuron(u, n))
+        self.v = Var(shape=(n,), init=_per_neuron(v, n))
         self.du = Var(shape=(1,), init=int(du))
         self.dv = Var(shape=(1,), init=int(dv))
-        self.vth = Var(shape=(n,), init=_per_neuron(vth, n, "vth"))
-        self.bias_mant = Var(shape=(n,), init=_per_neuron(bias_mant, n, "bias_mant"))
-        self.bias_exp = Var(shape=(n,), init=_per_neuron(bias_exp, n, "bias_exp"))
+        self.vth = Var(shape=(n,), init=_per_neuron(vth, n))
+        self.bias_mant = Var(shape=(n,), init=_per_neuron(bias_mant, n))
+        self.bias_exp = Var(shape=(n,), init=_per_neuron(bias_exp, n))
 
 
 class Accumulator(_UnaryProcess):

@@ -89,6 +89,8 @@ def trunc_decay(x: torch.Tensor, keep: int) -> torch.Tensor:
 
 def wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's current wrap: one ±2^24 correction outside ``(-2^23, 2^23]``."""
+    if u.numel() == 0 or (int(u.max()) <= MAX_UV and int(u.min()) > -MAX_UV):
+        return u
     w = torch.where(u > MAX_UV, u - 2 * MAX_UV, u)
     return torch.where(w <= -MAX_UV, u + 2 * MAX_UV, w)
 
@@ -255,6 +257,23 @@ def neuron_names(qgraph: ir.Graph) -> list[str]:
     return [n.name for n in qgraph.topo_order() if isinstance(n, fx.LoihiLIF)]
 
 
+def integer_inputs(qgraph: ir.Graph, inputs) -> dict:
+    """Spike/count inputs given as floats (0.0/1.0, as the float interpreter wants them) become
+    int64; analog inputs stay float for ``QuantizeInput``."""
+    if not isinstance(inputs, dict):
+        inputs = {qgraph.inputs[0].name: inputs}
+    out = {}
+    for n in qgraph.inputs:
+        x = inputs[n.name]
+        x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+        if n.kind != "analog" and x.is_floating_point():
+            if not torch.equal(x, torch.round(x)):
+                raise GoldenError(f"input {n.name!r} is '{n.kind}' but holds non-integer values")
+            x = x.to(torch.int64)
+        out[n.name] = x
+    return out
+
+
 def run_golden(qgraph: ir.Graph, inputs: Union[dict, torch.Tensor, np.ndarray], steps: Optional[int] = None,
                record: Union[bool, Iterable[str]] = True, events: bool = False) -> GoldenResult:
     """Run the quantized graph. ``inputs`` as for ``reference.run`` (analog floats go through the
@@ -262,7 +281,8 @@ def run_golden(qgraph: ir.Graph, inputs: Union[dict, torch.Tensor, np.ndarray], 
     spikes of every ``LoihiLIF``; traces and outputs are int64 ``(T, B, ...)`` tensors."""
     names = neuron_names(qgraph) if record is True else list(record or ())
     ev: dict = {}
-    res = run(qgraph, inputs, steps=steps, record=names, ops=make_integer_ops(ev if events else None))
+    res = run(qgraph, integer_inputs(qgraph, inputs), steps=steps, record=names,
+              ops=make_integer_ops(ev if events else None))
     return GoldenResult(res.outputs, res.traces, ev)
 
 
@@ -275,5 +295,54 @@ def merge_events(total: dict, part: dict) -> dict:
     return total
 
 
-__all__ = ["INTEGER_OPS", "BASE_OPS", "GoldenError", "GoldenResult", "make_integer_ops", "run_golden",
+def _dataset_tensors(dataset, limit: Optional[int]):
+    if hasattr(dataset, "tensors"):
+        x, y = dataset.tensors[0], dataset.tensors[1]
+    else:
+        pairs = [dataset[i] for i in range(len(dataset))]
+        x = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+        y = torch.as_tensor([int(p[1]) for p in pairs])
+    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def accuracy_float_vs_golden(model, dataset, calib=None, steps: Optional[int] = None, tie: str = "auto",
+                             target=None, limit: Optional[int] = None, batch_size: int = 64) -> dict:
+    """Top-1 accuracy of the float IR and of the integer golden model on ``dataset``.
+
+    ``model``: a zoo model (captured and BN-folded here; its encoder makes the time axis) or a
+    float ``ir.Graph`` (then ``dataset`` holds per-step inputs and ``steps`` is needed).
+    ``calib``: the calibration dataset (default: the first 256 samples of ``dataset``; pass the
+    training split for an honest number). Returns accuracies, prediction agreement, spike
+    agreement and the quantization report."""
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+    from step_deploy.passes.quantize_loihi import quantize_loihi
+
+    x, y = _dataset_tensors(dataset, limit)
+    xc = _dataset_tensors(calib, 256)[0] if calib is not None else x[:256]
+    if isinstance(model, ir.Graph):
+        graph, encode = model, (lambda v: v)
+    else:
+        from step_deploy.frontend.capture import capture, encoded_input
+
+        graph = fold_batchnorm(capture(model))
+        steps = steps or int(model.step)
+        encode = lambda v: encoded_input(model, v)  # noqa: E731  (T, B, ...)
+    qgraph, report = quantize_loihi(graph, encode(xc), steps=steps, target=target, tie=tie, batch_size=batch_size)
+    pf, pg, same, total = [], [], 0, 0
+    for start in range(0, len(x), batch_size):
+        xb = encode(x[start:start + batch_size])
+        f = run(graph, xb, steps=steps, record=True)
+        g = run_golden(qgraph, xb, steps=steps, record=True)
+        pf.append(f.final().argmax(-1))
+        pg.append(g.final().argmax(-1))
+        for k, v in g.traces.items():
+            same += int((f.traces[k].to(torch.int64) == v).sum())
+            total += v.numel()
+    pf, pg = torch.cat(pf), torch.cat(pg)
+    return {"n": len(y), "float_acc": float((pf == y).float().mean()), "golden_acc": float((pg == y).float().mean()),
+            "prediction_agreement": float((pf == pg).float().mean()),
+            "spike_agreement": same / total if total else 1.0, "report": report}
+
+
+__all__ = ["INTEGER_OPS", "accuracy_float_vs_golden", "BASE_OPS", "GoldenError", "GoldenResult", "make_integer_ops", "run_golden",
            "lif_step", "trunc_decay", "wrap24", "quantize_input", "neuron_names", "merge_events", "MAX_UV"]

@@ -22,11 +22,20 @@ context has already been set`` when anything (torch, a test, a library) fixed th
 before lava was imported. The rewrite keeps lava's behaviour (fork) but tolerates an earlier
 ``'fork'`` and forces fork (with a warning) only if another method was chosen.
 
+Model discovery: :func:`register_process_models` lets our own processes (in
+``step_deploy.exporters.lava_processes``) skip lava's model search, which would import every
+module of ``step_deploy.exporters`` and re-execute every file of its directory on each compile
+(it patches ``ProcGroupDiGraphs._find_proc_models`` in memory; unregistered processes are
+searched as before).
+
 Multiprocessing: Lava runs every process model in its own OS process, created with the
-``fork`` start method (set by lava itself, see above). Forked children inherit the parent's
-already-imported, already-patched modules and never re-import lava, so the hook needs nothing
-in the children; this is also why it works under pytest. (With ``spawn`` lava does not work at
-all, independent of this hook: its process builders are not picklable.)
+default start method, which lava sets to ``fork`` at import. Forked children inherit the
+parent's already-imported, already-patched modules and never re-import lava, so the hook needs
+nothing in the children; this is also why it works under pytest (checked: the tests run in
+pytest, also after torch is imported). If the start method is switched to ``spawn`` *after*
+lava was imported, each child unpickles its builder and re-imports lava without the hook, and
+fails (``RuntimeError: context has already been set`` / the dataclass error): call
+:func:`check_start_method` before a run (``lava_harness.run_open_loop`` does).
 """
 from __future__ import annotations
 
@@ -112,9 +121,6 @@ class _LavaCompatFinder(importlib.abc.MetaPathFinder):
 def install_hook() -> None:
     """Put the rewriting finder first on ``sys.meta_path`` (idempotent)."""
     if not any(isinstance(f, _LavaCompatFinder) for f in sys.meta_path):
-        stale = [m for m in _REWRITES if m in sys.modules and not _is_patched(sys.modules[m])]
-        for m in stale:  # a failed earlier import may have left a half-initialized module
-            del sys.modules[m]
         sys.meta_path.insert(0, _LavaCompatFinder())
 
 
@@ -139,6 +145,15 @@ def import_lava():
     for name in _REWRITES:
         importlib.import_module(name)
     return lava
+
+
+def check_start_method() -> None:
+    """Raise RuntimeError unless multiprocessing uses ``fork`` (which lava's runtime needs)."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method not in (None, "fork"):
+        raise RuntimeError(f"Lava runs need the 'fork' multiprocessing start method, but it is "
+                           f"{method!r}; call multiprocessing.set_start_method('fork', force=True) "
+                           f"before running Lava")
 
 
 #: process class -> its process models, consulted before lava's directory scan
@@ -181,7 +196,8 @@ def lava_available() -> bool:
         return False
 
 
-__all__ = ["import_lava", "install_hook", "lava_available", "register_process_models", "INSTALL_HINT"]
+__all__ = ["import_lava", "install_hook", "lava_available", "register_process_models",
+           "check_start_method", "INSTALL_HINT"]
 
 if __name__ == "__main__":  # pragma: no cover - manual check
     warnings.simplefilter("default")

@@ -109,3 +109,10 @@ def test_lif_dense_fixed_pt_matches_hand_computed_spikes():
     # neuron 1: a = 0,10,10,... -> 640 > 256 every step from t = 1
     assert spikes.tolist() == [[0, 1, 0, 1, 0, 1], [0, 1, 1, 1, 1, 1]]
     assert v.tolist() == [0, 0]
+
+
+def test_check_start_method(monkeypatch):
+    lava_compat.check_start_method()  # fork (set by lava) passes
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    with pytest.raises(RuntimeError, match="fork"):
+        lava_compat.check_start_method()

@@ -111,55 +111,45 @@ def test_fixed_lif_is_bit_identical_to_lava_lif(lp, run):
 
     n, steps = 6, 12
     a = rng.integers(-40, 120, (steps, n))
-    a[3, 0], a[4, 0], a[5, 1] = 150_000, 140_000, -150_000  # current wraps, voltage saturates
-    kw = dict(du=1000, dv=300, vth=37, bias_mant=np.array([0, 5, -7, 100, 0, 3]),
+    a[3, 0], a[4, 0], a[5, 1] = 150_000, 140_000, -150_000  # the current wraps at ±2^23
+    a[6, 2], a[7, 2] = -130_000, -1_000  # the voltage saturates at -(2^23 - 1)
+    kw = dict(du=1000, dv=300, vth=300, bias_mant=np.array([0, 5, -7, 100, 0, 3]),
               bias_exp=np.array([0, 1, 2, 3, 0, 7]))
+    from step_deploy.exporters.lava_kernels import lif_fixed_step
+
+    u = v = np.zeros(n, np.int64)
+    seen = set()
+    for t in range(steps):  # the input exercises wrap and saturation (numpy model)
+        u0 = u
+        u, v, s, v_pre = lif_fixed_step(u, v, a[t], **kw)
+        seen |= {"wrap"} if np.any(np.sign(u) * np.sign(u0 + (a[t] << 6)) < 0) else set()
+        seen |= {"clip"} if np.any(np.abs(v_pre) == 2**23 - 1) else set()
+    assert seen == {"wrap", "clip"}
     ref, ours = LIF(shape=(n,), **kw), lp.FixedLIF((n,), compare=">", **kw)
-    ref_s = [None]
-
-    def read_v(proc):  # Var.get() inside the same run as the sinks
-        return proc.v.get().astype(np.int64), proc.u.get().astype(np.int64)
-
-    # one run, one source feeding both neurons
-    from lava.proc.io.sink import RingBuffer as Sink
-
-    sink = Sink(shape=(n,), buffer=steps)
-    ref.s_out.connect(sink.a_in)
-    from lava.proc.io.source import RingBuffer as Source
-
-    Source(data=a.T.astype(np.int32)).s_out.connect(ref.a_in)
-    from lava.magma.core.run_conditions import RunSteps
-    from step_deploy.exporters.lava_harness import fixed_pt_config
-
-    ours_sink = Sink(shape=(n,), buffer=steps)
-    ours.s_out.connect(ours_sink.a_in)
-    Source(data=a.T.astype(np.int32)).s_out.connect(ours.a_in)
-    # ref and ours are separate graphs: run each (same input)
-    for proc, snk in ((ref, sink), (ours, ours_sink)):
-        try:
-            proc.run(condition=RunSteps(num_steps=steps), run_cfg=fixed_pt_config())
-            ref_s.append((snk.data.get().T.astype(np.int64), *read_v(proc)))
-        finally:
-            proc.stop()
-    (s_ref, v_ref, u_ref), (s_our, v_our, u_our) = ref_s[1], ref_s[2]
-    assert s_ref.sum() > 0 and not s_ref.all()
-    np.testing.assert_array_equal(s_our, s_ref)
-    np.testing.assert_array_equal(v_our, v_ref)
-    np.testing.assert_array_equal(u_our, u_ref)
-    assert lp.LATENCY["FixedLIF"] == lp.LATENCY["LIF"] == 0  # row t reacts to a[t] (see below)
+    # one graph: the same array feeds both neurons from one source
+    r = run({ref.a_in: a, ours.a_in: a}, {"s_ref": ref.s_out, "s_our": ours.s_out},
+            read_vars={"v_ref": ref.v, "u_ref": ref.u, "v_our": ours.v, "u_our": ours.u})
+    assert 0.2 < r["s_ref"].mean() < 0.6
+    for k in ("s", "v", "u"):
+        np.testing.assert_array_equal(r[f"{k}_our"], r[f"{k}_ref"])
+    # latency 0 for both: the first input row already drives the first output row
+    assert lp.LATENCY["FixedLIF"] == lp.LATENCY["LIF"] == 0
 
 
 def test_fixed_lif_ge_fires_on_ties_and_latency_zero(lp, run):
+    from lava.proc.lif.process import LIF
+
     # STEP's tau=2 neuron: du=4095 (u = a_in << 6), dv=2048 (halve v). Input 4 against vth 4.
     x = np.array([[4], [4], [0], [8], [0]])
-    out = {}
-    for cmp in (">", ">="):
-        lif = lp.FixedLIF((1,), du=4095, dv=2048, vth=4, compare=cmp)
-        out[cmp] = run({lif.a_in: x}, {"s": lif.s_out})["s"][:, 0].tolist()
-    # '>': v = 256 (=thr, no), 128+256=384 (fire), 0, 512 (fire), 0
-    assert out[">"] == [0, 1, 0, 1, 0]
-    # '>=': v = 256 fires at once (a tie); then 256 fires again; 0; 512 fires
-    assert out[">="] == [1, 1, 0, 1, 0]
+    kw = dict(du=4095, dv=2048, vth=4)
+    gt, ge, lava_lif = lp.FixedLIF((1,), compare=">", **kw), lp.FixedLIF((1,), compare=">=", **kw), \
+        LIF(shape=(1,), **kw)
+    r = run({gt.a_in: x, ge.a_in: x, lava_lif.a_in: x},
+            {">": gt.s_out, ">=": ge.s_out, "lava": lava_lif.s_out})
+    # '>': v = 256 (= thr, no), 128+256=384 (fire), 0, 512 (fire), 0
+    assert r[">"][:, 0].tolist() == r["lava"][:, 0].tolist() == [0, 1, 0, 1, 0]
+    # '>=': v = 256 fires at once (a tie: latency 0); then 256 fires again; 0; 512 fires
+    assert r[">="][:, 0].tolist() == [1, 1, 0, 1, 0]
 
 
 def test_fixed_lif_graded_payload_is_pre_reset_voltage(lp, run):
@@ -169,22 +159,11 @@ def test_fixed_lif_graded_payload_is_pre_reset_voltage(lp, run):
 
 
 def test_accumulator_total_and_running_sum(lp, run):
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.proc.io.source import RingBuffer as Source
-    from step_deploy.exporters.lava_harness import fixed_pt_config
-
     x = rng.integers(-3, 9, (T, 4))
     acc = lp.Accumulator((4,))
-    Source(data=x.T.astype(np.int32)).s_out.connect(acc.a_in)
-    try:
-        acc.run(condition=RunSteps(num_steps=T), run_cfg=fixed_pt_config())
-        total = acc.total.get().astype(np.int64)
-    finally:
-        acc.stop()
-    np.testing.assert_array_equal(total, x.sum(0))
-    acc2 = lp.Accumulator((4,))
-    out = run({acc2.a_in: x}, {"y": acc2.s_out})["y"]
-    _assert_latency(out, np.cumsum(x, 0), lp.LATENCY["Accumulator"])
+    r = run({acc.a_in: x}, {"y": acc.s_out}, read_vars={"total": acc.total})
+    np.testing.assert_array_equal(r["total"], x.sum(0))
+    _assert_latency(r["y"], np.cumsum(x, 0), lp.LATENCY["Accumulator"])
 
 
 @pytest.mark.parametrize("steps", [0, 2])
@@ -196,18 +175,21 @@ def test_delay(lp, run, steps):
     _assert_latency(out, x, steps)
 
 
-@pytest.mark.parametrize("weight_exp", [0, 2, -1])
-def test_lava_dense_accepts_graded_input(lp, run, weight_exp):
+@pytest.mark.parametrize("kind,weight_exp", [("Dense", 0), ("Dense", 2), ("Dense", -1),
+                                             ("Sparse", 1)])
+def test_lava_dense_and_sparse_accept_graded_input(lp, run, kind, weight_exp):
     from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
+    from scipy.sparse import csr_matrix
 
     w = np.array([[3, -2, 5], [-7, 1, 0]])  # mixed signs: Lava drops the LSB of every weight
     x = rng.integers(-20, 40, (T, 3))
-    dense = Dense(weights=w, num_message_bits=24, weight_exp=weight_exp)
-    out = run({dense.s_in: _pad(x, 1)}, {"a": dense.a_out})["a"]
-    w_eff = (w >> 1) << 1
-    acc = x @ w_eff.T
+    proc = Dense(weights=w, num_message_bits=24, weight_exp=weight_exp) if kind == "Dense" \
+        else Sparse(weights=csr_matrix(w), num_message_bits=24, weight_exp=weight_exp)
+    out = run({proc.s_in: _pad(x, 1)}, {"a": proc.a_out})["a"]
+    acc = x @ ((w >> 1) << 1).T
     ref = acc << weight_exp if weight_exp >= 0 else acc >> -weight_exp
-    _assert_latency(out, ref, lp.LATENCY["Dense"])
+    _assert_latency(out, ref, lp.LATENCY[kind])
 
 
 def test_chain_latencies_add_up(lp, run):
@@ -253,3 +235,14 @@ def test_shape_errors(lp):
         lp.FixedLIF((2,), compare="<")
     with pytest.raises(ValueError, match="padding"):
         lp.MaxPool2d((1, 4, 4), kernel=2, padding=2)
+
+
+def test_models_are_registered_so_lava_skips_its_directory_scan(lp):
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+    from lava.proc.dense.process import Dense
+    from step_deploy.exporters import lava_models
+
+    assert ProcGroupDiGraphs._find_proc_models(lp.Permute((2, 3), (1, 0))) == \
+        [lava_models.PyPermuteModel]
+    found = ProcGroupDiGraphs._find_proc_models(Dense(weights=np.eye(2)))  # lava's own: searched
+    assert any(m.__name__ == "PyDenseModelBitAcc" for m in found)

@@ -129,6 +129,23 @@ def _membrane(n: ir.Neuron, x, v):
     return v - v / n.tau + x
 
 
+def batches(g: ir.Graph, inputs, batch_size: int):
+    """Split ``inputs`` (one array for a single-input graph, or ``{input: array}``; each
+    ``(B, *shape)`` static or ``(T, B, *shape)``) into dicts of at most ``batch_size`` samples."""
+    import torch
+
+    if not isinstance(inputs, dict):
+        inputs = {g.inputs[0].name: inputs}
+    tens = {k: v if torch.is_tensor(v) else torch.as_tensor(np.asarray(v)) for k, v in inputs.items()}
+    axes = {k: 0 if v.dim() == len(g[k].shape) + 1 else 1 for k, v in tens.items()}
+    total = {v.shape[axes[k]] for k, v in tens.items()}
+    if len(total) != 1:
+        raise ValueError(f"inputs have different batch sizes {sorted(total)}")
+    n = total.pop()
+    for start in range(0, n, batch_size):
+        yield {k: v.narrow(axes[k], start, min(batch_size, n - start)) for k, v in tens.items()}
+
+
 def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
     """Float run on ``inputs``: per node ``amax`` (max |value|), ``min``; neurons also ``xmax``
     (input) and ``hmax`` (membrane before the spike)."""
@@ -154,11 +171,8 @@ def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
         return op
 
     ops = {k: wrap(f) for k, f in FLOAT_OPS.items()}
-    x = torch.as_tensor(np.asarray(inputs)) if not torch.is_tensor(inputs) else inputs
-    static = x.dim() == len(g.inputs[0].shape) + 1
-    axis = 0 if static else 1
-    for chunk in torch.split(x, batch_size, dim=axis):
-        run(g, chunk, steps=steps, ops=ops)
+    for chunk in batches(g, inputs, batch_size):
+        run(g, {k: v.float() for k, v in chunk.items()}, steps=steps, ops=ops)
     return stats
 
 
@@ -424,7 +438,7 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
     if tie == "ge" and not programmable:
         raise ValueError(f"tie='ge' needs Loihi 2's programmable neuron; target {chip} has none: use tie='gap'")
     g = prepare(graph)
-    T = int(steps or g.metadata.get("time_steps") or np.asarray(calib_inputs).shape[0])
+    T = int(steps or g.metadata.get("time_steps") or next(iter(batches(g, calib_inputs, 1 << 30))).popitem()[1].shape[0])
     stats = calibrate(g, calib_inputs, steps, batch_size)
     input_q = {}
     for n in g.inputs:
@@ -451,14 +465,10 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
 
 
 def _report(qgraph, layers, input_q, stats, notes, calib_inputs, steps, T, tie, chip, margin, batch_size) -> dict:
-    import torch
-
     from step_deploy.simulators.golden import merge_events, run_golden
 
     events: dict = {}
-    x = torch.as_tensor(np.asarray(calib_inputs)) if not torch.is_tensor(calib_inputs) else calib_inputs
-    axis = 0 if x.dim() == len(qgraph.inputs[0].shape) + 1 else 1
-    for chunk in torch.split(x, batch_size, dim=axis):
+    for chunk in batches(qgraph, calib_inputs, batch_size):
         merge_events(events, run_golden(qgraph, chunk, steps=steps, record=(), events=True).events)
     for name, info in layers.items():
         ev = {k: v for k, v in events.get(name, {}).items()}

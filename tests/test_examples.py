@@ -1,0 +1,44 @@
+"""Every example in README.md and examples/ runs (and says what it should)."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd, cwd, timeout=900):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_python_api_example(tmp_path):
+    r = _run([sys.executable, str(ROOT / "examples" / "python_api.py"), "--epochs", "2", "--out", str(tmp_path)],
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reference interpreter vs PyTorch: 0 spike mismatches" in r.stdout
+    assert "NIR file read back: 0 spike mismatches" in r.stdout
+    assert "onnxruntime: 0 spike mismatches" in r.stdout
+
+
+def readme_tour_commands():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## A short tour", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [re.sub(r"^\.venv/bin/", "", line.split("  #")[0].strip()) for line in block.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.slow
+def test_readme_tour_commands_run(tmp_path):
+    cmds = readme_tour_commands()
+    assert len(cmds) >= 4 and cmds[0].startswith("step-train")
+    for cmd in cmds:
+        r = _run(cmd, cwd=tmp_path)
+        assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    assert (tmp_path / "runs/demo/nir/model.nir").exists() and (tmp_path / "runs/demo/onnx/model.onnx").exists()
