@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 30 -o $(DEMO)/model.ckpt --reuse
+	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 10 -o $(DEMO)/model.ckpt --reuse
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target loihi -o $(DEMO)/loihi --run-lava 4
+	@echo "report: $(DEMO)/loihi/report.md (accuracy, Lava parity), constraints: $(DEMO)/loihi/constraints.md"
 
 test: setup
 	$(PY) -m pytest -q

@@ -45,31 +45,18 @@ count saturation/wrap events per layer.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Optional
 
 import numpy as np
 
 from step_deploy import ir
 
-# Calibration runs the reference interpreter. It must be imported before ir.fixed_point registers
-# its node types: reference_ops checks at import time that its float table covers NODE_TYPES.
-from step_deploy.simulators import reference_ops as _reference_ops  # noqa: F401,E402  isort: skip
+from .loihi_scales import SYNAPSES, ScaleClasses, batches, calibrate, headroom, prepare
+from ..ir import fixed_point as fx  # after loihi_scales (it imports the reference interpreter first)
 
-from ..ir import fixed_point as fx  # noqa: E402
-from ..ir.diagnostics import Diagnostic, IRError
-
-SYNAPSES = ("Linear", "Conv2d", "Conv1d")
-PRESERVING = ("Add", "MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Sum", "Output")
-DERIVED = ("Input", "Neuron", "Mean", "Mul", "MatMul", "TemporalMean")
-MAX_UV = 1 << 23
 TIES = ("auto", "ge", "gap")
 CHIP_GE = "loihi2 (programmable neuron microcode; Lava: FixedLIF compare='>=')"
 CHIP_GT = "loihi1 or loihi2 (built-in LIF; Lava: LIF)"
-
-
-def _err(rule, node, msg, hint=""):
-    return IRError([Diagnostic(rule, node, msg, hint=hint)])
 
 
 def _v2(a) -> int:
@@ -90,182 +77,6 @@ def _chip(target) -> tuple[str, bool]:
 
         target = load_target(target)
     return target.name, bool(target.limit("programmable_neurons"))
-
-
-# --------------------------------------------------------------------------- prepare + calibrate
-
-
-def prepare(graph: ir.Graph) -> ir.Graph:
-    """Check what Loihi can express and move each ``TemporalMean`` after the ``Linear`` it feeds."""
-    g = graph.copy()
-    bad = []
-    for n in g.nodes.values():
-        if n.op in ("BatchNorm", "Scale", "AvgPool2d"):
-            bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no Loihi integer form",
-                                  hint="run fold_batchnorm first" if n.op == "BatchNorm" else ""))
-        if isinstance(n, ir.Neuron) and (n.reset != "hard" or n.v_reset != 0 or n.output != "binary"):
-            bad.append(Diagnostic("quantize-neuron", n.name, f"reset={n.reset}, v_reset={n.v_reset}, output={n.output}: "
-                                  "Loihi's LIF resets to 0 and sends binary spikes",
-                                  hint="use hard reset to 0 with binary spikes"))
-    if bad:
-        raise IRError(bad)
-    for tm in [n for n in g.topo_order() if n.op == "TemporalMean"]:
-        users = g.consumers(tm.name)
-        if len(users) == 1 and users[0].op == "Linear":
-            lin = users[0]
-            g.rewire(lin.name, tm.name)
-            g.replace(ir.replace(lin, inputs=tm.inputs))
-            g.replace(ir.replace(tm, inputs=(lin.name,)))
-            order = [n.name for n in g.topo_order()]
-            g = ir.Graph([g[k] for k in order], g.metadata)
-    return g
-
-
-def _membrane(n: ir.Neuron, x, v):
-    if n.kind == "IF":
-        return v + x
-    if n.decay_input:
-        return v + (x - v) / n.tau
-    return v - v / n.tau + x
-
-
-def batches(g: ir.Graph, inputs, batch_size: int):
-    """Split ``inputs`` (one array for a single-input graph, or ``{input: array}``; each
-    ``(B, *shape)`` static or ``(T, B, *shape)``) into dicts of at most ``batch_size`` samples."""
-    import torch
-
-    if not isinstance(inputs, dict):
-        inputs = {g.inputs[0].name: inputs}
-    tens = {k: v if torch.is_tensor(v) else torch.as_tensor(np.asarray(v)) for k, v in inputs.items()}
-    axes = {k: 0 if v.dim() == len(g[k].shape) + 1 else 1 for k, v in tens.items()}
-    total = {v.shape[axes[k]] for k, v in tens.items()}
-    if len(total) != 1:
-        raise ValueError(f"inputs have different batch sizes {sorted(total)}")
-    n = total.pop()
-    for start in range(0, n, batch_size):
-        yield {k: v.narrow(axes[k], start, min(batch_size, n - start)) for k, v in tens.items()}
-
-
-def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
-    """Float run on ``inputs``: per node ``amax`` (max |value|), ``min``; neurons also ``xmax``
-    (input) and ``hmax`` (membrane before the spike)."""
-    import torch
-
-    from step_deploy.simulators.reference import run
-    from step_deploy.simulators.reference_ops import FLOAT_OPS
-
-    stats: dict[str, dict] = {}
-
-    def wrap(f):
-        def op(n, xs, state, t):
-            st = stats.setdefault(n.name, {"amax": 0.0, "min": 0.0})
-            if n.op == "Neuron":
-                v = state.get("v", torch.zeros_like(xs[0]))
-                st["xmax"] = max(st.get("xmax", 0.0), float(xs[0].abs().max()))
-                st["hmax"] = max(st.get("hmax", 0.0), float(_membrane(n, xs[0], v).abs().max()))
-            y = f(n, xs, state, t)
-            if y.numel():
-                st["amax"] = max(st["amax"], float(y.abs().max()))
-                st["min"] = min(st["min"], float(y.min()))
-            return y
-        return op
-
-    ops = {k: wrap(f) for k, f in FLOAT_OPS.items()}
-    for chunk in batches(g, inputs, batch_size):
-        run(g, {k: v.float() for k, v in chunk.items()}, steps=steps, ops=ops)
-    return stats
-
-
-# --------------------------------------------------------------------------- scale classes
-
-
-class ScaleClasses:
-    """Union-find of tensors that share a scale (joined by scale-preserving ops) and the solver."""
-
-    def __init__(self, g: ir.Graph, input_scales: dict, e_min: int, extra_bits: int):
-        self.g, self.input_scales, self.e_min, self.extra = g, input_scales, e_min, extra_bits
-        self.order = g.topo_order()
-        self.shapes = g.infer_shapes()
-        parent = {n: n for n in g.nodes}
-
-        def find(x):
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for n in self.order:
-            if n.op in PRESERVING:
-                for i in n.inputs:
-                    parent[find(i)] = find(n.name)
-        self.cls = {n: find(n) for n in g.nodes}
-        self.members: dict[str, list] = {}
-        for n in self.order:
-            self.members.setdefault(self.cls[n.name], []).append(n)
-        self.caps: dict[str, int] = {}
-
-    def solve(self) -> tuple[dict, dict]:
-        """-> (scale per class, {class: {free class: power}} dependencies)."""
-        sig, deps = {}, {}
-        pending = list(self.members)
-        while pending:
-            done = [c for c in pending if self._try(c, sig, deps)]
-            if not done:
-                raise IRError([Diagnostic("quantize-scales", c, "cannot resolve this tensor's scale") for c in pending])
-            pending = [c for c in pending if c not in done]
-        return sig, deps
-
-    def scale(self, sig, name) -> float:
-        return sig[self.cls[name]]
-
-    def _try(self, c, sig, deps) -> bool:
-        srcs = [m for m in self.members[c] if m.op not in PRESERVING]
-        derived = [m for m in srcs if m.op not in SYNAPSES]
-        ins = {m.name: [sig.get(self.cls[i]) for i in m.inputs] for m in srcs}
-        if any(s is None for m in srcs for s in ins[m.name]) and not derived:
-            return False
-        if derived:
-            vals = []
-            for m in derived:  # a neuron's output scale (spikes: 1) does not depend on its input
-                if m.op not in ("Input", "Neuron") and any(s is None for s in ins[m.name]):
-                    return False
-                dep = Counter()
-                if m.op not in ("Input", "Neuron"):
-                    for i in m.inputs:
-                        dep.update(deps[self.cls[i]])
-                vals.append((m, self._derived(m, ins[m.name]), dict(dep)))
-            for m, s, _ in vals[1:]:
-                if not math.isclose(s, vals[0][1], rel_tol=1e-12):
-                    raise _err("quantize-scales", m.name, f"joins tensors of scales {vals[0][1]} and {s}",
-                               "an Add of spikes with synaptic values is not supported")
-            sig[c], deps[c] = vals[0][1], vals[0][2]
-            return True
-        want = None
-        for m in srcs:
-            w = np.abs(m.weight).max() if m.weight.size else 0.0
-            if w > 0:
-                full = 254 if (m.weight.min() < 0 < m.weight.max()) else 255
-                s = math.floor(math.log2(full * 2.0 ** self.e_min * ins[m.name][0] / w))
-                want = s if want is None else max(want, s)
-        s = min((want or 0) + self.extra, self.caps.get(c, 10 ** 6))
-        sig[c], deps[c] = 2.0 ** s, {c: 1}
-        return True
-
-    def _derived(self, m, ins) -> float:
-        if m.op == "Input":
-            return float(self.input_scales.get(m.name, 1.0))
-        if m.op == "Neuron":
-            return 1.0
-        if m.op == "Mean":
-            return ins[0] * self.shapes[m.inputs[0]][m.axis]
-        if m.op == "Mul":
-            return ins[0] * ins[1]
-        if m.op == "MatMul":
-            return ins[0] * ins[1] / m.scale
-        if m.op == "TemporalMean":
-            return ins[0]
-        raise _err("quantize-op", m.name, f"{m.op} has no Loihi integer form",
-                   "supported: Conv/Linear, LIF/IF neurons, Add, Mul, Sum, Mean, MatMul, MaxPool2d, layout, Delay")
 
 
 # --------------------------------------------------------------------------- build
@@ -364,8 +175,8 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     if mode == "gap":
         if dv not in (0, 2048):
             mode = "ge"  # the grid argument needs halving (tau = 2) or no decay (IF)
-        else:
-            shift = max(0, (T - 1) - k_in)
+        else:  # halving needs every input a multiple of 2^(T-1); an IF neuron (no decay) needs nothing
+            shift = max(0, (T - 1) - k_in) if dv == 2048 else 0
     state *= 2.0 ** shift
     vth_f = n.v_threshold * state / 64.0
     vth = min(int(round(vth_f)), (1 << fx.VTH_BITS) - 1)  # an overflow is fixed by headroom()
@@ -390,38 +201,7 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     return node, info, shift_node
 
 
-# --------------------------------------------------------------------------- headroom + entry point
-
-
-def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[dict, list]:
-    """Bits each free scale class must drop so calibration values fit (24-bit state, 24-bit graded
-    payloads, int32 readout); plus notes on overflows no class can fix."""
-    need, notes = {}, []
-
-    def demand(name, value, limit, what, m=margin):
-        if value * m <= limit:
-            return
-        bits = math.ceil(math.log2(value * m / limit))
-        d = deps[sc.cls[name]]
-        if len(d) == 1 and list(d.values())[0] == 1:
-            c = next(iter(d))
-            need[c] = max(need.get(c, 0), bits)
-        else:
-            notes.append(f"{name}: {what} needs {bits} more bits than fit and its scale is fixed by exact counts")
-
-    for n in sc.order:
-        st = stats.get(n.name, {})
-        if n.op == "Neuron":
-            info = layers[n.name]
-            demand(n.inputs[0], st.get("hmax", 0) * info["state_scale"], MAX_UV, "state v")
-            demand(n.inputs[0], n.v_threshold * info["state_scale"] / 64, (1 << fx.VTH_BITS) - 1, "threshold", 1.0)
-            demand(n.inputs[0], st.get("xmax", 0) * 64 * info["input_scale"] * 2 ** info["gap_shift"], MAX_UV,
-                   "current u")
-        elif n.op == "TemporalMean":
-            demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name) * T, 2 ** 31, "readout sum")
-        elif n.op not in ("Input", "Output"):
-            demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name), MAX_UV, "graded value")
-    return need, notes
+# --------------------------------------------------------------------------- entry point
 
 
 def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, target=None, *, tie: str = "auto",
@@ -438,8 +218,10 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
     if tie == "ge" and not programmable:
         raise ValueError(f"tie='ge' needs Loihi 2's programmable neuron; target {chip} has none: use tie='gap'")
     g = prepare(graph)
-    T = int(steps or g.metadata.get("time_steps") or next(iter(batches(g, calib_inputs, 1 << 30))).popitem()[1].shape[0])
-    stats = calibrate(g, calib_inputs, steps, batch_size)
+    T = int(steps or g.metadata.get("time_steps") or 0)
+    if T <= 0:
+        raise ValueError("quantize_loihi needs steps=T (the number of time steps the network runs)")
+    stats = calibrate(g, calib_inputs, T, batch_size)
     input_q = {}
     for n in g.inputs:
         if n.kind == "analog":
@@ -461,15 +243,15 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
     if need:
         notes.append(f"headroom not reached for scale classes {sorted(need)} after {attempt + 1} attempts")
     ir.check(qgraph)
-    return qgraph, _report(qgraph, layers, input_q, stats, notes, calib_inputs, steps, T, tie, chip, margin, batch_size)
+    return qgraph, _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, margin, batch_size)
 
 
-def _report(qgraph, layers, input_q, stats, notes, calib_inputs, steps, T, tie, chip, margin, batch_size) -> dict:
+def _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, margin, batch_size) -> dict:
     from step_deploy.simulators.golden import merge_events, run_golden
 
     events: dict = {}
     for chunk in batches(qgraph, calib_inputs, batch_size):
-        merge_events(events, run_golden(qgraph, chunk, steps=steps, record=(), events=True).events)
+        merge_events(events, run_golden(qgraph, chunk, steps=T, record=(), events=True).events)
     for name, info in layers.items():
         ev = {k: v for k, v in events.get(name, {}).items()}
         if name + ".gap_shift" in events:
