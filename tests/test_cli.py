@@ -1,4 +1,5 @@
 """step-export / step-train end to end: artifacts, atomic output, determinism, clear errors."""
+import importlib.util
 import json
 
 import pytest
@@ -70,3 +71,28 @@ def test_train_short_run_learns_and_reuses(tmp_path, capsys):
 def test_unknown_arch_for_training(tmp_path, capsys):
     assert train_main(["--arch", "nope", "-o", str(tmp_path / "x.ckpt")]) == 2
     assert "unknown arch" in capsys.readouterr().err
+
+
+def test_loihi_export_artifacts_deterministic(tmp_path):
+    ckpt = save_checkpoint(random_model("sdt-1-64-digits"), tmp_path / "sdt.ckpt")
+    out = tmp_path / "loihi"
+    assert export_main([str(ckpt), "--target", "loihi", "-o", str(out), "--samples", "4"]) == 0
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"network/graph.json", "network/weights.npz", "network/layers.json", "quantization.json",
+            "constraints.json", "constraints.md", "report.json", "report.md"} <= names
+    layers = json.loads((out / "network" / "layers.json").read_text())
+    lif = [r for r in layers if r["op"] == "LoihiLIF"]
+    assert lif and all("placement" in r for r in lif)
+    first = {n: (out / n).read_bytes() for n in names}
+    assert export_main([str(ckpt), "--target", "loihi", "-o", str(out), "--samples", "4"]) == 0
+    assert first == {n: (out / n).read_bytes() for n in names}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc not installed (make setup installs it)")
+def test_loihi_export_runs_lava_bit_exact(tmp_path):
+    ckpt = save_checkpoint(random_model("spikformer-2-64-digits"), tmp_path / "sf.ckpt")
+    out = tmp_path / "loihi"
+    assert export_main([str(ckpt), "--target", "loihi", "-o", str(out), "--samples", "2", "--run-lava", "1"]) == 0
+    lava = json.loads((out / "report.json").read_text())["lava"]
+    assert lava["layers"] == 19 and lava["spikes_compared"] > 0 and lava["spike_mismatches"] == 0

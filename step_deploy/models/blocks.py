@@ -16,6 +16,7 @@ from .encoders import make_encoder
 from .neurons import BaseNeuron, make_neuron
 
 __all__ = [
+    "SPSLayers",
     "NeuronSpec",
     "SpikingTransformerBase",
     "bn_tokens",
@@ -159,3 +160,36 @@ class SpikingTransformerBase(nn.Module):
     def time_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over T of a ``(T*B, ...)`` tensor -> ``(B, ...)``."""
         return x.unflatten(0, (self.step, -1)).mean(0)
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class SPSLayers(nn.Module):
+    """The layers of STEP's CIFAR Spiking Patch Splitting stem (shared by Spikformer and SDT,
+    which differ only in ``forward``): 4 x [conv3x3 (no bias), BN2d, LIF] at widths D/8, D/4,
+    D/2, D with ``maxpool2``/``maxpool3`` after the 3rd/4th, then ``rpe_conv``, ``rpe_bn``,
+    ``rpe_lif``. Names and shapes are STEP's, so checkpoints load with ``strict=True``."""
+
+    def __init__(self, in_channels: int, embed_dim: int, make_node: "NeuronSpec", patch_size: int = 4):
+        super().__init__()
+        d = embed_dim
+        pools = pool_flags(patch_size, 2)
+        self.proj_conv = _conv3x3(in_channels, d // 8)
+        self.proj_bn = nn.BatchNorm2d(d // 8)
+        self.proj_lif = make_node()
+        self.proj_conv1 = _conv3x3(d // 8, d // 4)
+        self.proj_bn1 = nn.BatchNorm2d(d // 4)
+        self.proj_lif1 = make_node()
+        self.proj_conv2 = _conv3x3(d // 4, d // 2)
+        self.proj_bn2 = nn.BatchNorm2d(d // 2)
+        self.proj_lif2 = make_node()
+        self.maxpool2 = maxpool_or_identity(pools[0])
+        self.proj_conv3 = _conv3x3(d // 2, d)
+        self.proj_bn3 = nn.BatchNorm2d(d)
+        self.proj_lif3 = make_node()
+        self.maxpool3 = maxpool_or_identity(pools[1])
+        self.rpe_conv = _conv3x3(d, d)
+        self.rpe_bn = nn.BatchNorm2d(d)
+        self.rpe_lif = make_node()

@@ -20,39 +20,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import NeuronSpec, SpikingTransformerBase, capture_config, maxpool_or_identity, pool_flags
+from .blocks import NeuronSpec, SpikingTransformerBase, SPSLayers, capture_config
 
 __all__ = ["MembraneSPS", "SDSA", "MSMLP", "SDTBlock", "SpikeDrivenTransformer"]
 
 
-def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1, bias=False)
 
-
-class MembraneSPS(nn.Module):
+class MembraneSPS(SPSLayers):
     """SDT stem: ``(TB, C, H, W)`` -> float feature map ``(TB, D, W', H')`` (H/W swapped)."""
-
-    def __init__(self, in_channels: int, embed_dim: int, make_node: NeuronSpec, patch_size: int = 4):
-        super().__init__()
-        d = embed_dim
-        pools = pool_flags(patch_size, 2)
-        self.proj_conv = _conv3x3(in_channels, d // 8)
-        self.proj_bn = nn.BatchNorm2d(d // 8)
-        self.proj_lif = make_node()
-        self.proj_conv1 = _conv3x3(d // 8, d // 4)
-        self.proj_bn1 = nn.BatchNorm2d(d // 4)
-        self.proj_lif1 = make_node()
-        self.proj_conv2 = _conv3x3(d // 4, d // 2)
-        self.proj_bn2 = nn.BatchNorm2d(d // 2)
-        self.proj_lif2 = make_node()
-        self.maxpool2 = maxpool_or_identity(pools[0])
-        self.proj_conv3 = _conv3x3(d // 2, d)
-        self.proj_bn3 = nn.BatchNorm2d(d)
-        self.proj_lif3 = make_node()
-        self.maxpool3 = maxpool_or_identity(pools[1])
-        self.rpe_conv = _conv3x3(d, d)
-        self.rpe_bn = nn.BatchNorm2d(d)
-        self.rpe_lif = make_node()  # present in STEP's state_dict, never called
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj_lif(self.proj_bn(self.proj_conv(x)))
