@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from step_deploy.simulators.golden import run_golden  # noqa: I001  (before ir.fixed_point users)
+from step_deploy.simulators.golden import run_golden  # first: reference_ops before ir.fixed_point
 from step_deploy.simulators.lava_runner import compare, run_lava
 from step_deploy.data import load_dataset
 from step_deploy.frontend import capture
@@ -34,6 +34,7 @@ def main():
         from step_deploy import load_checkpoint
 
         model = load_checkpoint(a.checkpoint)[0].eval()
+        a.arch = f"{model.arch} (depths {model.config.get('depths')}, dim {model.config.get('embed_dim')})"
     else:
         torch.manual_seed(0)
         model = build_model(a.arch).eval()

@@ -22,21 +22,23 @@ Delay               ``Delay``                   TemporalSum   ``Accumulator``
 ==================  =========================================================================
 
 Edges whose producer runs ahead get a ``Delay`` process (``passes.delay_balance``), so each
-process sees one golden time step at a time. Recorded nodes get a ``RingBuffer`` sink.
+process sees one golden time step at a time. The unrolled matrices grow with the feature maps
+(a conv on an HxW map has HxW times its kernel's nonzeros): fine for the digits models, heavy
+for CIFAR-sized stems.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from step_deploy import ir
-from step_deploy.simulators import golden  # noqa: F401  (before ir.fixed_point: reference_ops' op check)
-from step_deploy.ir import fixed_point as fx  # noqa: E402
+from step_deploy.simulators import golden  # noqa: F401  (reference_ops before ir.fixed_point: its op-table check)
+from step_deploy.ir import fixed_point as fx
 from step_deploy.passes.delay_balance import Schedule, schedule
 from step_deploy.simulators.lava_compat import import_lava
 
@@ -50,9 +52,8 @@ def binary_nodes(qgraph: ir.Graph) -> set[str]:
     """Nodes whose values are always 0/1 (spikes and layout/AND/OR of spikes)."""
     out = set()
     for n in qgraph.topo_order():
-        if n.op in _BINARY_OPS or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
-            out.add(n.name)
-        elif n.op == "Input" and n.kind == "spikes":
+        spikes_in = n.op == "Input" and n.kind == "spikes"
+        if spikes_in or n.op in _BINARY_OPS or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
             out.add(n.name)
     return out
 
@@ -219,24 +220,16 @@ class _Builder:
         net.ports[n.name] = [proc.s_out]
 
 
-def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, record: Iterable[str] = (),
-               matrices: Optional[dict] = None) -> LavaNetwork:
-    """Build the Lava network for one sample.
+def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[dict] = None) -> LavaNetwork:
+    """Build the Lava network for one sample (no sinks: ``simulators.lava_runner`` attaches them
+    to ``net.ports[node]``; connect every port of the list, their sum is the node's value).
 
     ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
-    ``QuantizeInput`` (the host-side quantized analog input). ``record``: nodes to sink.
-    ``matrices``: a cache of unrolled synapse matrices (reuse it across samples)."""
+    ``QuantizeInput`` (the host-side quantized analog input). ``matrices``: a cache of unrolled
+    synapse matrices (reuse it across samples)."""
     b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
     for n in qgraph.topo_order():
         b.node(n, inputs)
-    from lava.proc.io.sink import RingBuffer as Sink
-
-    for name in record:
-        size = int(math.prod(b.shapes[name]))
-        sink = b.keep(Sink(shape=(size,), buffer=b.net.num_steps))
-        for port in b.net.ports[name]:
-            port.connect(sink.a_in)
-        b.net.sinks[name] = sink
     return b.net
 
 

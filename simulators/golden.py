@@ -331,7 +331,7 @@ def accuracy_float_vs_golden(model, dataset, calib=None, steps: Optional[int] = 
 
         graph = fold_batchnorm(capture(model))
         steps = steps or int(model.step)
-        encode = lambda v: encoded_input(model, v)  # noqa: E731  (T, B, ...)
+        encode = lambda v: encoded_input(model, v)
     qgraph, report = quantize_loihi(graph, encode(xc), steps=steps, target=target, tie=tie, batch_size=batch_size)
     pf, pg, same, total = [], [], 0, 0
     for start in range(0, len(x), batch_size):

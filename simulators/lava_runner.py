@@ -22,9 +22,9 @@ import torch
 
 from step_deploy import ir
 
-from .golden import neuron_names, quantize_input  # noqa: F401  (golden before ir.fixed_point)
+from .golden import neuron_names, quantize_input  # golden first: reference_ops before ir.fixed_point
 from .reference import RunResult
-from step_deploy.ir import fixed_point as fx  # noqa: E402
+from step_deploy.ir import fixed_point as fx
 
 
 @dataclass

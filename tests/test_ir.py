@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from step_deploy import ir
+from step_deploy.ir import fixed_point as fx
 
 R = np.random.default_rng(0)
 W = lambda *s: R.standard_normal(s).astype(np.float32)  # noqa: E731
@@ -30,6 +31,14 @@ EXAMPLES = {
     "AvgPool2d": (ir.AvgPool2d("n", ("a",), kernel_size=(2, 2), stride=(2, 2)), [(2, 8, 8)]),
     "Delay": (ir.Delay("n", ("a",), steps=3), [(3,)]),
     "TemporalMean": (ir.TemporalMean("n", ("a",)), [(3,)]),
+    # Loihi fixed-point types (step_deploy.ir.fixed_point)
+    "QuantizeInput": (fx.QuantizeInput("n", ("a",), scale=128.0, bits=8), [(3,)]),
+    "FixedLinear": (fx.FixedLinear("n", ("a",), weight=np.array([[2, -4, 0]], np.int32), weight_exp=1,
+                                   bias_mant=np.array([3], np.int32)), [(7, 3)]),
+    "FixedConv2d": (fx.FixedConv2d("n", ("a",), weight=np.ones((4, 2, 3, 3), np.int32), padding=(1, 1)), [(2, 8, 8)]),
+    "FixedConv1d": (fx.FixedConv1d("n", ("a",), weight=np.ones((4, 2, 1), np.int32)), [(2, 5)]),
+    "LoihiLIF": (fx.LoihiLIF("n", ("a",), vth=8, compare=">="), [(4,)]),
+    "TemporalSum": (fx.TemporalSum("n", ("a",)), [(3,)]),
 }
 EXPECTED_SHAPES = {"Input": (2, 4, 4), "Conv2d": (4, 4, 4), "Conv1d": (4, 5), "Linear": (7, 3), "MatMul": (2, 6, 6),
                    "Mul": (2, 6, 4), "Sum": (2, 1, 4), "Mean": (4,), "Reshape": (2, 12), "Transpose": (6, 2, 4),

@@ -69,7 +69,7 @@ def test_input_quantization_is_stated():
 
 def test_membrane_shortcut_shares_one_scale():
     g, x = build("sdt")
-    q, rep = quantize_loihi(g, x[:64], steps=T)
+    _, rep = quantize_loihi(g, x[:64], steps=T)
     assert rep["layers"]["proj"]["scale"] == rep["layers"]["stem"]["scale"] == rep["layers"]["shortcut"]["scale"]
 
 
@@ -106,7 +106,7 @@ def test_headroom_lowers_the_scale_instead_of_saturating():
     g = ir.Graph([ir.Input("x", shape=(16,), kind="analog"), ir.Linear("fc", ("x",), weight=w, bias=None),
                   ir.Neuron("lif", ("fc",)), ir.Output("y", ("lif",))])
     x = torch.rand(64, 16)
-    q, rep = quantize_loihi(g, x, steps=T)
+    _, rep = quantize_loihi(g, x, steps=T)
     assert rep["saturation_total"] == 0 and rep["notes"] == []
     assert rep["layers"]["lif"]["calib_max_abs"] * rep["layers"]["lif"]["state_scale"] * 2 <= 1 << 23
 
@@ -147,5 +147,5 @@ def test_delay_schedule_balances_every_join():
 
 
 def test_weight_free_attention_needs_no_calibration_bits():
-    q, rep = quantize_loihi(attention_graph(), _spikes(0), steps=T)
+    _, rep = quantize_loihi(attention_graph(), _spikes(0), steps=T)
     assert rep["layers"]["qkv"]["scale"] == 8.0 and rep["saturation_total"] == 0

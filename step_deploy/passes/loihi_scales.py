@@ -20,12 +20,8 @@ import numpy as np
 
 from step_deploy import ir
 
-# The float reference interpreter must be imported before ir.fixed_point registers its node
-# types: reference_ops checks at import time that its float table covers NODE_TYPES.
-from step_deploy.simulators import reference_ops as _reference_ops  # noqa: F401,E402  isort: skip
-
-from ..ir import fixed_point as fx  # noqa: E402
-from ..ir.diagnostics import Diagnostic, IRError  # noqa: E402
+from ..ir import fixed_point as fx
+from ..ir.diagnostics import Diagnostic, IRError
 
 SYNAPSES = ("Linear", "Conv2d", "Conv1d")
 PRESERVING = ("Add", "MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Sum", "Output")
@@ -220,7 +216,7 @@ def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[
             return
         bits = math.ceil(math.log2(value * m / limit))
         d = deps[sc.cls[name]]
-        if len(d) == 1 and list(d.values())[0] == 1:
+        if len(d) == 1 and next(iter(d.values())) == 1:
             c = next(iter(d))
             need[c] = max(need.get(c, 0), bits)
         else:

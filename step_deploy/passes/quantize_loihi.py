@@ -39,8 +39,9 @@ spikes (``QuantizeInput``, a power-of-two scale from the calibration maximum).
 linear) and the temporal mean becomes a ``TemporalSum`` (Lava ``Accumulator``): logits ≈
 ``Y[t] / ((t + 1) · scale)``; the argmax is unchanged.
 
-Calibration runs the float reference interpreter and then the golden model on the same data to
-count saturation/wrap events per layer.
+Calibration (``passes.loihi_scales``: scale classes, float calibration run, headroom) runs the
+float reference interpreter; then the golden model runs on the same data and counts
+saturation/wrap events per layer for the report (no silent clipping).
 """
 from __future__ import annotations
 
