@@ -244,8 +244,13 @@ def test_trained_model_accuracy_float_vs_golden(arch):
     from step_deploy.data import load_dataset
     from step_deploy.training import TrainArgs, train
 
+    from step_deploy.training import evaluate
+
     model = train(TrainArgs(arch=arch, epochs=EPOCHS[arch]), progress=False)[0].eval()
-    res = accuracy_float_vs_golden(model, load_dataset("digits", "test"), calib=load_dataset("digits", "train"))
+    test = load_dataset("digits", "test")
+    res = accuracy_float_vs_golden(model, test, calib=load_dataset("digits", "train"))
     assert res["n"] == 360 and res["report"]["saturation_total"] == 0
+    # issue 3: the float reference interpreter's test accuracy is PyTorch's, exactly
+    assert res["float_acc"] == pytest.approx(evaluate(model, test), abs=1e-9), res
     assert res["float_acc"] >= 0.9, res
     assert res["golden_acc"] >= res["float_acc"] - 0.01 and res["prediction_agreement"] >= 0.95, res
