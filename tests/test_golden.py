@@ -251,6 +251,6 @@ def test_trained_model_accuracy_float_vs_golden(arch):
     res = accuracy_float_vs_golden(model, test, calib=load_dataset("digits", "train"))
     assert res["n"] == 360 and res["report"]["saturation_total"] == 0
     # issue 3: the float reference interpreter's test accuracy is PyTorch's, exactly
-    assert res["float_acc"] == pytest.approx(evaluate(model, test), abs=1e-9), res
+    assert res["float_acc"] == pytest.approx(evaluate(model, test), abs=1e-6), res  # one sample = 2.8e-3
     assert res["float_acc"] >= 0.9, res
     assert res["golden_acc"] >= res["float_acc"] - 0.01 and res["prediction_agreement"] >= 0.95, res
