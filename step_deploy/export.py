@@ -97,6 +97,11 @@ def markdown_summary(title: str, summary: dict, extra: list[str]) -> str:
     return "\n".join(lines + extra) + "\n"
 
 
+def _self_check(p: Prepared, traces: dict, logits: torch.Tensor, result, how: str) -> dict:
+    return {"samples": len(p.samples), **spike_parity(traces, result.traces),
+            "max_rel_logit_error": logit_error(logits, result.final()), "how": how}
+
+
 def _torch_reference(p: Prepared):
     logits, traces = torch_traces(p.model, p.samples)
     return logits, traces, encoded_input(p.model, p.samples)
@@ -112,10 +117,8 @@ def export_nir_target(p: Prepared, out) -> dict:
         coverage = write_nir(graph, tmp / "model.nir")
         coverage["path"] = "model.nir"  # relative: the temporary directory's name must not leak into files
         back = read_nir_as_ir(tmp / "model.nir")
-        r = run(back, x, record=True)
-        check = {"samples": len(p.samples), **spike_parity(traces, r.traces),
-                 "max_rel_logit_error": logit_error(logits, r.final()),
-                 "how": "model.nir read back into the IR and run by the reference interpreter"}
+        check = _self_check(p, traces, logits, run(back, x, record=True),
+                            "model.nir read back into the IR and run by the reference interpreter")
         ir.save(graph, tmp / "ir")
         summary = {"target": "nir", "checkpoint": str(p.info.path), "arch": p.info.arch, "ir": ir_summary(graph),
                    "coverage": coverage, "self_check": check}
@@ -132,10 +135,8 @@ def export_onnx_target(p: Prepared, out) -> dict:
     logits, traces, x = _torch_reference(p)
     with atomic_output_dir(out) as tmp:
         model = export_onnx(graph, tmp / "model.onnx", expose_spikes=True)
-        r = run_onnx(model, x, record=True)
-        check = {"samples": len(p.samples), **spike_parity(traces, r.traces),
-                 "max_rel_logit_error": logit_error(logits, r.final()),
-                 "how": "model.onnx run step by step with onnxruntime"}
+        check = _self_check(p, traces, logits, run_onnx(model, x, record=True),
+                            "model.onnx run step by step with onnxruntime")
         ir.save(graph, tmp / "ir")
         summary = {"target": "onnx", "checkpoint": str(p.info.path), "arch": p.info.arch, "ir": ir_summary(graph),
                    "onnx": {"opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
