@@ -12,6 +12,8 @@ whose float behaviour depends on how PyTorch's CPU kernel is reached; its consta
 """
 from __future__ import annotations
 
+from step_deploy.errors import StepDeployError
+
 from typing import Callable, Optional
 
 import numpy as np
@@ -24,7 +26,7 @@ F32 = TensorProto.FLOAT
 F64 = TensorProto.DOUBLE
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(StepDeployError, ValueError):
     """A node cannot be expressed in ONNX (the message names the node and its op)."""
 
 

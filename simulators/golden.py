@@ -28,6 +28,8 @@ would fail), and ``max_abs`` (the largest magnitude seen).
 """
 from __future__ import annotations
 
+from step_deploy.errors import StepDeployError
+
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
@@ -46,7 +48,7 @@ MAX_UV = 1 << 23
 _I32 = (1 << 31) - 1
 
 
-class GoldenError(ValueError):
+class GoldenError(StepDeployError, ValueError):
     """A node the integer model cannot run (a float op left in a quantized graph)."""
 
 

@@ -1,6 +1,8 @@
 """Graph builder used by capture: adds nodes, keeps per-step shapes, makes unique names."""
 from __future__ import annotations
 
+from step_deploy.errors import StepDeployError
+
 from typing import Callable
 
 import numpy as np
@@ -10,7 +12,7 @@ from torch import nn
 from step_deploy import ir
 
 
-class CaptureError(ValueError):
+class CaptureError(StepDeployError, ValueError):
     """A module or function could not be lowered to the IR (names the module path and op)."""
 
 

@@ -15,6 +15,8 @@ to do; nothing deep inside torch leaks out.
 """
 from __future__ import annotations
 
+from step_deploy.errors import StepDeployError
+
 import argparse
 import math
 import os
@@ -32,7 +34,7 @@ FORMAT_VERSION = 1
 SAFE_GLOBALS = [argparse.Namespace]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StepDeployError, ValueError):
     """A checkpoint could not be used; the message says why and what to do."""
 
 

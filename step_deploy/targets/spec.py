@@ -11,6 +11,8 @@ tool source code), ``secondary`` (quoted by third parties) or ``to-verify`` (an 
 every entry and reports all problems at once, naming the key and the file."""
 from __future__ import annotations
 
+from step_deploy.errors import StepDeployError
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,7 @@ _ENUMS = {"unshared_synapse_encoding": ("dense", "indexed"), "shared_synapse_enc
 _ENTRY_FIELDS = ("value", "unit", "source", "confidence")
 
 
-class TargetSpecError(ValueError):
+class TargetSpecError(StepDeployError, ValueError):
     """A spec file is missing keys or has values of the wrong type. The message names each."""
 
     def __init__(self, where: str, problems: list[str]):

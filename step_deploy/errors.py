@@ -1,0 +1,25 @@
+"""The error types step-deploy raises for problems a user can fix (bad checkpoint, unsupported
+layer, output path that is not ours, model too big for the target, ...).
+
+The command-line tools catch exactly these (and ``ir.IRError``, which the IR defines itself
+because the IR imports nothing else): any other exception is a bug in step-deploy and is shown
+as one, with its traceback, never disguised as a user error. Every message says what is wrong,
+where (file, node, option) and what to do."""
+from __future__ import annotations
+
+
+class StepDeployError(Exception):
+    """Base class of every user-facing error."""
+
+
+class UsageError(StepDeployError, ValueError):
+    """A command-line argument or API argument that cannot work (``--samples 0``, a flag that
+    does not apply to the chosen target, ...)."""
+
+
+class OutputError(StepDeployError, OSError):
+    """An output path step-deploy refuses to write (it would replace something that is not its
+    own) or could not write."""
+
+
+__all__ = ["StepDeployError", "UsageError", "OutputError"]
