@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[backends,test]"
 	# lava-nc 0.10.0 declares Python < 3.11; its real needs are in our pins, and
-	# step_deploy.simulators.lava_compat fixes its one 3.11 incompatibility at import time.
+	# step_deploy.exporters.lava_compat fixes its one 3.11 incompatibility at import time.
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 10 -o $(DEMO)/model.ckpt --reuse
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target loihi -o $(DEMO)/loihi --run-lava 4
-	@echo "report: $(DEMO)/loihi/report.md (accuracy, Lava parity), constraints: $(DEMO)/loihi/constraints.md"
+	@echo "summary: $(DEMO)/loihi/summary.md; report: $(DEMO)/loihi/report.md (T, chip features, accuracy, Lava parity); constraints: $(DEMO)/loihi/constraints.md"
 
 test: setup
 	$(PY) -m pytest -q

@@ -19,7 +19,7 @@ from step_deploy.exporters.onnx_export import export_onnx
 from step_deploy.frontend import capture, encoded_input
 from step_deploy.models import build_model
 from step_deploy.passes import run_pipeline
-from step_deploy.simulators.onnx_runner import OnnxSession, run_onnx
+from step_deploy.exporters.onnx_runner import OnnxSession, run_onnx
 from step_deploy.simulators.reference import run
 
 

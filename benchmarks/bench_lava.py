@@ -14,8 +14,8 @@ import time
 
 import torch
 
-from step_deploy.simulators.golden import run_golden  # first: reference_ops before ir.fixed_point
-from step_deploy.simulators.lava_runner import compare, run_lava
+from step_deploy.simulators.golden import run_golden
+from step_deploy.exporters.lava_runner import compare, run_lava
 from step_deploy.data import load_dataset
 from step_deploy.frontend import capture
 from step_deploy.models import build_model

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from step_deploy.exporters.nir_export import read_nir_as_ir, write_nir
+from step_deploy.exporters.nir_export import write_nir
+from step_deploy.exporters.nir_read import read_nir_as_ir
 from step_deploy.exporters.onnx_export import export_onnx
 from step_deploy.frontend import capture, encoded_input, torch_traces
 from step_deploy.passes import fold_batchnorm
-from step_deploy.simulators.onnx_runner import run_onnx
+from step_deploy.exporters.onnx_runner import run_onnx
 from step_deploy.simulators.reference import run
 from step_deploy.training import TrainArgs, train
 

@@ -37,10 +37,9 @@ import scipy.sparse as sp
 import torch
 
 from step_deploy import ir
-from step_deploy.simulators import golden  # noqa: F401  (reference_ops before ir.fixed_point: its op-table check)
-from step_deploy.ir import fixed_point as fx
+from step_deploy.fixedpoint import loihi as fx
 from step_deploy.passes.delay_balance import Schedule, schedule
-from step_deploy.simulators.lava_compat import import_lava
+from .lava_compat import import_lava
 
 GRADED_BITS = 24
 #: ops whose output is binary spikes (a binary Dense/Sparse reads them: num_message_bits = 0)
@@ -116,7 +115,8 @@ class LavaNetwork:
 class _Builder:
     def __init__(self, qgraph: ir.Graph, steps: int, sched: Schedule, matrices: dict):
         import_lava()
-        from step_deploy.exporters import lava_processes as lp
+        from . import lava_models  # noqa: F401  (the processes' fixed_pt models, registered with Lava)
+        from . import lava_processes as lp
 
         self.lp, self.q, self.sched, self.matrices = lp, qgraph, sched, matrices
         self.shapes = qgraph.infer_shapes()
@@ -185,34 +185,7 @@ class _Builder:
                 ports.append(self.source(data, f"{n.name}.bias"))
             net.ports[n.name] = ports
             return
-        if n.op == "LoihiLIF":
-            if n.compare == ">":
-                from lava.proc.lif.process import LIF
-
-                proc = LIF(shape=(size,), du=int(n.du), dv=int(n.dv), vth=int(n.vth), bias_mant=0, bias_exp=0,
-                           name=n.name)
-            else:
-                proc = lp.FixedLIF(size, du=int(n.du), dv=int(n.dv), vth=int(n.vth), compare=n.compare, name=n.name)
-        elif n.op == "Add":
-            proc = lp.ElementwiseAdd(size, n_inputs=len(n.inputs), name=n.name)
-        elif n.op == "Mul":
-            proc = lp.LiveMul(in_shapes[0], in_shapes[1], name=n.name)
-        elif n.op == "MatMul":
-            if n.scale != 1.0:
-                raise ValueError(f"{n.name}: MatMul scale {n.scale} in a quantized graph")
-            proc = lp.LiveMatMul(in_shapes[0], in_shapes[1], n.transpose_a, n.transpose_b, name=n.name)
-        elif n.op == "Sum":
-            proc = lp.AxisSum(in_shapes[0], n.axis, n.keepdim, name=n.name)
-        elif n.op == "MaxPool2d":
-            proc = lp.MaxPool2d(in_shapes[0], n.kernel_size, n.stride, n.padding, name=n.name)
-        elif n.op == "Transpose":
-            proc = lp.Permute(in_shapes[0], n.perm, name=n.name)
-        elif n.op == "Delay":
-            proc = lp.Delay(size, steps=int(n.steps), name=n.name)
-        elif n.op == "TemporalSum":
-            proc = lp.Accumulator(size, name=n.name)
-        else:
-            raise ValueError(f"{n.name}: {n.op} has no Lava mapping (quantize the graph with quantize_loihi first)")
+        proc = PROCESS_BUILDERS[n.op](lp, n, in_shapes, size)
         self.keep(proc)
         in_ports = [proc.a_in, proc.b_in] if n.op in ("Mul", "MatMul") else [proc.a_in] * len(n.inputs)
         for k, port in enumerate(in_ports):
@@ -220,17 +193,54 @@ class _Builder:
         net.ports[n.name] = [proc.s_out]
 
 
+def _lif(lp, n, in_shapes, size):
+    if n.compare == ">":
+        from lava.proc.lif.process import LIF
+
+        return LIF(shape=(size,), du=int(n.du), dv=int(n.dv), vth=int(n.vth), bias_mant=0, bias_exp=0, name=n.name)
+    return lp.FixedLIF(size, du=int(n.du), dv=int(n.dv), vth=int(n.vth), compare=n.compare, name=n.name)
+
+
+def _matmul(lp, n, in_shapes, size):
+    if n.scale != 1.0:
+        raise ValueError(f"{n.name}: MatMul scale {n.scale} in a quantized graph")
+    return lp.LiveMatMul(in_shapes[0], in_shapes[1], n.transpose_a, n.transpose_b, name=n.name)
+
+
+#: op -> ``f(lava_processes, node, input shapes, size)`` building its Lava process (one in, one out port)
+PROCESS_BUILDERS = {
+    "LoihiLIF": _lif,
+    "Add": lambda lp, n, s, size: lp.ElementwiseAdd(size, n_inputs=len(n.inputs), name=n.name),
+    "Mul": lambda lp, n, s, size: lp.LiveMul(s[0], s[1], name=n.name),
+    "MatMul": _matmul,
+    "Sum": lambda lp, n, s, size: lp.AxisSum(s[0], n.axis, n.keepdim, name=n.name),
+    "MaxPool2d": lambda lp, n, s, size: lp.MaxPool2d(s[0], n.kernel_size, n.stride, n.padding, name=n.name),
+    "Transpose": lambda lp, n, s, size: lp.Permute(s[0], n.perm, name=n.name),
+    "Delay": lambda lp, n, s, size: lp.Delay(size, steps=int(n.steps), name=n.name),
+    "TemporalSum": lambda lp, n, s, size: lp.Accumulator(size, name=n.name),
+}
+#: ops that are wiring, not processes: sources (host data), layout views and outputs
+WIRED_OPS = ("Input", "QuantizeInput", "Reshape", "Flatten", "Output")
+#: the backend's op set (synapses become Lava ``Sparse`` processes)
+LAVA_BACKEND = ir.register_backend(
+    "lava", set(WIRED_OPS) | {c.__name__ for c in fx.FIXED_SYNAPSES} | set(PROCESS_BUILDERS), kind="integer",
+    where="exporters/lava_export.py",
+    hint=f"Lava runs {fx.FORMAT_NAME} graphs: quantize with passes.quantize_loihi first")
+
+
 def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[dict] = None) -> LavaNetwork:
-    """Build the Lava network for one sample (no sinks: ``simulators.lava_runner`` attaches them
+    """Build the Lava network for one sample (no sinks: ``exporters.lava_runner`` attaches them
     to ``net.ports[node]``; connect every port of the list, their sum is the node's value).
 
     ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
     ``QuantizeInput`` (the host-side quantized analog input). ``matrices``: a cache of unrolled
     synapse matrices (reuse it across samples)."""
+    ir.require_ops(qgraph, LAVA_BACKEND)
     b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
     for n in qgraph.topo_order():
         b.node(n, inputs)
     return b.net
 
 
-__all__ = ["LavaNetwork", "build_lava", "synapse_matrix", "bias_vector", "binary_nodes", "GRADED_BITS"]
+__all__ = ["LavaNetwork", "build_lava", "LAVA_BACKEND", "PROCESS_BUILDERS", "WIRED_OPS", "synapse_matrix",
+           "bias_vector", "binary_nodes", "GRADED_BITS"]

@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from step_deploy.simulators.lava_compat import check_start_method, import_lava
+from .lava_compat import check_start_method, import_lava
 
 
 def fixed_pt_config(**kwargs):

@@ -2,8 +2,8 @@
 
 Each model is ``receive → compute → send`` in the spiking phase (latency 0), except ``Delay``.
 The arithmetic lives in ``lava_kernels.py`` (plain numpy, no lava) so that it can be read,
-reused and tested without Lava. Imported by ``lava_processes`` (which registers the models
-with Lava's compiler through ``lava_compat.register_process_models``).
+reused and tested without Lava. Importing this module registers the models with Lava's compiler
+(``lava_compat.register_process_models``); ``lava_export`` imports it before building a network.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from step_deploy.simulators.lava_compat import import_lava, register_process_models
+from .lava_compat import import_lava, register_process_models
 
 from .lava_kernels import (axis_sum_kernel, lif_fixed_step, matmul_kernel, maxpool_kernel,
                            mul_kernel, permute_kernel, to_int32)

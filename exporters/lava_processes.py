@@ -88,7 +88,7 @@ from typing import Sequence
 
 import numpy as np
 
-from step_deploy.simulators.lava_compat import import_lava
+from .lava_compat import import_lava
 
 import_lava()
 
@@ -294,8 +294,6 @@ class Delay(_UnaryProcess):
 
 PROCESSES = (ElementwiseAdd, LiveMatMul, LiveMul, AxisSum, MaxPool2d, Permute, FixedLIF,
              Accumulator, Delay)
-
-from . import lava_models  # noqa: E402,F401  (registers the process models)
 
 __all__ = [p.__name__ for p in PROCESSES] + ["LATENCY", "latency", "matmul_out_shape",
                                               "pool_out_shape", "PROCESSES"]

@@ -8,7 +8,7 @@ Standard NIR nodes are used wherever NIR has one; ops NIR lacks become step-depl
 ``v > v_threshold``; a ``>=`` neuron is written with the threshold nudged one float32 ulp down
 (``threshold="nudge"``, exact for float32 membranes) or unchanged (``threshold="keep"``).
 
-API: :func:`export_nir`, :func:`write_nir`, :func:`coverage_markdown`, :func:`read_nir_as_ir`,
+API: :func:`export_nir`, :func:`write_nir`, :func:`coverage_markdown` (reading back: ``nir_read.read_nir_as_ir``),
 :data:`IMPORTER_SETTINGS`, :func:`fixup_snntorch`.
 """
 from __future__ import annotations
@@ -25,6 +25,12 @@ from . import nir_extensions as ext
 
 #: IR ops whose NIR node sums its in-edges before acting on them (where an Add may become edges)
 SUMMING_OPS = ("Conv1d", "Conv2d", "Linear", "Scale", "Neuron")
+#: IR ops written as standard NIR 1.0.8 nodes (Linear: on a 1-D input, or tiled; Neuron: hard reset, binary)
+STANDARD_OPS = ("Input", "Output", "Conv1d", "Conv2d", "Linear", "Flatten", "AvgPool2d", "Scale", "Delay", "Neuron")
+#: the backend's op set: standard nodes, step-deploy extension nodes (``nir_extensions.EXTENSION_OPS``)
+NIR_BACKEND = ir.register_backend("nir", set(STANDARD_OPS) | set(ext.EXTENSION_OPS), kind="float",
+                                  where="exporters/nir_export.py",
+                                  hint="NIR takes float graphs (quantized graphs go to the golden model or Lava)")
 THRESHOLD_MODES = ("nudge", "keep")
 AVGPOOL_MODES = ("avgpool", "conv")
 
@@ -104,7 +110,7 @@ class _Exporter:
                 return (f"Linear over a rank-{rank} input: NIR's Affine types a 1-D input, so a standard node would "
                         "need the weight tiled per row (tile_linear=True)")
             return None
-        if isinstance(n, (ir.Input, ir.Output, ir.Conv1d, ir.Conv2d, ir.Flatten, ir.AvgPool2d, ir.Scale, ir.Delay)):
+        if n.op in STANDARD_OPS:
             return None
         if isinstance(n, ir.BatchNorm):
             return "NIR has no BatchNorm: run the fold-batchnorm pass (this one could not be folded or was not)"
@@ -324,7 +330,9 @@ def export_nir(graph: ir.Graph, dt: float = 1.0, *, threshold: str = "nudge", av
     ``avgpool``: ``'avgpool'`` (nir.AvgPool2d) or ``'conv'`` (a Conv2d; for importers without
     AvgPool2d, e.g. Norse). ``tile_linear``: write Linear on rank>1 inputs as a standard Affine
     with the weight tiled per row instead of an extension. ``allow_extensions=False`` raises a
-    ValueError naming every node that NIR cannot express."""
+    ValueError naming every node that NIR cannot express. An op neither standard nor an extension
+    raises ``ir.UnsupportedOpError`` before any work."""
+    ir.require_ops(graph, NIR_BACKEND)
     ex = _Exporter(graph, dt, threshold, avgpool, tile_linear)
     if not allow_extensions:
         absorbed = ex.plan_adds()
@@ -366,7 +374,6 @@ def coverage_markdown(coverage: dict) -> str:
 
 
 from .nir_interop import IMPORTER_SETTINGS, fixup_snntorch, settings_for  # noqa: E402
-from .nir_read import read_nir_as_ir  # noqa: E402
 
-__all__ = ["export_nir", "write_nir", "coverage_markdown", "read_nir_as_ir", "nudged_threshold",
+__all__ = ["export_nir", "write_nir", "coverage_markdown", "nudged_threshold",
            "IMPORTER_SETTINGS", "settings_for", "fixup_snntorch"]

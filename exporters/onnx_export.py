@@ -13,7 +13,7 @@ State tensors: ``Neuron`` -> ``v`` (membrane, ``["B", *shape]``, starts at ``v_r
 ``Delay`` (steps k > 0) -> ``fifo`` (``[k, "B", *shape]``, oldest first, starts at 0);
 ``TemporalMean`` -> ``acc`` (``["B", *shape]``, starts at 0). A run feeds the initial states at
 step 0 and each step's ``state_next/...`` outputs back as the next step's ``state/...`` inputs
-(``step_deploy.simulators.onnx_runner.run_onnx`` does this).
+(``step_deploy.exporters.onnx_runner.run_onnx`` does this).
 
 ``<node>`` is the IR node name sanitized to ``[A-Za-z0-9_.]`` (other characters become ``_``, a
 leading digit or dot gets an ``n_`` prefix, collisions -- also with the reserved names ``t``,
@@ -49,7 +49,7 @@ from onnx import TensorProto, helper
 
 from step_deploy import ir
 
-from .onnx_ops import EMITTERS, Context, OnnxExportError
+from .onnx_ops import EMITTERS, ONNX_BACKEND, Context, OnnxExportError
 
 MIN_OPSET = 17
 METADATA_KEY = "step_deploy"
@@ -102,20 +102,14 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
     ``bn_mode``: how BatchNorm reproduces PyTorch's float arithmetic (``'auto'`` calibrates each
     node against ``F.batch_norm`` in the layout the reference uses; see ``onnx_ops.batchnorm_plans``).
     ``check``: run ``onnx.checker.check_model(full_check=True)`` before returning.
-    ``path``: also write the model there. Raises ``OnnxExportError`` naming the first node whose op
-    has no ONNX emitter, and ``IRError`` for an invalid graph."""
+    ``path``: also write the model there. Raises ``ir.UnsupportedOpError`` naming every op that has
+    no ONNX emitter (and a node of each), before any work, and ``IRError`` for an invalid graph."""
     max_opset = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= int(opset) <= max_opset:
         raise ValueError(f"opset {opset} not supported: use {MIN_OPSET}..{max_opset}")
     opset = int(opset)
+    ir.require_ops(graph, ONNX_BACKEND)
     order = graph.topo_order()
-    unsupported = [n for n in order if not isinstance(n, ir.Input) and n.op not in EMITTERS]
-    if unsupported:
-        n = unsupported[0]
-        raise OnnxExportError(
-            f"node {n.name!r}: op {n.op!r} has no ONNX emitter"
-            + (f" (also unsupported: {', '.join(repr(u.name) for u in unsupported[1:])})" if len(unsupported) > 1 else "")
-            + f"; supported ops: {', '.join(sorted(EMITTERS))}")
     shapes = graph.infer_shapes()
     names = sanitize_names(graph)
     expose = list(dict.fromkeys(expose))

@@ -388,3 +388,6 @@ EMITTERS: dict[str, Emitter] = {
     "Flatten": emit_flatten, "MaxPool2d": emit_maxpool2d, "AvgPool2d": emit_avgpool2d, "Delay": emit_delay,
     "TemporalMean": emit_temporalmean,
 }
+#: the backend's op set: the emitters plus the graph inputs (they become ONNX graph inputs)
+ONNX_BACKEND = ir.register_backend("onnx", set(EMITTERS) | {"Input"}, kind="float", where="exporters/onnx_ops.py",
+                                   hint="ONNX takes float graphs (quantized graphs go to the golden model or Lava)")

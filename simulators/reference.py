@@ -11,7 +11,7 @@ import torch
 
 from step_deploy import ir
 
-from .reference_ops import FLOAT_OPS
+from .reference_ops import FLOAT_OPS, REFERENCE_BACKEND
 
 
 @dataclass
@@ -27,10 +27,12 @@ class RunResult:
         return self.outputs[name][-1]
 
 
-def _as_time_major(x, node: ir.Input, steps: Optional[int]) -> torch.Tensor:
+def as_time_major(x, node: ir.Input, steps: Optional[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Input ``x`` for ``node`` as ``(T, B, *shape)``; floating inputs cast to ``dtype`` (integer
+    inputs stay integer)."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
     if x.is_floating_point():
-        x = x.float()  # float mode computes in float32, like the PyTorch models; integer inputs stay integer
+        x = x.to(dtype)  # float32 by default, like the PyTorch models
     per_step = len(node.shape)
     if x.dim() == per_step + 1:  # (B, ...) static input, repeated every step (direct coding)
         if steps is None:
@@ -42,12 +44,21 @@ def _as_time_major(x, node: ir.Input, steps: Optional[int]) -> torch.Tensor:
 
 
 def run(graph: ir.Graph, inputs: Union[dict, torch.Tensor, np.ndarray], steps: Optional[int] = None,
-        record: Union[bool, Iterable[str]] = False, ops: Optional[dict] = None) -> RunResult:
+        record: Union[bool, Iterable[str]] = False, ops: Optional[dict] = None,
+        dtype: torch.dtype = torch.float32) -> RunResult:
     """Evaluate ``graph`` for ``T`` steps.
 
     ``inputs``: one array (graphs with a single Input) or ``{input_name: array}``; each array is
     ``(T, B, *shape)``, or ``(B, *shape)`` together with ``steps=T`` for static direct-coded input.
-    ``record``: True records every Neuron's spikes; an iterable records the named nodes."""
+    ``record``: True records every Neuron's spikes; an iterable records the named nodes.
+    ``ops``: the op table (default :data:`FLOAT_OPS`). ``dtype``: the float precision of the run:
+    float inputs are cast to it and every weight follows its activation's dtype, so
+    ``torch.float64`` evaluates the graph in float64; the default float32 reproduces PyTorch's
+    arithmetic bit for bit."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype={dtype!r}: expected a torch float dtype such as torch.float64")
+    if ops is None:
+        ir.require_ops(graph, REFERENCE_BACKEND)
     ops = ops or FLOAT_OPS
     order = graph.topo_order()
     in_nodes = graph.inputs
@@ -55,7 +66,10 @@ def run(graph: ir.Graph, inputs: Union[dict, torch.Tensor, np.ndarray], steps: O
         if len(in_nodes) != 1:
             raise ValueError(f"graph has {len(in_nodes)} inputs; pass a dict")
         inputs = {in_nodes[0].name: inputs}
-    feeds = {n.name: _as_time_major(inputs[n.name], n, steps) for n in in_nodes}
+    missing = [n.name for n in in_nodes if n.name not in inputs]
+    if missing:
+        raise ValueError(f"missing inputs {missing}; the graph's inputs are {[n.name for n in in_nodes]}")
+    feeds = {n.name: as_time_major(inputs[n.name], n, steps, dtype) for n in in_nodes}
     T = next(iter(feeds.values())).shape[0]
     if record is True:
         wanted = {n.name for n in order if isinstance(n, ir.Neuron)}

@@ -4,7 +4,13 @@ Each function takes ``(node, inputs, state, t)`` where ``inputs`` are torch tens
 leading batch axis, ``state`` is the node's own dict (empty at step 0) and ``t`` the step index,
 and returns the node's output at step ``t``. Axes stored in nodes refer to the per-step tensor
 (no batch axis); ``_ax`` shifts them past the batch axis. The arithmetic order follows the
-PyTorch reference models so spikes agree bit for bit."""
+PyTorch reference models so spikes agree bit for bit.
+
+Precision follows the activations: weights are cast to the dtype of the tensor they meet, so
+``reference.run(..., dtype=torch.float64)`` evaluates the whole graph in float64 (float32, the
+default, matches PyTorch). The neuron is split into :func:`neuron_charge`, :func:`neuron_fire`
+and :func:`neuron_reset` so that other checks (``float_parity``'s teacher forcing) reuse the one
+definition of the equation."""
 from __future__ import annotations
 
 import torch
@@ -17,10 +23,12 @@ def _ax(axis: int) -> int:
     return axis + 1 if axis >= 0 else axis
 
 
-def _t(state: dict, key: str, array) -> torch.Tensor:
-    """Weights as torch tensors, converted once per run and kept in the node's state."""
+def _t(state: dict, key: str, array, like: torch.Tensor) -> torch.Tensor:
+    """Weights as torch tensors in the float dtype of the activation ``like`` (float32 when it is
+    not floating point), converted once per run and kept in the node's state."""
     if key not in state:
-        state[key] = None if array is None else torch.from_numpy(array).float()
+        dtype = like.dtype if like.is_floating_point() else torch.float32
+        state[key] = None if array is None else torch.from_numpy(array).to(dtype)
     return state[key]
 
 
@@ -33,29 +41,42 @@ def op_output(n: ir.Output, xs, state, t):
 
 
 def op_conv2d(n: ir.Conv2d, xs, state, t):
-    return F.conv2d(xs[0], _t(state, "w", n.weight), _t(state, "b", n.bias), tuple(n.stride),
+    return F.conv2d(xs[0], _t(state, "w", n.weight, xs[0]), _t(state, "b", n.bias, xs[0]), tuple(n.stride),
                     tuple(n.padding), tuple(n.dilation), n.groups)
 
 
 def op_conv1d(n: ir.Conv1d, xs, state, t):
-    return F.conv1d(xs[0], _t(state, "w", n.weight), _t(state, "b", n.bias), n.stride, n.padding,
+    return F.conv1d(xs[0], _t(state, "w", n.weight, xs[0]), _t(state, "b", n.bias, xs[0]), n.stride, n.padding,
                     n.dilation, n.groups)
 
 
 def op_linear(n: ir.Linear, xs, state, t):
-    return F.linear(xs[0], _t(state, "w", n.weight), _t(state, "b", n.bias))
+    return F.linear(xs[0], _t(state, "w", n.weight, xs[0]), _t(state, "b", n.bias, xs[0]))
 
 
 def op_batchnorm(n: ir.BatchNorm, xs, state, t):
     x = xs[0]
     ax = _ax(n.axis) % x.dim()
     x = x.movedim(ax, 1)
-    y = F.batch_norm(x, _t(state, "m", n.mean), _t(state, "v", n.var), _t(state, "g", n.gamma),
-                     _t(state, "b", n.beta), False, 0.0, n.eps)
+    y = F.batch_norm(x, _t(state, "m", n.mean, x), _t(state, "v", n.var, x), _t(state, "g", n.gamma, x),
+                     _t(state, "b", n.beta, x), False, 0.0, n.eps)
     return y.movedim(1, ax)
 
 
-def _fire(n: ir.Neuron, h: torch.Tensor) -> torch.Tensor:
+def neuron_charge(n: ir.Neuron, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The membrane ``H[t]`` from the input ``X[t]`` and the previous state ``V[t-1]``."""
+    if n.kind == "IF":
+        return v + x
+    if n.kind == "PLIF" and n.decay_input:  # PLIF multiplies by sigmoid(w) = 1/tau, as trained
+        return v + (x - (v - n.v_reset)) * (1.0 / n.tau)
+    if n.decay_input:
+        return v + (x - (v - n.v_reset)) / n.tau
+    return v - (v - n.v_reset) / n.tau + x
+
+
+def neuron_fire(n: ir.Neuron, h: torch.Tensor) -> torch.Tensor:
+    """The spike ``S[t]`` for membrane ``H[t]`` (binary, ternary or integer output). Monotone
+    non-decreasing in ``h`` for every output kind."""
     thr = n.v_threshold
     if n.output == "binary":
         return (h >= thr if n.compare == ">=" else h > thr).to(h.dtype)
@@ -66,25 +87,24 @@ def _fire(n: ir.Neuron, h: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(h / thr), 0, n.max_level)
 
 
-def op_neuron(n: ir.Neuron, xs, state, t):
-    x = xs[0]
-    v = state.get("v")
-    if v is None:
-        v = torch.full_like(x, n.v_reset)
-    if n.kind == "IF":
-        h = v + x
-    elif n.kind == "PLIF" and n.decay_input:  # PLIF multiplies by sigmoid(w) = 1/tau, as trained
-        h = v + (x - (v - n.v_reset)) * (1.0 / n.tau)
-    elif n.decay_input:
-        h = v + (x - (v - n.v_reset)) / n.tau
-    else:
-        h = v - (v - n.v_reset) / n.tau + x
-    s = _fire(n, h)
+def neuron_reset(n: ir.Neuron, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The state ``V[t]`` after spike ``s`` (which need not be ``neuron_fire(n, h)``)."""
     if n.reset == "hard":
         fired = s.abs() if n.output != "integer" else (s > 0).to(h.dtype)
-        state["v"] = h * (1.0 - fired) + n.v_reset * fired if n.v_reset else h * (1.0 - fired)
-    else:
-        state["v"] = h - s * n.v_threshold
+        return h * (1.0 - fired) + n.v_reset * fired if n.v_reset else h * (1.0 - fired)
+    return h - s * n.v_threshold
+
+
+def neuron_state(n: ir.Neuron, x: torch.Tensor, state: dict) -> torch.Tensor:
+    """``V[t-1]`` from the node's state (``v_reset`` before the first step)."""
+    v = state.get("v")
+    return torch.full_like(x, n.v_reset) if v is None else v
+
+
+def op_neuron(n: ir.Neuron, xs, state, t):
+    h = neuron_charge(n, xs[0], neuron_state(n, xs[0], state))
+    s = neuron_fire(n, h)
+    state["v"] = neuron_reset(n, h, s)
     return s
 
 
@@ -174,3 +194,6 @@ FLOAT_OPS = {
 }
 _CORE_OPS = {k for k, c in ir.NODE_TYPES.items() if c.__module__ == "step_deploy.ir.nodes"}
 assert set(FLOAT_OPS) == _CORE_OPS, "every core IR op needs a reference function"
+REFERENCE_BACKEND = ir.register_backend(
+    "reference", FLOAT_OPS, kind="float", where="simulators/reference_ops.py",
+    hint="the reference interpreter runs float graphs; run a quantized graph with simulators.golden.run_golden")

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
-
-
-def _user_errors():
-    from step_deploy.frontend import CaptureError, CheckpointError
+def _our_errors() -> tuple:
+    """The exception types the CLI reports as user errors (exit 2): ours only. Anything else is a
+    bug in step-deploy and propagates with its traceback."""
+    from step_deploy.errors import StepDeployError
     from step_deploy.ir import IRError
 
-    return (CheckpointError, CaptureError, IRError, FileNotFoundError, ValueError, KeyError, ImportError)
+    return (StepDeployError, IRError)
 
 
 def _fail(msg: str, code: int = 2) -> int:
@@ -22,6 +21,8 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 def train_main(argv=None) -> int:
+    """``step-train``: exit 0 when trained (or reused), 2 for a user error. The arguments and the
+    output path are checked before training starts, so a mistake never costs a training run."""
     from step_deploy.data import DATASETS
     from step_deploy.models import list_configs
 
@@ -36,64 +37,109 @@ def train_main(argv=None) -> int:
     ap.add_argument("--T", type=int, help="time steps (default: the config's)")
     ap.add_argument("-o", "--output", required=True, help="checkpoint file to write")
     ap.add_argument("--reuse", action="store_true", help="keep an existing checkpoint trained with the same arguments")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite an existing file at -o even if it is not a step-deploy checkpoint")
     a = ap.parse_args(argv)
+    from step_deploy.errors import OutputError, StepDeployError
+    from step_deploy.ir import IRError
+
     try:
+        from step_deploy.atomic import check_output_file
         from step_deploy.frontend.checkpoint import load_checkpoint, save_checkpoint
-        from step_deploy.training import TrainArgs, train
+        from step_deploy.training import TrainArgs, is_step_deploy_checkpoint, train, validate_train_args
 
         targs = TrainArgs(arch=a.arch, data=a.data, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                           T=a.T, root=a.root)
-        out = Path(a.output)
-        if a.reuse and out.exists():
+        validate_train_args(targs)
+        out = check_output_file(a.output, a.force, is_ours=is_step_deploy_checkpoint, what="checkpoint")
+        if a.reuse and is_step_deploy_checkpoint(out):
             _, info = load_checkpoint(out)
             if info.metadata.get("train_args") == {**targs.__dict__}:
-                print(f"reusing {out}: {a.arch} on {a.data}, test accuracy {info.metadata['test_accuracy']:.4f}")
+                print(f"reusing {out}: {a.arch} on {a.data}, test accuracy "
+                      f"{info.metadata.get('test_accuracy', float('nan')):.4f}")
                 return 0
             print(f"{out} was trained with other arguments; training again")
         model, metrics = train(targs)
-        save_checkpoint(model, out, metadata={**metrics, "arch_name": a.arch})
-    except _user_errors() as e:
+        try:
+            save_checkpoint(model, out, metadata={**metrics, "arch_name": a.arch})
+        except OSError as e:
+            raise OutputError(f"{out}: could not write the checkpoint ({e.strerror or e})") from None
+    except (StepDeployError, IRError) as e:
         return _fail(str(e))
     print(f"{a.arch} on {a.data}: test accuracy {metrics['test_accuracy']:.4f} "
           f"({metrics['test_samples']} samples), trained in {metrics['train_seconds']:.0f} s -> {out}")
     return 0
 
 
-def export_main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="step-export",
-                                 description="Export a trained Spiking Transformer to a deployment target.")
-    ap.add_argument("checkpoint")
-    ap.add_argument("--target", required=True, choices=["loihi", "fpga", "nir", "onnx"])
-    ap.add_argument("-o", "--output", help="output directory (default: <checkpoint stem>-<target>/)")
+def _export_parser() -> argparse.ArgumentParser:
+    """The step-export parser, built from the target registry: each target's options in its group."""
+    from step_deploy.export import PLANNED, registered_targets
+
+    targets = registered_targets()
+    ap = argparse.ArgumentParser(
+        prog="step-export", description="Export a trained Spiking Transformer to a deployment target.",
+        epilog="exit codes: 0 ok; 1 the self-check (parity) or the constraint check failed; 2 a usage or user "
+               "error (bad argument, checkpoint, data or output path)")
+    ap.add_argument("checkpoint", help="checkpoint file (step-deploy, STEP/timm, or a bare state_dict with --arch)")
+    ap.add_argument("--target", required=True, choices=[*targets, *PLANNED],
+                    help="; ".join(f"{n}: {t.description}" for n, t in targets.items()))
+    ap.add_argument("-o", "--output", help="output directory (default: <checkpoint without suffix>-<target>/)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing output directory that step-deploy did not write (its files are deleted)")
     ap.add_argument("--arch", help="architecture, for a bare state_dict (or to override the checkpoint's)")
-    ap.add_argument("--samples", type=int, default=8, help="samples for the parity self-check")
-    ap.add_argument("--chip", default="loihi2", help="loihi target: loihi2, loihi1 or a spec file (YAML/JSON)")
-    ap.add_argument("--check-only", action="store_true", help="loihi: only map and check constraints; exit 1 on errors")
-    ap.add_argument("--run-lava", type=int, default=0, metavar="N", help="loihi: also run N test samples in Lava")
-    a = ap.parse_args(argv)
-    if a.target == "fpga":
-        return _fail("--target fpga is not built yet (HLS C++ generation comes in a later release); "
-                     "available now: nir, onnx, loihi")
-    out = Path(a.output or f"{Path(a.checkpoint).with_suffix('')}-{a.target}")
+    ap.add_argument("--samples", type=int, help="samples for the self-check (default: 8 for nir/onnx; loihi: the "
+                                                "whole evaluation split)")
+    taken: set[str] = set()
+    for name, t in targets.items():
+        t.add_arguments(ap.add_argument_group(f"--target {name}", t.description), taken)
+    return ap
+
+
+def _export_options(a: argparse.Namespace, target) -> dict:
+    """Validate everything that can be checked before any work; the target's options as a dict."""
+    from step_deploy.errors import UsageError
+    from step_deploy.export import check_options_apply
+
+    if a.samples is not None and a.samples < 1:
+        raise UsageError(f"--samples must be at least 1 (the number of samples to self-check), got {a.samples}")
+    ckpt = Path(a.checkpoint)
+    if not ckpt.is_file():
+        raise UsageError(f"checkpoint {a.checkpoint}: " + ("is a directory, expected a checkpoint file"
+                                                            if ckpt.is_dir() else "no such file"))
+    check_options_apply(target, a)
+    options = {"samples": a.samples if a.samples is not None else target.default_samples,
+               **target.options_from_args(a)}
+    target.validate(options)
+    if not target.writes_output_with(options):
+        given = [f for f, v in (("-o", a.output), ("--force", a.force)) if v]
+        if given:
+            raise UsageError(f"{' and '.join(given)}: this run writes nothing (--check-only); remove "
+                             f"{'it' if len(given) == 1 else 'them'}")
+    return options
+
+
+def export_main(argv=None) -> int:
+    """``step-export``: exit 0 ok, 1 parity or constraint failure, 2 usage or user error."""
+    a = _export_parser().parse_args(argv)
     try:
-        from step_deploy import export
+        from step_deploy.atomic import check_output_dir
+        from step_deploy.export import get_target, prepare
 
-        prep = export.prepare(a.checkpoint, arch=a.arch, samples=a.samples)
-        if a.target == "nir":
-            summary = export.export_nir_target(prep, out)
-        elif a.target == "onnx":
-            summary = export.export_onnx_target(prep, out)
-        else:
-            from step_deploy import export_loihi
-
-            return export_loihi.main(prep, out, chip=a.chip, check_only=a.check_only, run_lava=a.run_lava)
-    except _user_errors() as e:
+        target = get_target(a.target)
+        options = _export_options(a, target)
+        out = None
+        if target.writes_output_with(options):
+            inputs = [a.checkpoint] + [options[k] for k in ("calib",) if options.get(k) and Path(options[k]).is_file()]
+            out = check_output_dir(a.output or f"{Path(a.checkpoint).with_suffix('')}-{a.target}", a.force,
+                                   inputs=inputs)
+        result = target.run(prepare(a.checkpoint, arch=a.arch), out, options, force=a.force)
+    except _our_errors() as e:
         return _fail(str(e))
-    chk = summary["self_check"]
-    print(json.dumps({"target": a.target, "output": str(out), "spike_mismatches": chk["spike_mismatches"],
-                      "neurons_compared": chk["neurons_compared"],
-                      "max_rel_logit_error": chk["max_rel_logit_error"]}, indent=1))
-    return 0 if chk["spike_mismatches"] == 0 else 1
+    for line in result.lines:
+        print(line)
+    for line in result.errors:
+        print(line, file=sys.stderr)
+    return result.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,4 +22,8 @@ class OutputError(StepDeployError, OSError):
     own) or could not write."""
 
 
-__all__ = ["StepDeployError", "UsageError", "OutputError"]
+class DataError(StepDeployError):
+    """A data set that is missing or unusable (on-disk data not found under ``--root``, ...)."""
+
+
+__all__ = ["StepDeployError", "UsageError", "OutputError", "DataError"]

@@ -3,10 +3,13 @@ the same arguments on the same machine give the same weights and the same accura
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -15,8 +18,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from step_deploy.data import dataset_info, load_dataset
-from step_deploy.models import build_model
+from step_deploy.data import BUNDLED, DATASETS, dataset_info, load_dataset
+from step_deploy.errors import DataError, UsageError
+from step_deploy.models import CONFIGS, FAMILIES, STEP_ARCH_NAMES, build_model, list_configs
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,65 @@ class TrainArgs:
     T: Optional[int] = None  # None: the arch's default number of time steps
     root: Optional[str] = None
     threads: Optional[int] = None
+
+
+def validate_train_args(args: TrainArgs) -> None:
+    """Refuse arguments that cannot work, before any data is loaded or any model is built.
+    Raises :class:`UsageError` naming the option (as ``step-train`` spells it) and what it takes."""
+    if args.arch not in CONFIGS and args.arch not in FAMILIES and args.arch not in STEP_ARCH_NAMES:
+        raise UsageError(f"--arch: unknown arch {args.arch!r}; named configs: {', '.join(list_configs())} "
+                         f"(or a family: {', '.join(sorted(FAMILIES))})")
+    if args.data not in DATASETS:
+        raise UsageError(f"--data: unknown data set {args.data!r}; known: {', '.join(DATASETS)}")
+    if dataset_info(args.data)["kind"] == "sequence":
+        raise UsageError(f"--data {args.data} is a sequence data set; the Spiking Transformers take images or "
+                         f"events: use one of {', '.join(d for d in DATASETS if d != args.data)}")
+    if args.data in BUNDLED and args.root is not None:
+        raise UsageError(f"--root applies only to data sets on disk (cifar10, cifar10-dvs); {args.data} is "
+                         f"bundled: drop --root")
+    if args.data not in BUNDLED and args.root is None:
+        raise UsageError(f"--data {args.data} is read from disk: pass its folder with --root")
+    _at_least("--epochs", args.epochs, 1)
+    _at_least("--batch-size", args.batch_size, 1)
+    if args.T is not None:
+        _at_least("--T", args.T, 1)
+    if args.threads is not None:
+        _at_least("threads", args.threads, 1)
+    if not (isinstance(args.seed, int) and 0 <= args.seed < 2**32):
+        raise UsageError(f"--seed must be an integer in [0, 2**32), got {args.seed!r}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive learning rate (e.g. 3e-3), got {args.lr!r}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise UsageError(f"weight_decay must be >= 0, got {args.weight_decay!r}")
+    if not (0 <= args.label_smoothing < 1):
+        raise UsageError(f"label_smoothing must be in [0, 1), got {args.label_smoothing!r}")
+
+
+def _at_least(option: str, value, low: int) -> None:
+    if not isinstance(value, int) or value < low:
+        raise UsageError(f"{option} must be an integer >= {low}, got {value!r}")
+
+
+def is_step_deploy_checkpoint(path) -> bool:
+    """True when ``path`` is a checkpoint step-deploy wrote (own format); loads it safely
+    (``weights_only``, memory-mapped) and never raises."""
+    path = Path(path)
+    if not path.is_file() or not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        return False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 -- any file torch cannot read safely is simply not ours
+        return False
+    from step_deploy.frontend.checkpoint import FORMAT_NAME
+
+    return isinstance(obj, dict) and obj.get("format") == FORMAT_NAME
+
+
+def _load_split(args: TrainArgs, split: str, T: Optional[int]):
+    try:
+        return load_dataset(args.data, split, root=args.root, T=T)
+    except FileNotFoundError as e:
+        raise DataError(f"--data {args.data} --root {args.root}: {e}") from None
 
 
 @contextlib.contextmanager
@@ -99,15 +162,17 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int = 128) -> float:
 
 
 def train(args: TrainArgs, progress: bool = True):
-    """Train ``args.arch`` on ``args.data`` -> (model, metrics dict)."""
+    """Train ``args.arch`` on ``args.data`` -> (model, metrics dict). Arguments are checked first
+    (:func:`validate_train_args`); data that cannot be found raises :class:`DataError`."""
+    validate_train_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = seed_everything(args.seed)
     T = args.T
     model = build_model(args.arch, **model_overrides_for(args.data, T))
     T = model.config.get("step", T)
-    train_set = load_dataset(args.data, "train", root=args.root, T=T)
-    test_set = load_dataset(args.data, "test", root=args.root, T=T)
+    train_set = _load_split(args, "train", T)
+    test_set = _load_split(args, "test", T)
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=gen, drop_last=False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                             weight_decay=args.weight_decay)

@@ -138,3 +138,69 @@ def test_nan_weights_are_rejected(tmp_path):
     torch.save(sd, tmp_path / "nan.pt")
     with pytest.raises(CheckpointError, match="NaN/Inf.*block.0.attn.q_linear.weight"):
         load_checkpoint(tmp_path / "nan.pt", arch=ARCH)
+
+
+def _png_bytes():
+    """A real 1x1 RGB PNG (signature, IHDR, IDAT, IEND chunks with CRCs)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + \
+        chunk(b"IEND", b"")
+
+
+class Custom:
+    pass
+
+
+def test_files_that_are_not_checkpoints_are_named_not_called_unsafe(tmp_path):
+    import numpy as np
+
+    (tmp_path / "photo.png").write_bytes(_png_bytes())
+    (tmp_path / "args.yaml").write_text("model: spikformer_cifar\nstep: 4\n")
+    np.savez(tmp_path / "weights.npz", w=np.zeros(3))
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump(collections.OrderedDict(w=[1.0, 2.0]), f)
+    cases = {"photo.png": "not a PyTorch checkpoint: it is a PNG image",
+             "args.yaml": "not a PyTorch checkpoint: it is a text file",
+             "weights.npz": "not a PyTorch checkpoint: it is a zip archive without torch's data.pkl",
+             "plain.pkl": "not a PyTorch checkpoint: a plain pickle file"}
+    for name, expected in cases.items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name, arch=ARCH)
+        assert expected in str(err.value), (name, str(err.value))
+        assert "execute code" not in str(err.value), name
+
+
+def test_allowed_globals_load_and_only_real_code_is_refused(tmp_path):
+    src = random_model(ARCH)
+    sd = collections.OrderedDict(src.state_dict())  # references collections.OrderedDict: allowed
+    torch.save(sd, tmp_path / "od.pt")
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("od.pt", "legacy.pt"):
+        m, _ = load_checkpoint(tmp_path / name, arch=ARCH)
+        assert _same_weights(src, m), name
+    torch.save({"state_dict": sd, "hook": os.system}, tmp_path / "system.pt")
+    torch.save({"state_dict": sd, "extra": Custom()}, tmp_path / "custom.pt")
+    with open(tmp_path / "system.pkl", "wb") as f:
+        pickle.dump({"run": os.system}, f)
+    expected = {"system.pt": os.system.__module__ + ".system", "system.pkl": os.system.__module__ + ".system",
+                "custom.pt": f"{__name__}.Custom"}
+    for name, culprit in expected.items():
+        with pytest.raises(CheckpointError, match=rf"refused: loading it would execute code \(it references "
+                                                  rf"{culprit}\)"):
+            load_checkpoint(tmp_path / name, arch=ARCH)
+
+
+def test_own_checkpoint_with_another_arch_is_a_clear_error(tmp_path):
+    """`--arch` naming another architecture than the one saved: a CheckpointError about the
+    keys, not a TypeError from the other family's constructor (its config keys do not apply)."""
+    p = save_checkpoint(random_model("sdt-1-64-digits"), tmp_path / "sdt.ckpt")
+    with pytest.raises(CheckpointError, match="does not fit architecture 'spikformer-2-64-digits'"):
+        load_checkpoint(p, arch="spikformer-2-64-digits")
+    m, info = load_checkpoint(p, arch="sdt-1-64-digits")  # the saved arch named explicitly still loads
+    assert info.arch.startswith("sdt")

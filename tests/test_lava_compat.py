@@ -1,4 +1,4 @@
-"""lava-nc 0.10.0 on Python 3.11 through step_deploy.simulators.lava_compat."""
+"""lava-nc 0.10.0 on Python 3.11 through step_deploy.exporters.lava_compat."""
 import multiprocessing
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from step_deploy.simulators import lava_compat
+from step_deploy.exporters import lava_compat
 
 pytestmark = pytest.mark.skipif(not lava_compat.lava_available(),
                                 reason="lava-nc is not installed (make setup)")
@@ -46,7 +46,7 @@ def test_unpatched_lava_fails_on_311_and_the_hook_is_the_fix():
     if sys.version_info >= (3, 11):
         assert r.returncode != 0 and "default_factory" in r.stderr
     r = _python("""
-        from step_deploy.simulators.lava_compat import import_lava
+        from step_deploy.exporters.lava_compat import import_lava
         import_lava()
         import lava.proc.lif.process, lava.proc.dense.process, lava.proc.sparse.process
         import lava.proc.io.source, lava.proc.io.sink, lava.magma.core.run_configs
@@ -59,7 +59,7 @@ def test_start_method_set_earlier_is_tolerated():
     r = _python("""
         import multiprocessing, warnings
         multiprocessing.set_start_method('spawn')
-        from step_deploy.simulators.lava_compat import import_lava
+        from step_deploy.exporters.lava_compat import import_lava
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter('always')
             import_lava()

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_golden import T, build
 
-from step_deploy.simulators import lava_compat
+from step_deploy.exporters import lava_compat
 from step_deploy.simulators.golden import run_golden
 from step_deploy.passes.quantize_loihi import quantize_loihi
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not lava_compat.lava_available(), reason="lava-n
 
 
 def assert_parity(qgraph, x, samples=(0,), steps=T):
-    from step_deploy.simulators.lava_runner import compare, run_lava
+    from step_deploy.exporters.lava_runner import compare, run_lava
 
     gold = run_golden(qgraph, x[: max(samples) + 1], steps=steps)
     mats = {}
@@ -39,6 +39,7 @@ def test_hand_built_graphs_match_golden(name):
     assert lv.num_steps == T + lv.schedule["depth"]
 
 
+@pytest.mark.slow  # two Lava runs, about 15 s under load; test_lava_processes runs the stock LIF fast
 @pytest.mark.parametrize("name", ["mlp", "ssa"])
 def test_gap_strategy_runs_on_lavas_stock_lif(name):
     g, x = build(name)
@@ -47,16 +48,18 @@ def test_gap_strategy_runs_on_lavas_stock_lif(name):
     assert "LIF" in lv.counts and "FixedLIF" not in lv.counts
 
 
+@pytest.mark.slow  # two Lava runs of 2T steps
 def test_longer_runs_stay_in_parity():
     g, x = build("mlp")
     q, _ = quantize_loihi(g, x[:64], steps=T)
     assert_parity(q, x[64:], samples=(0, 1), steps=2 * T)
 
 
+@pytest.mark.slow  # two Lava runs; the delay schedule itself is checked fast in test_quantize_loihi.py
 def test_without_delay_balancing_the_residual_add_mixes_time_steps(monkeypatch):
     """The residual join needs a one-step Delay on its short branch; without it Lava differs."""
     from step_deploy.exporters import lava_export
-    from step_deploy.simulators.lava_runner import compare, run_lava
+    from step_deploy.exporters.lava_runner import compare, run_lava
 
     g, x = build("residual")
     q, _ = quantize_loihi(g, x[:64], steps=T)
@@ -95,8 +98,8 @@ def test_digits_models_match_golden(arch, tie):
 
 
 def test_host_inputs_quantize_like_the_golden_model():
-    from step_deploy.simulators.golden import quantize_input
-    from step_deploy.simulators.lava_runner import host_inputs
+    from step_deploy.simulators.golden_loihi import quantize_input
+    from step_deploy.exporters.lava_runner import host_inputs
 
     g, x = build("conv")
     q, _ = quantize_loihi(g, x[:64], steps=T)

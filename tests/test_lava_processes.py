@@ -3,7 +3,7 @@ numpy references; each test also measures the process's latency in steps."""
 import numpy as np
 import pytest
 
-from step_deploy.simulators.lava_compat import lava_available
+from step_deploy.exporters.lava_compat import lava_available
 
 pytestmark = pytest.mark.skipif(not lava_available(), reason="lava-nc is not installed")
 
@@ -12,7 +12,7 @@ T = 5
 
 @pytest.fixture(scope="module")
 def lp():
-    from step_deploy.exporters import lava_processes
+    from step_deploy.exporters import lava_models, lava_processes  # noqa: F401  (models: registered on import)
 
     return lava_processes
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from step_deploy import ir
-from step_deploy.exporters.nir_export import (coverage_markdown, export_nir, nudged_threshold, read_nir_as_ir,
-                                              write_nir)
+from step_deploy.exporters.nir_export import coverage_markdown, export_nir, nudged_threshold, write_nir
+from step_deploy.exporters.nir_read import read_nir_as_ir
 from step_deploy.exporters.nir_extensions import EXTENSION_OPS
 from step_deploy.simulators.reference import run
 

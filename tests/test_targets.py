@@ -1,6 +1,9 @@
 """Tests of step_deploy.targets: specs as data, user specs, validation, the checker's rules, reports."""
 import dataclasses
+import importlib.util
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,30 +39,64 @@ def test_builtin_spec_has_every_limit_with_source_and_confidence(name):
         assert t.source(key) == e.source and t.limit(key) == e.value
 
 
-def test_loihi1_limits_match_nengo_loihi():
-    t = load_target("loihi1")
-    assert (t.limit("neuro_cores_per_chip"), t.limit("neurons_per_core")) == (128, 1024)
-    assert (t.limit("in_axons_per_core"), t.limit("out_axons_per_core")) == (4096, 4096)
-    assert t.limit("core_memory_bits") == 1048576 == 128 * 1024 * 8
-    assert t.limit("embedded_cores_per_chip") == 3 and t.limit("neurons_per_chip") == 131072
-    assert t.limit("vth_mantissa_bits") == 17 and t.limit("state_bits") == 24
-    assert t.limit("graded_spikes") is False and t.limit("spike_payload_bits") == 1
-    assert t.limit("programmable_neurons") is False and t.limit("builtin_compare") == ">"
-    assert t.limit("weight_bits_allowed") == [1, 2, 3, 4, 5, 6, 8]
-    assert "MAX_SYNAPSE_BITS" in t.source("core_memory_bits") and t.confidence("neurons_per_core") == "primary"
+# Published figures, written down here independently of the YAML files (which must agree):
+# Loihi: Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip Learning", IEEE Micro
+# 38(1), 2018: 128 neuromorphic cores, 3 embedded x86 cores, 1024 compartments per core, 16 MB
+# synaptic memory in total, about 130 M synapses. Loihi 2: Intel, "Taking Neuromorphic Computing to
+# the Next Level with Loihi 2" (technology brief, 2021): 128 neuro cores, 6 embedded cores, up to 1 M
+# neurons and 120 M synapses per chip, graded spikes with up to 32-bit payloads, programmable neurons.
+PUBLISHED = {
+    "loihi1": {"neuro_cores_per_chip": 128, "embedded_cores_per_chip": 3, "neurons_per_core": 1024,
+               "graded_spikes": False, "programmable_neurons": False},
+    "loihi2": {"neuro_cores_per_chip": 128, "embedded_cores_per_chip": 6, "neurons_per_chip": 1_000_000,
+               "synapses_per_chip": 120_000_000, "graded_spikes": True, "spike_payload_bits": 32,
+               "programmable_neurons": True},
+}
 
 
-def test_loihi2_limits_and_confidence_marks():
+@pytest.mark.parametrize("name", ["loihi1", "loihi2"])
+def test_loihi_specs_agree_with_published_figures(name):
+    t = load_target(name)
+    assert {k: t.limit(k) for k in PUBLISHED[name]} == PUBLISHED[name]
+    if name == "loihi1":
+        assert t.limit("core_memory_bits") * t.limit("neuro_cores_per_chip") == 16 * 2**20 * 8  # 16 MB in all
+        assert abs(t.limit("synapses_per_chip") - 130e6) <= 0.01 * 130e6
+
+
+@pytest.mark.parametrize("name", ["loihi1", "loihi2"])
+def test_loihi_specs_are_self_consistent(name):
+    t = load_target(name)
+    cores = t.limit("neuro_cores_per_chip")
+    # a chip holds no more than its cores: neurons, and synapses of at least one bit each
+    assert t.limit("neurons_per_chip") <= t.limit("neurons_per_core") * cores
+    assert t.limit("synapses_per_chip") <= t.limit("core_memory_bits") * cores
+    assert t.limit("embedded_cores_usable") <= t.limit("embedded_cores_per_chip")
+    assert t.limit("weight_bits") == max(t.limit("weight_bits_allowed"))
+    assert t.limit("core_memory_bits") % t.limit("synapse_word_bits") == 0
+    assert (t.limit("spike_payload_bits") > 1) == bool(t.limit("graded_spikes"))
+    lo, hi = t.limit("weight_exponent_range")
+    assert lo < 0 < hi
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc not installed (make setup installs it)")
+def test_loihi2_spec_agrees_with_the_lava_package():
+    """lava-nc 0.10.0's own files: compiler constants and the bit-accurate LIF model (read as text,
+    so nothing of Lava needs to import)."""
+    root = Path(importlib.util.find_spec("lava").submodule_search_locations[0])
+    consts = (root / "magma" / "compiler" / "subcompilers" / "constants.py").read_text()
+    lif = (root / "proc" / "lif" / "models.py").read_text()
+
+    def number(text, name):
+        m = re.search(rf"\b{name}\s*=\s*(\d+)", text)
+        assert m, f"{name} not found in lava-nc's source"
+        return int(m.group(1))
+
     t = load_target("loihi2")
-    assert (t.limit("neuro_cores_per_chip"), t.limit("embedded_cores_per_chip"), t.limit("embedded_cores_usable")) == (128, 6, 3)
-    assert (t.limit("neurons_per_chip"), t.limit("synapses_per_chip")) == (1_000_000, 120_000_000)
-    assert t.limit("neurons_per_core") == 8192 and t.confidence("neurons_per_core") == "secondary"
-    assert t.limit("core_memory_bits") == 192 * 1024 * 8 and t.confidence("core_memory_bits") == "to-verify"
-    assert t.limit("spike_payload_bits") == 32 and "24" in t.entry("spike_payload_bits").note
-    assert t.limit("graded_spikes") and t.limit("programmable_neurons")
-    assert (t.limit("decay_bits"), t.limit("bias_mantissa_bits"), t.limit("bias_exponent_bits")) == (12, 13, 3)
-    assert t.limit("in_axons_per_core") is None and t.confidence("in_axons_per_core") == "to-verify"
-    assert "MAX_EMBEDDED_CORES_PER_CHIP" in t.source("embedded_cores_usable")
+    assert t.limit("neuro_cores_per_chip") == number(consts, "NUM_VIRTUAL_CORES_L2")
+    assert t.limit("embedded_cores_usable") == number(consts, "MAX_EMBEDDED_CORES_PER_CHIP")
+    assert t.limit("state_bits") == number(lif, "self.uv_bitwidth")
+    assert t.limit("decay_bits") == number(lif, "self.decay_shift")
+    assert t.limit("vth_shift") == number(lif, "self.vth_shift")
 
 
 def test_spec_is_frozen_and_unknown_key_is_named():
@@ -204,15 +241,21 @@ def test_analog_input_on_both_chips():
     assert [L.name for L in m1.layers] == ["out"]
     d2 = by_rule(check_target(g, "loihi2"), "analog-input")
     assert len(d2) == 1 and "graded spikes" in d2[0].message and "lif" in d2[0].hint
+    assert d2[0].severity == "info" and d1[0].severity == "warning"  # Loihi 2: quantized on the host, exactly
     assert [L.name for L in map_to_cores(g, "loihi2").layers] == ["lif", "out"]
 
 
 def test_threshold_compare_and_neuron_model():
     ge, gg = linear_graph(4, 4), linear_graph(4, 4, compare=">")
+    # Loihi 2: the export's custom '>=' neuron makes it exact -> info, not a warning
     d = by_rule(check_target(ge, "loihi2"), "threshold-compare")
-    assert d and d[0].node == "lif" and d[0].severity == "warning" and "custom neuron" in d[0].hint
+    assert d and d[0].node == "lif" and d[0].severity == "info" and "custom neuron" in d[0].hint
+    # Loihi 1, tau = 2: the 'gap' tie strategy makes the stock '>' neuron exact -> info
     d = by_rule(check_target(ge, "loihi1"), "threshold-compare")
-    assert d and "not programmable" in d[0].hint
+    assert d and d[0].severity == "info" and "'gap'" in d[0].hint
+    # Loihi 1, tau = 3: neither works -> a warning that says why
+    d = by_rule(check_target(linear_graph(4, 4, tau=3.0), "loihi1"), "threshold-compare")
+    assert d and d[0].severity == "warning" and "not programmable" in d[0].hint
     assert not by_rule(check_target(gg, "loihi1"), "threshold-compare")
     soft = linear_graph(4, 4, reset="soft")
     assert by_rule(check_target(soft, "loihi1"), "neuron-model")[0].severity == "error"
@@ -246,7 +289,8 @@ def test_diagnostics_table_groups_and_lists_everything():
     table = diagnostics_table(diags)
     assert table.splitlines()[0].split() == ["SEVERITY", "RULE", "NODE", "VALUE", "LIMIT"]
     assert "live-spike-product" in table and "qk" in table and "fix:" in table
-    assert "same for: k_lif, a_lif [2 more]" in table  # three '>=' neurons share one row
+    # three '>=' neurons share one row, which says plainly how many there are in all
+    assert "same for: 2 more layers (3 layers in all): k_lif, a_lif" in table
     assert table.splitlines()[-1].endswith("info") and "error(s)" in table.splitlines()[-1]
     ungrouped = diagnostics_table(diags, group=False)
     assert ungrouped.count("threshold-compare") == 3
@@ -272,3 +316,58 @@ def test_report_markdown_sections():
     for part in ("# Mapping onto loihi1", "## Layers", "## Not on the neuro-cores", "| qk | MatMul |",
                  "## Diagnostics", "## Memory model", "## Limits used", "MAX_COMPARTMENTS"):
         assert part in md
+
+
+# --------------------------------------------------------------------------- device kinds (FPGA parts)
+
+FPGA_PARTS = ["zcu102", "zcu104", "vcu118", "pynq-z2"]
+
+
+@pytest.mark.parametrize("name", FPGA_PARTS)
+def test_fpga_part_specs_load_with_their_own_schema(name):
+    from step_deploy.targets import FPGA_SCHEMA
+
+    t = load_target(name)
+    assert t.kind == "fpga" and list(t.limits) == list(FPGA_SCHEMA)
+    for key, e in t.limits.items():
+        assert e.source.strip() and e.confidence in CONFIDENCES, key
+    assert all(t.limit(k) > 0 for k in ("dsp_slices", "bram36_blocks", "luts")) and t.limit("uram_blocks") >= 0
+
+
+def test_fpga_parts_agree_with_device_facts():
+    """Facts independent of the numbers: UltraRAM exists only on the EV/VU+ parts named; the VU9P is
+    the biggest device in every resource and the 7-series Z-7020 the smallest."""
+    t = {n: load_target(n) for n in FPGA_PARTS}
+    assert [n for n in FPGA_PARTS if t[n].limit("uram_blocks")] == ["zcu104", "vcu118"]
+    assert {n: t[n].limit("part") for n in FPGA_PARTS} == {"zcu102": "XCZU9EG", "zcu104": "XCZU7EV",
+                                                             "vcu118": "XCVU9P", "pynq-z2": "XC7Z020"}
+    for key in ("dsp_slices", "bram36_blocks", "luts"):
+        values = sorted(t, key=lambda n: t[n].limit(key))
+        assert values[0] == "pynq-z2" and values[-1] == "vcu118", key
+
+
+def test_spec_kinds_are_checked(tmp_path):
+    # a user FPGA part extending a built-in one: same kind, bare-value override
+    p = tmp_path / "my_zcu.yaml"
+    p.write_text("name: my-zcu\nextends: zcu102\nlimits:\n  dsp_slices: 2000\n")
+    t = load_target(p)
+    assert t.kind == "fpga" and t.limit("dsp_slices") == 2000 and str(p) in t.source("dsp_slices")
+    # a neuromorphic key in an FPGA spec, a wrong kind, a kind that differs from the base
+    for text, expect in [("name: x\nkind: fpga\nlimits:\n  neurons_per_core: 4\n", "unknown key for kind 'fpga'"),
+                         ("name: x\nkind: gpu\nlimits: {}\n", "'gpu' is not one of neuromorphic, fpga"),
+                         ("name: x\nkind: neuromorphic\nextends: zcu102\nlimits: {}\n", "differs from the kind")]:
+        q = tmp_path / "bad.yaml"
+        q.write_text(text)
+        with pytest.raises(TargetSpecError, match=expect):
+            load_target(q)
+    # the constraint rules are for neuromorphic chips: an FPGA part is refused with a message
+    with pytest.raises(TargetSpecError, match="fpga spec"):
+        check_target(linear_graph(4, 4), "zcu104")
+
+
+@pytest.mark.parametrize("name", ["loihi2", "loihi1", *FPGA_PARTS])
+def test_spec_sources_cite_public_references_only(name):
+    """Sources name papers, URLs and package files, never notes that are not in the repository."""
+    text = (SPEC_DIR / f"{name}.yaml").read_text()
+    for private in ("research/", "shared/", "deploy.md", "DESIGN", "deploy_probe"):
+        assert private not in text, f"{name}.yaml cites {private!r}, which is not public"

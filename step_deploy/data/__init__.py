@@ -18,6 +18,9 @@ channel 1 = ON. ``digits-events`` and ``cifar10-dvs`` are time-first per sample;
 ``DataLoader`` batch is ``(B, T, ...)``, transpose to ``(T, B, ...)`` for the IR's time-first
 layout. The derived digits arrays are cached in memory (``functools.lru_cache``); no files are
 written.
+
+Quantization inputs (``--calib``): :func:`resolve_calibration` in :mod:`step_deploy.data.calibration`
+gives real calibration/evaluation data (a data set, a tensor file) or, only when asked, noise.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .external import (
     read_event_file,
 )
 from .sequences import digits_seq_arrays, load_digits_seq
+from .calibration import CalibrationData, CalibrationError, resolve_calibration
 
 DATASETS = ("digits", "digits-events", "digits-seq", "cifar10", "cifar10-dvs")
 BUNDLED = ("digits", "digits-events", "digits-seq")
@@ -137,4 +141,5 @@ __all__ = [
     "digits_arrays", "digits_events_arrays", "digits_seq_arrays", "split_indices", "check_split",
     "image_to_events", "events_to_frames", "read_event_file",
     "load_cifar10", "load_cifar10_dvs", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_CLASSES",
+    "resolve_calibration", "CalibrationData", "CalibrationError",
 ]

@@ -10,8 +10,15 @@ Three formats are read, always with ``torch.load(weights_only=True)``:
 * **bare state_dict**, with the architecture given explicitly (``arch=`` / ``--arch``).
 
 A file that would need any other class (i.e. code execution) is refused with a message naming
-the class. Every failure is a :class:`CheckpointError` whose message says what is wrong and what
-to do; nothing deep inside torch leaks out.
+the class; a file that is no checkpoint at all (an image, a text file, a zip without torch's
+``data.pkl``, a plain pickle) is called that, decided from its bytes (:func:`sniff_checkpoint_file`,
+:func:`pickle_globals`; nothing is unpickled). Every failure is a :class:`CheckpointError` whose
+message says what is wrong and what to do; nothing deep inside torch leaks out.
+
+For STEP checkpoints the model is rebuilt as STEP's code really builds it
+(``models.plan_from_step_args``: per-neuron tau, T, layer swaps); what differs from the options is
+listed in ``CheckpointInfo.metadata['step_quirks']`` as plain sentences, and options STEP itself
+cannot run consistently, or that are not supported yet, are refused naming the option.
 """
 from __future__ import annotations
 
@@ -20,7 +27,6 @@ from step_deploy.errors import StepDeployError
 import argparse
 import math
 import os
-import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,21 +67,136 @@ def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
-            culprit = msg.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in msg else "a non-allow-listed class"
-            raise CheckpointError(
-                f"{path}: refused: loading it would execute code (it references {culprit}). step-deploy only "
-                f"loads tensors, plain containers and argparse.Namespace. Re-save the checkpoint as a plain "
-                f"state_dict (torch.save(model.state_dict(), ...)) and pass --arch.") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0]})") from None
     except Exception as e:  # garbage bytes make the unpickler fail in arbitrary ways (KeyError, ValueError...)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        hint = "the file is truncated or corrupt; copy it again" if any(
-            k in first for k in ("central directory", "EOF", "truncated", "failed finding", "zip")) else \
-            "it is not a PyTorch checkpoint"
-        raise CheckpointError(f"{path}: cannot be read ({first}): {hint}") from None
+        raise _load_failure(path, e) from None
+
+
+def _load_failure(path: Path, exc: Exception) -> CheckpointError:
+    """Why ``torch.load`` failed, decided from the file itself (never by running its pickle)."""
+    if isinstance(exc, OSError) and exc.errno is not None:  # permission denied, I/O error, ...
+        return CheckpointError(f"{path}: cannot be read ({exc.strerror}); check the file's permissions")
+    kind, pickles = sniff_checkpoint_file(path)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if kind == "truncated":
+        return CheckpointError(f"{path}: cannot be read ({first}): the file is truncated or corrupt; copy it again")
+    if kind not in ("torch", "pickle"):
+        return CheckpointError(f"{path}: not a PyTorch checkpoint: it is {kind}. Pass the .ckpt / .pth.tar file "
+                               f"that training wrote (torch.save).")
+    culprit = _unsafe_global(str(exc), [g for p in pickles for g in pickle_globals(p)])
+    if culprit:
+        return CheckpointError(
+            f"{path}: refused: loading it would execute code (it references {culprit}). step-deploy only "
+            f"loads tensors, plain containers and argparse.Namespace. Re-save the checkpoint as a plain "
+            f"state_dict (torch.save(model.state_dict(), ...)) and pass --arch.")
+    if kind == "pickle":
+        return CheckpointError(f"{path}: not a PyTorch checkpoint: a plain pickle file, not one written by "
+                               f"torch.save. Save it with torch.save(...).")
+    return CheckpointError(f"{path}: cannot be read ({first}): the file is truncated or corrupt; copy it again")
+
+
+#: file signatures of things people pass by mistake
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"),
+               (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"), (b"\x7fELF", "an executable"))
+
+
+def sniff_checkpoint_file(path: Path) -> tuple[str, list[bytes]]:
+    """``(kind, pickle streams)``: kind is ``'torch'`` (torch.save zip or legacy file),
+    ``'pickle'`` (a plain pickle), ``'truncated'``, or a description (``'a PNG image'``, ``'a text
+    file'``, ...). Reads bytes only; nothing is unpickled."""
+    import zipfile
+
+    data = path.read_bytes()
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if not names:
+                    return "a zip archive without torch's data.pkl (not written by torch.save)", []
+                return "torch", [z.read(names[0])]
+        except (zipfile.BadZipFile, OSError, KeyError, EOFError):
+            return "truncated", []
+    for magic, what in _SIGNATURES:
+        if data.startswith(magic):
+            return what, []
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:  # pickle PROTO opcode
+        streams, rest = [], data
+        for _ in range(4):  # legacy torch.save: magic number, protocol, sys info, then the object
+            end = _pickle_end(rest)
+            if end is None:
+                streams.append(rest)
+                break
+            streams.append(rest[:end])
+            rest = rest[end:]
+            if not rest or rest[0] != 0x80:
+                break
+        legacy = len(streams) > 1 and streams[0].startswith(b"\x80\x02\x8a\x0a")  # torch's magic long
+        return ("torch" if legacy else "pickle"), streams
+    try:
+        text = data[:4096].decode("utf-8")
+        if all(c.isprintable() or c in "\r\n\t" for c in text):
+            return "a text file", []
+    except UnicodeDecodeError:
+        pass
+    return "binary data of an unknown format", []
+
+
+def _pickle_end(data: bytes) -> int | None:
+    import io
+    import pickletools
+
+    try:
+        for op, _, pos in pickletools.genops(io.BytesIO(data)):
+            if op.name == "STOP":
+                return pos + 1
+    except Exception:
+        return None
+    return None
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+
+
+def pickle_globals(stream: bytes) -> list[str]:
+    """``module.name`` of every class/function a pickle stream references (GLOBAL and
+    STACK_GLOBAL opcodes), read with :mod:`pickletools` without executing anything."""
+    import io
+    import pickletools
+
+    found, recent, memo = [], [], {}
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(stream)):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name in _STRING_OPS:
+                recent.append(arg)
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[arg] = recent[-1] if recent else None
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                recent.append(memo.get(arg))
+            elif op.name == "STACK_GLOBAL" and len(recent) >= 2:
+                found.append(f"{recent[-2]}.{recent[-1]}")
+    except Exception:  # a damaged stream: what was read so far
+        pass
+    return found
+
+
+# what torch's weights_only loader (plus argparse.Namespace) accepts: never reported as the culprit
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "argparse.Namespace", "_codecs.encode", "builtins.set",
+                  "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex")
+
+
+def _unsafe_global(message: str, found: list[str]) -> Optional[str]:
+    """The referenced global torch refused: named in its message, else the first one found in the
+    pickle that is not on the allow-list."""
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    if m:
+        return m.group(1)
+    return next((g for g in found if not g.startswith(_SAFE_PREFIXES)), None)
 
 
 def _namespace_to_dict(args: Any) -> dict:
@@ -135,7 +256,8 @@ def load_checkpoint(path, arch: Optional[str] = None, **overrides):
             raise CheckpointError(f"{path}: step-deploy checkpoint format_version {obj.get('format_version')!r}; "
                                   f"this version reads {FORMAT_VERSION}. Upgrade step-deploy.")
         fmt, arch_name = "step-deploy", arch or obj["arch"]
-        config = dict(obj.get("config") or {})
+        # the stored config belongs to the stored arch; an --arch naming another one starts from its own config
+        config = dict(obj.get("config") or {}) if arch_name == obj.get("arch") else {}
         config.update(overrides)
         state, metadata = obj["state_dict"], dict(obj.get("metadata") or {})
         build = lambda: models.build_model(arch_name, **config)  # noqa: E731
@@ -152,7 +274,12 @@ def load_checkpoint(path, arch: Optional[str] = None, **overrides):
             if step_arch not in models.STEP_ARCH_NAMES:
                 raise CheckpointError(f"{path}: unknown STEP architecture {step_arch!r}; supported: "
                                       f"{sorted(models.STEP_ARCH_NAMES)}. Pass --arch with one of {sorted(models.CONFIGS)}.")
-            family, config = models.config_from_step_args(step_arch, args)
+            try:
+                plan = models.plan_from_step_args(step_arch, args)
+            except models.StepArgsError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+            family, config = plan.family, dict(plan.kwargs)
+            metadata["step_quirks"] = list(plan.quirks)
             config.update(overrides)
             arch_name = family
             build = lambda: models.build_family(family, **config)  # noqa: E731
@@ -171,7 +298,7 @@ def load_checkpoint(path, arch: Optional[str] = None, **overrides):
     _check_finite(state, path)
     try:
         model = build()
-    except ValueError as e:
+    except (ValueError, TypeError) as e:  # a config key the architecture does not take, or a bad value
         raise CheckpointError(f"{path}: {e}") from None
     _load_state(model, state, path, arch_name)
     model.eval()
@@ -190,6 +317,9 @@ def save_checkpoint(model: torch.nn.Module, path, metadata: Optional[dict] = Non
     fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}_partial_", suffix=".ckpt", dir=path.parent)
     os.close(fd)
     try:
+        from step_deploy.atomic import current_umask
+
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; a checkpoint is an ordinary file
         torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:

@@ -6,12 +6,29 @@ images ``(C, H, W)``, token maps ``(N, C)`` (Spikformer) or ``(C, N)`` (QKFormer
 name the PyTorch expression each group of nodes stands for."""
 from __future__ import annotations
 
+import numpy as np
+
 from step_deploy import ir
+from step_deploy.models import blocks as zoo_blocks
 from step_deploy.models import qkformer as qk
 from step_deploy.models import sdt, spikformer
 
-from .builder import Builder, child, lower, lowers
+from .builder import Builder, CaptureError, child, lower, lowers
 from .torch_lowering import batchnorm
+
+
+def _check_neuron_steps(m) -> None:
+    """Every neuron must run the model's T steps: a per-step graph cannot express a neuron that
+    splits the ``(T*B)`` batch into another number of steps (what STEP's stems do for T != 4)."""
+    from step_deploy.models import iter_neurons
+
+    odd = [(name, n.step) for name, n in iter_neurons(m) if n.step != m.step]
+    if odd:
+        shown = ", ".join(f"{name} (step={s})" for name, s in odd[:4]) + (f" and {len(odd) - 4} more" if len(odd) > 4
+                                                                           else "")
+        raise CaptureError(f"{len(odd)} neurons run another number of time steps than the model's T={m.step}: {shown}; "
+                           f"their membrane would link rows that are not consecutive steps of one sample, which the "
+                           f"per-step IR cannot express. Build every neuron with step={m.step}.")
 
 
 def _seq(b: Builder, m, path: str, x: str, *names: str) -> str:
@@ -48,6 +65,52 @@ def _sps(b: Builder, m: spikformer.SPS, path: str, x: str) -> str:
     x = _seq(b, m, path, x, "rpe_conv", "rpe_bn", "rpe_lif")
     x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))  # x + x_feat
     return _tokens_from_map(b, path, "out", x)
+
+
+@lowers(spikformer.Conv2SPS)
+def _conv2_sps(b: Builder, m: spikformer.Conv2SPS, path: str, x: str) -> str:
+    x = _seq(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "maxpool",
+             "proj_conv1", "proj_bn1", "proj_lif1", "maxpool1")
+    feat = x
+    x = _seq(b, m, path, x, "rpe_conv", "rpe_bn", "rpe_lif")
+    x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))  # x + x_feat
+    return _tokens_from_map(b, path, "out", x)
+
+
+@lowers(zoo_blocks.BNAndPadLayer)
+def _bn_and_pad(b: Builder, m: zoo_blocks.BNAndPadLayer, path: str, x: str) -> str:
+    """BN, border filled with BN(0)  ==  BN of the zero-padded map: pad with an identity
+    depthwise 1x1 conv (padding=p), then the BN."""
+    c = m.bn.num_features
+    if m.pad_pixels > 0:
+        x = b.add(ir.Conv2d, child(path, "pad"), (x,), weight=np.ones((c, 1, 1, 1), np.float32), bias=None,
+                  padding=(m.pad_pixels, m.pad_pixels), groups=c)
+    return batchnorm(b, m.bn, child(path, "bn"), x, axis=0)
+
+
+def _map_from_tokens(b: Builder, path: str, tag: str, x: str) -> str:
+    """``(N, C) -> (C, H, W)`` with ``H = W = sqrt(N)``: permute(0, 2, 1).reshape(C, H, W)."""
+    n, c = b.shape(x)
+    side = int(round(n ** 0.5))
+    t = b.add(ir.Transpose, child(path, f"{tag}_t"), (x,), perm=(1, 0))
+    return b.add(ir.Reshape, child(path, f"{tag}_map"), (t,), shape=(c, side, side))
+
+
+@lowers(spikformer.RepConvSSA)
+def _repconv_ssa(b: Builder, m: spikformer.RepConvSSA, path: str, x: str) -> str:
+    xm = _map_from_tokens(b, path, "in", x)
+    heads = {}
+    for t in "qkv":
+        y = _seq(b, m, path, xm, f"{t}_linear", f"{t}_bn", f"{t}_lif")
+        heads[t] = _heads_from_tokens(b, path, t, _tokens_from_map(b, path, t, y), m.num_heads)
+    attn = b.add(ir.MatMul, child(path, "qk"), (heads["q"], heads["k"]), transpose_b=True, scale=m.scale)
+    y = b.add(ir.MatMul, child(path, "attn_v"), (attn, heads["v"]))
+    h, n, d = b.shape(y)
+    y = b.add(ir.Transpose, child(path, "merge_t"), (y,), perm=(1, 0, 2))
+    y = b.add(ir.Reshape, child(path, "merge_heads"), (y,), shape=(n, h * d))
+    y = _map_from_tokens(b, path, "attn", y)
+    y = _seq(b, m, path, y, "attn_lif", "proj_linear", "proj_bn", "proj_lif")
+    return _tokens_from_map(b, path, "out", y)
 
 
 def _token_unit(b, m, path, x, lin, bn, lif):
@@ -92,6 +155,7 @@ def _block(b, m, path, x):
 
 @lowers(spikformer.Spikformer)
 def _spikformer(b: Builder, m: spikformer.Spikformer, path: str, x: str) -> str:
+    _check_neuron_steps(m)
     x = lower(b, m.patch_embed, child(path, "patch_embed"), x)
     for i, blk in enumerate(m.block):
         x = lower(b, blk, child(path, f"block.{i}"), x)
@@ -113,6 +177,15 @@ def _msps(b: Builder, m: sdt.MembraneSPS, path: str, x: str) -> str:
              "proj_conv2", "proj_bn2", "proj_lif2", "maxpool2", "proj_conv3", "proj_bn3", "maxpool3")
     feat = x  # float, pre-spike
     x = _seq(b, m, path, x, "proj_lif3", "rpe_conv", "rpe_bn")
+    x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))
+    return b.add(ir.Transpose, child(path, "swap_hw"), (x,), perm=(0, 2, 1))  # x.transpose(-1, -2)
+
+
+@lowers(sdt.Conv2MembraneSPS)
+def _conv2_msps(b: Builder, m: sdt.Conv2MembraneSPS, path: str, x: str) -> str:
+    x = _seq(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "maxpool", "proj_conv1", "proj_bn1", "maxpool1")
+    feat = x  # float, pre-spike
+    x = _seq(b, m, path, x, "proj_lif1", "rpe_conv", "rpe_bn")
     x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))
     return b.add(ir.Transpose, child(path, "swap_hw"), (x,), perm=(0, 2, 1))  # x.transpose(-1, -2)
 
@@ -155,6 +228,7 @@ def _sdt_block(b, m, path, x):
 
 @lowers(sdt.SpikeDrivenTransformer)
 def _sdt(b: Builder, m: sdt.SpikeDrivenTransformer, path: str, x: str) -> str:
+    _check_neuron_steps(m)
     x = lower(b, m.patch_embed, child(path, "patch_embed"), x)
     for i, blk in enumerate(m.block):
         x = lower(b, blk, child(path, f"block.{i}"), x)
@@ -240,6 +314,7 @@ def _st(b, m, path, x):
 
 @lowers(qk.QKFormer)
 def _qkformer(b: Builder, m: qk.QKFormer, path: str, x: str) -> str:
+    _check_neuron_steps(m)
     x = lower(b, m.patch_embed1, "patch_embed1", x)
     for stage, pe in (("stage1", "patch_embed2"), ("stage2", "patch_embed3"), ("stage3", None)):
         for i, blk in enumerate(getattr(m, stage)):

@@ -1,17 +1,19 @@
 """step-deploy's graph IR: per-time-step nodes, graph, verifier, serialization.
 
 This package imports nothing else of step_deploy (the IR is the layer everything else meets at)."""
+from .backends import BACKENDS, Backend, UnsupportedOpError, register_backend, require_ops
 from .diagnostics import Diagnostic, IRError, errors
 from .graph import Graph
 from .nodes import (NODE_TYPES, Add, AvgPool2d, BatchNorm, Conv1d, Conv2d, Delay, Flatten, Input, Linear,
                     MatMul, MaxPool2d, Mean, Mul, Neuron, Node, Output, Reshape, Scale, ShapeError, Sum,
                     TemporalMean, Transpose, node_fields, replace)
-from .serialize import SCHEMA_VERSION, load, nodes_equal, save
+from .serialize import FORMAT_KEY, SCHEMA_VERSION, load, nodes_equal, save
 from .verify import RULES, Rule, check, verify
 
 __all__ = [
+    "BACKENDS", "Backend", "UnsupportedOpError", "register_backend", "require_ops",
     "Diagnostic", "IRError", "errors", "Graph", "NODE_TYPES", "Add", "AvgPool2d", "BatchNorm", "Conv1d",
     "Conv2d", "Delay", "Flatten", "Input", "Linear", "MatMul", "MaxPool2d", "Mean", "Mul", "Neuron", "Node",
     "Output", "Reshape", "Scale", "ShapeError", "Sum", "TemporalMean", "Transpose", "node_fields", "replace",
-    "SCHEMA_VERSION", "load", "nodes_equal", "save", "RULES", "Rule", "check", "verify",
+    "FORMAT_KEY", "SCHEMA_VERSION", "load", "nodes_equal", "save", "RULES", "Rule", "check", "verify",
 ]

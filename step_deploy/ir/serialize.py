@@ -16,6 +16,8 @@ from .graph import Graph
 from .nodes import NODE_TYPES, Node, node_fields
 
 SCHEMA_VERSION = 1
+#: ``graph.metadata`` entry naming the fixed-point format of a quantized graph (``step_deploy.fixedpoint``)
+FORMAT_KEY = "fixed_point_format"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -67,6 +69,10 @@ def graph_from_dict(d: dict, arrays: dict[str, np.ndarray]) -> Graph:
     for nd in d["nodes"]:
         cls = NODE_TYPES.get(nd["op"])
         if cls is None:
+            fmt = g.metadata.get(FORMAT_KEY)
+            if fmt:
+                raise ValueError(f"node {nd['name']!r}: unknown node type {nd['op']}: it belongs to fixed-point format "
+                                 f"{fmt!r}; load with step_deploy.fixedpoint.load(path)")
             raise ValueError(f"node {nd['name']!r}: unknown op {nd['op']!r}")
         params = {}
         for k, v in nd["params"].items():

@@ -10,8 +10,7 @@ tensor is STEP's time-major ``(T*B, ...)`` layout.
 from __future__ import annotations
 
 import copy
-from argparse import Namespace
-from typing import Any, Mapping
+from typing import Any
 
 from .blocks import SpikingTransformerBase
 from .encoders import DirectEncoder, EventEncoder, RateEncoder, make_encoder
@@ -19,6 +18,15 @@ from .neurons import BaseNeuron, IFNode, LIFNode, PLIFNode, iter_neurons, make_n
 from .qkformer import QKFormer
 from .sdt import SpikeDrivenTransformer
 from .spikformer import Spikformer
+from .step_args import (
+    STEP_ARCH_NAMES,
+    STEP_NODE_TYPES,
+    STEP_PLANNED_NODE_TYPES,
+    StepArgsError,
+    StepModelPlan,
+    config_from_step_args,
+    plan_from_step_args,
+)
 from .surrogates import make_surrogate
 
 __all__ = [
@@ -29,6 +37,10 @@ __all__ = [
     "build_model",
     "build_family",
     "config_from_step_args",
+    "plan_from_step_args",
+    "StepModelPlan",
+    "StepArgsError",
+    "STEP_PLANNED_NODE_TYPES",
     "list_configs",
     "Spikformer",
     "SpikeDrivenTransformer",
@@ -52,12 +64,6 @@ FAMILIES: dict[str, type[SpikingTransformerBase]] = {
     "sdt": SpikeDrivenTransformer,
     "qkformer": QKFormer,
 }
-
-# timm model names registered by STEP (cls/models/static/*_cifar.py) -> our family
-STEP_ARCH_NAMES = {"spikformer_cifar": "spikformer", "sdt_cifar": "sdt", "qkformer_cifar": "qkformer"}
-
-# STEP ``node_type`` -> our neuron kind
-STEP_NODE_TYPES = {"LIFNode": "lif", "IFNode": "if", "PLIFNode": "plif"}
 
 _CIFAR10 = dict(step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10, mlp_ratio=4)
 # bundled sklearn digits: 8x8, one channel, 10 classes; patch_size 2 keeps 4x4 = 16 tokens
@@ -115,58 +121,3 @@ def build_model(arch: str, **overrides) -> SpikingTransformerBase:
         )
     model.config_name = arch
     return model
-
-
-# STEP args keys copied verbatim into our constructor kwargs
-_STEP_KEYS = ("step", "img_size", "in_channels", "num_classes", "embed_dim", "num_heads",
-              "mlp_ratio", "attn_scale", "depths", "tau", "threshold")
-
-# dataset names of STEP's train_dvs.py (BrainCog LIFNode: fires on '>', event frames in)
-_STEP_DVS_DATASETS = {"dvsg", "dvsc10", "ncaltech101", "ncars", "nomni", "esimnet", "nmnist",
-                      "ntidigits", "shd", "ucf101dvs", "hmdbdvs"}
-
-
-def config_from_step_args(step_arch: str, args: Mapping[str, Any] | Namespace) -> tuple[str, dict]:
-    """Map a STEP checkpoint's ``args`` (dict or ``argparse.Namespace``) to ``(family, kwargs)``.
-
-    Copies ``step, img_size, in_channels, num_classes, embed_dim, num_heads,
-    mlp_ratio, attn_scale, depths, tau, threshold``; missing keys keep our
-    defaults.  Follows what STEP's code actually does with them:
-
-    * ``patch_size`` is ignored by STEP's CIFAR stems (always x4): we use 4.
-    * QKFormer-CIFAR hard-codes ``num_heads=8``: we use 8.
-    * ``node_type`` LIFNode/IFNode/PLIFNode -> ``node`` lif/if/plif (others raise).
-    * ``act_function``/``alpha`` have no effect in STEP (Sigmoid alpha=4 always): ignored.
-    * a DVS ``dataset`` (train_dvs.py) -> ``encoding='events'`` and ``compare='>'``
-      (BrainCog's LIFNode fires on ``>``).
-
-    Returns:
-        ``(family, kwargs)`` so that ``build_family(family, **kwargs)`` rebuilds the model.
-    """
-    if step_arch not in STEP_ARCH_NAMES:
-        raise ValueError(f"unsupported STEP model {step_arch!r}; supported: {sorted(STEP_ARCH_NAMES)}")
-    a = vars(args) if isinstance(args, Namespace) else dict(args)
-    family = STEP_ARCH_NAMES[step_arch]
-    kwargs: dict[str, Any] = {}
-    for key in _STEP_KEYS:
-        if a.get(key) is not None:
-            val = a[key]
-            kwargs[key] = float(val) if key in ("mlp_ratio", "attn_scale", "tau", "threshold") else int(val)
-    if float(kwargs.get("mlp_ratio", 4)).is_integer():
-        kwargs["mlp_ratio"] = int(kwargs.get("mlp_ratio", 4))
-    kwargs["patch_size"] = 4
-    if family == "qkformer":
-        kwargs["num_heads"] = 8
-    node_type = a.get("node_type", a.get("node"))
-    if node_type is not None:
-        name = getattr(node_type, "__name__", str(node_type))
-        if name not in STEP_NODE_TYPES:
-            raise ValueError(
-                f"STEP node_type {name!r} is not supported; supported: {sorted(STEP_NODE_TYPES)}"
-            )
-        kwargs["node"] = STEP_NODE_TYPES[name]
-    dataset = str(a.get("dataset", "")).lower()
-    if dataset in _STEP_DVS_DATASETS:
-        kwargs["encoding"] = "events"
-        kwargs["compare"] = ">"
-    return family, kwargs

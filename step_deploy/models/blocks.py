@@ -17,6 +17,10 @@ from .neurons import BaseNeuron, make_neuron
 
 __all__ = [
     "SPSLayers",
+    "Conv2StemLayers",
+    "BNAndPadLayer",
+    "repconv",
+    "pick_layer",
     "NeuronSpec",
     "SpikingTransformerBase",
     "bn_tokens",
@@ -46,6 +50,11 @@ class NeuronSpec:
         self.alpha = float(alpha)
         self.compare = compare
         self.reset = reset
+
+    def with_tau(self, tau: float) -> "NeuronSpec":
+        """The same recipe with another default ``tau`` (STEP's hard-coded ``tau=2.0`` blocks)."""
+        return NeuronSpec(node=self.node, step=self.step, tau=tau, threshold=self.threshold,
+                          surrogate=self.surrogate, alpha=self.alpha, compare=self.compare, reset=self.reset)
 
     def __call__(self, threshold: float | None = None, tau: float | None = None) -> BaseNeuron:
         return make_neuron(
@@ -193,3 +202,73 @@ class SPSLayers(nn.Module):
         self.rpe_conv = _conv3x3(d, d)
         self.rpe_bn = nn.BatchNorm2d(d)
         self.rpe_lif = make_node()
+
+
+class Conv2StemLayers(nn.Module):
+    """The layers of STEP's ``conv2_embed`` stem ablation (Spikformer and SDT; they differ only in
+    ``forward``): conv3x3 (no bias) to D/4, BN2d, LIF, ``maxpool``; conv3x3 to D, BN2d, LIF,
+    ``maxpool1``; then ``rpe_conv``, ``rpe_bn``, ``rpe_lif``. Names and shapes are STEP's."""
+
+    def __init__(self, in_channels: int, embed_dim: int, make_node: "NeuronSpec", patch_size: int = 4):
+        super().__init__()
+        d = embed_dim
+        pools = pool_flags(patch_size, 2)
+        self.proj_conv = _conv3x3(in_channels, d // 4)
+        self.proj_bn = nn.BatchNorm2d(d // 4)
+        self.proj_lif = make_node()
+        self.maxpool = maxpool_or_identity(pools[0])
+        self.proj_conv1 = _conv3x3(d // 4, d)
+        self.proj_bn1 = nn.BatchNorm2d(d)
+        self.proj_lif1 = make_node()
+        self.maxpool1 = maxpool_or_identity(pools[1])
+        self.rpe_conv = _conv3x3(d, d)
+        self.rpe_bn = nn.BatchNorm2d(d)
+        self.rpe_lif = make_node()
+
+
+def pick_layer(arch: str, option: str, value: str, table: dict) -> type:
+    """The class registered under ``value`` in ``table`` (STEP's ``embed_layer``/``attn_layer``)."""
+    if value not in table:
+        raise ValueError(f"{arch}: {option}={value!r} is not supported; supported: {sorted(table)}")
+    return table[value]
+
+
+class BNAndPadLayer(nn.Module):
+    """BatchNorm2d, then ``pad_pixels`` of border filled with the value the BN gives a zero input
+    (STEP's / SDT-v2's ``BNAndPadLayer``, key ``bn.*``): the same as BN applied to a zero-padded
+    map, which is how it is lowered."""
+
+    def __init__(self, pad_pixels: int, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, eps)
+        self.pad_pixels = int(pad_pixels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(x)
+        p = self.pad_pixels
+        if p <= 0:
+            return out
+        bn = self.bn
+        if bn.affine:  # STEP's expression, same operation order
+            border = bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        else:
+            border = -bn.running_mean / torch.sqrt(bn.running_var + bn.eps)
+        out = torch.nn.functional.pad(out, [p, p, p, p])
+        fill = border.view(1, -1, 1, 1).to(out.dtype)
+        out[:, :, :p, :] = fill
+        out[:, :, -p:, :] = fill
+        out[:, :, :, :p] = fill
+        out[:, :, :, -p:] = fill
+        return out
+
+
+def repconv(dim: int) -> nn.Sequential:
+    """STEP's RepConv projection (``repconv_attn``): 1x1 conv, :class:`BNAndPadLayer` (pad 1),
+    depthwise 3x3 (no padding), 1x1 conv; no biases. Keys ``0.weight``, ``1.bn.*``, ``2.weight``,
+    ``3.weight`` as in STEP."""
+    return nn.Sequential(
+        nn.Conv2d(dim, dim, kernel_size=1, stride=1, padding=0, bias=False),
+        BNAndPadLayer(pad_pixels=1, num_features=dim),
+        nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=0, groups=dim, bias=False),
+        nn.Conv2d(dim, dim, kernel_size=1, stride=1, padding=0, bias=False),
+    )

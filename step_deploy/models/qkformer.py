@@ -17,8 +17,9 @@ Token attention (tssa): mask = attn_lif_{0.5}(sum over each head's channels of q
 SSA (ssa), linear order: y = attn_lif_{0.5}((q @ (k^T @ v)) * scale).
 
 Deviations from STEP, both inert for STEP's own configs: ``tssa.q_lif`` runs
-with the model's ``step`` (STEP builds it with ``node()``, i.e. step=4 always,
-which breaks T != 4); it keeps STEP's ``tau=2.0, threshold=1.0`` defaults.
+with the model's ``step`` (STEP builds it with ``node()``, i.e. the node class's
+default step, 4 for LIF, which breaks T != 4: ``plan_from_step_args`` refuses such
+checkpoints); it keeps STEP's ``tau=2.0, threshold=1.0`` defaults.
 ``num_heads`` is a real argument (STEP hard-codes 8; ``config_from_step_args``
 restores that).
 """

@@ -14,15 +14,30 @@ Structure (``cls/models/static/sdt_cifar.py`` in STEP; D = embed_dim)::
                    (talking_heads Conv1d and attn_lif exist but are unused, as in STEP)
       mlp:         x = fc_bn2(fc_conv2(fc_lif2(fc_bn1(fc_conv1(fc_lif1(x)))))) + x
     head:  head_lif(mean_tokens(x)) -> mean_T -> Linear      (head_lif: tau fixed at 2.0)
+
+STEP builds the blocks with ``tau=2.0`` whatever ``args.tau`` says; ``block_tau=2.0``
+reproduces that for STEP checkpoints (our own default, ``None``, uses ``tau`` everywhere).
+Supported STEP layer swaps: ``conv2_embed`` (:class:`Conv2MembraneSPS`), ``random_sdsa``
+(:class:`RandomSDSA`: Q/K convs frozen during training, SDSA at inference) and
+``repconv_attn`` (:class:`RepConvSDSA`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .blocks import NeuronSpec, SpikingTransformerBase, SPSLayers, capture_config
+from .blocks import (
+    Conv2StemLayers,
+    NeuronSpec,
+    SpikingTransformerBase,
+    SPSLayers,
+    capture_config,
+    pick_layer,
+    repconv,
+)
 
-__all__ = ["MembraneSPS", "SDSA", "MSMLP", "SDTBlock", "SpikeDrivenTransformer"]
+__all__ = ["MembraneSPS", "Conv2MembraneSPS", "SDSA", "RandomSDSA", "RepConvSDSA", "MSMLP", "SDTBlock", "SpikeDrivenTransformer",
+           "EMBED_LAYERS", "ATTN_LAYERS"]
 
 
 
@@ -38,6 +53,19 @@ class MembraneSPS(SPSLayers):
         x = self.rpe_bn(self.rpe_conv(self.proj_lif3(x)))
         x = x + x_feat
         return x.transpose(-1, -2)  # STEP swaps H and W here; kept for parity
+
+
+class Conv2MembraneSPS(Conv2StemLayers):
+    """STEP-SDT's ``conv2_embed`` stem: float feature map ``(TB, D, W', H')`` (H/W swapped);
+    ``rpe_lif`` exists, as in STEP, but is not used."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.proj_lif(self.proj_bn(self.proj_conv(x))))
+        x = self.maxpool1(self.proj_bn1(self.proj_conv1(x)))
+        x_feat = x  # float, pre-spike
+        x = self.rpe_bn(self.rpe_conv(self.proj_lif1(x)))
+        x = x + x_feat
+        return x.transpose(-1, -2)
 
 
 class SDSA(nn.Module):
@@ -79,6 +107,30 @@ class SDSA(nn.Module):
         return self.proj_bn(self.proj_conv(y)) + identity
 
 
+class RandomSDSA(SDSA):
+    """STEP's ``random_sdsa``: SDSA whose ``q_conv``/``k_conv`` stay at their random
+    initialisation (``requires_grad=False``); same parameters and forward as :class:`SDSA`."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec):
+        super().__init__(dim, num_heads, make_node)
+        self.q_conv.weight.requires_grad_(False)
+        self.k_conv.weight.requires_grad_(False)
+
+
+class RepConvSDSA(SDSA):
+    """STEP's ``repconv_attn`` for SDT: SDSA whose ``q_conv``/``k_conv``/``v_conv``/``proj_conv``
+    are RepConv stacks (:func:`~step_deploy.models.blocks.repconv`; ``proj_conv`` has no bias)."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec):
+        super().__init__(dim, num_heads, make_node)
+        for name in ("q_conv", "k_conv", "v_conv", "proj_conv"):
+            setattr(self, name, repconv(dim))
+
+
+EMBED_LAYERS = {"SPS": MembraneSPS, "conv2_embed": Conv2MembraneSPS}
+ATTN_LAYERS = {"SDSA": SDSA, "random_sdsa": RandomSDSA, "repconv_attn": RepConvSDSA}
+
+
 class MSMLP(nn.Module):
     """Spike-before-weight MLP with membrane shortcut, ``(TB, C, H, W)`` in and out."""
 
@@ -101,9 +153,10 @@ class MSMLP(nn.Module):
 class SDTBlock(nn.Module):
     """``x = attn(x); x = mlp(x)`` (residuals inside)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec,
+                 attn_cls: type = SDSA):
         super().__init__()
-        self.attn = SDSA(dim, num_heads, make_node)
+        self.attn = attn_cls(dim, num_heads, make_node)
         self.mlp = MSMLP(dim, int(dim * mlp_ratio), make_node)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,7 +166,9 @@ class SDTBlock(nn.Module):
 class SpikeDrivenTransformer(SpikingTransformerBase):
     """SDT v1 CIFAR; STEP checkpoints (``sdt_cifar``) load with ``strict=True``.
 
-    ``attn_scale`` is accepted (STEP passes it) but SDSA has no scaling.
+    ``attn_scale`` is accepted (STEP passes it) but SDSA has no scaling. ``embed_layer``
+    (``SPS``/``conv2_embed``) and ``attn_layer`` (``SDSA``/``random_sdsa``/``repconv_attn``) are STEP's layer
+    swaps; ``block_tau`` (default: ``tau``) is the tau of the blocks' neurons.
     """
 
     arch = "sdt"
@@ -121,12 +176,16 @@ class SpikeDrivenTransformer(SpikingTransformerBase):
     def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
                  embed_dim=512, num_heads=8, mlp_ratio=4, depths=2, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
-                 node="lif", compare=None, reset="hard", seed=0):
+                 node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SDSA",
+                 block_tau=None):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
-        self.patch_embed = MembraneSPS(in_channels, embed_dim, self.make_node, patch_size)
+        stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)
+        attn = pick_layer(self.arch, "attn_layer", attn_layer, ATTN_LAYERS)
+        block_node = self.make_node if block_tau is None else self.make_node.with_tau(block_tau)
+        self.patch_embed = stem(in_channels, embed_dim, self.make_node, patch_size)
         self.block = nn.ModuleList(
-            SDTBlock(embed_dim, num_heads, mlp_ratio, self.make_node) for _ in range(depths)
+            SDTBlock(embed_dim, num_heads, mlp_ratio, block_node, attn) for _ in range(depths)
         )
         self.head_lif = self.make_node(tau=2.0)  # STEP hard-codes tau=2.0 here
         self.head = nn.Linear(embed_dim, num_classes)

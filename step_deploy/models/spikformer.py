@@ -11,6 +11,10 @@ Structure (``cls/models/static/spikformer_cifar.py`` in STEP; D = embed_dim)::
                        x = attn_lif_{0.5}(attn @ v);  x = proj_lif(proj_bn(proj_linear(x)))
       mlp:             fc1_linear -> fc1_bn -> fc1_lif -> fc2_linear -> fc2_bn -> fc2_lif
     head:              Linear(mean_T(mean_tokens(x)))
+
+STEP's layer swaps (``embed_layer``/``attn_layer``) that are supported: ``conv2_embed``
+(:class:`Conv2SPS`, a 2-conv stem), ``random_ssa`` (:class:`RandomSSA`: Q/K projections
+frozen during training, SSA at inference) and ``repconv_attn`` (:class:`RepConvSSA`).
 """
 from __future__ import annotations
 
@@ -18,16 +22,19 @@ import torch
 from torch import nn
 
 from .blocks import (
+    Conv2StemLayers,
     NeuronSpec,
     SpikingTransformerBase,
     SPSLayers,
     bn_tokens,
     capture_config,
     merge_heads,
+    pick_layer,
+    repconv,
     split_heads,
 )
 
-__all__ = ["SPS", "SSA", "MLP", "Block", "Spikformer"]
+__all__ = ["SPS", "Conv2SPS", "SSA", "RandomSSA", "RepConvSSA", "MLP", "Block", "Spikformer", "EMBED_LAYERS", "ATTN_LAYERS"]
 
 
 
@@ -43,6 +50,18 @@ class SPS(SPSLayers):
         x = self.rpe_lif(self.rpe_bn(self.rpe_conv(x)))
         x = x + x_feat
         return x.flatten(2).transpose(1, 2)  # (TB, N, D), token n = h*W + w
+
+
+class Conv2SPS(Conv2StemLayers):
+    """STEP's ``conv2_embed`` stem: ``(TB, C, H, W)`` -> tokens ``(TB, N, D)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.proj_lif(self.proj_bn(self.proj_conv(x))))
+        x = self.maxpool1(self.proj_lif1(self.proj_bn1(self.proj_conv1(x))))
+        x_feat = x
+        x = self.rpe_lif(self.rpe_bn(self.rpe_conv(x)))
+        x = x + x_feat
+        return x.flatten(2).transpose(1, 2)
 
 
 class SSA(nn.Module):
@@ -76,6 +95,61 @@ class SSA(nn.Module):
         return self.proj_lif(bn_tokens(self.proj_bn, self.proj_linear(x)))
 
 
+class RandomSSA(SSA):
+    """STEP's ``random_ssa``: SSA whose ``q_linear``/``k_linear`` stay at their random
+    initialisation (``requires_grad=False``); same parameters and forward as :class:`SSA`."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec, scale: float = 0.125):
+        super().__init__(dim, num_heads, make_node, scale)
+        for lin in (self.q_linear, self.k_linear):
+            lin.weight.requires_grad_(False)
+            lin.bias.requires_grad_(False)
+
+
+class RepConvSSA(nn.Module):
+    """STEP's ``repconv_attn`` for Spikformer: SSA whose Q/K/V/proj projections are RepConv stacks
+    (:func:`~step_deploy.models.blocks.repconv`) on the ``(C, H, W)`` token map (``N = H*W``
+    square), BN2d, LIF. Tokens ``(TB, N, C)`` in and out."""
+
+    def __init__(self, dim: int, num_heads: int, make_node: NeuronSpec, scale: float = 0.125):
+        super().__init__()
+        self.num_heads = int(num_heads)
+        self.scale = float(scale)
+        for t in ("q", "k", "v"):
+            setattr(self, f"{t}_linear", repconv(dim))
+            setattr(self, f"{t}_bn", nn.BatchNorm2d(dim))
+            setattr(self, f"{t}_lif", make_node())
+        self.attn_lif = make_node(threshold=0.5)
+        self.proj_linear = repconv(dim)
+        self.proj_bn = nn.BatchNorm2d(dim)
+        self.proj_lif = make_node()
+
+    @staticmethod
+    def token_map(x: torch.Tensor) -> torch.Tensor:
+        """``(TB, N, C)`` -> ``(TB, C, H, W)`` with ``H = W = sqrt(N)``."""
+        tb, n, c = x.shape
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"repconv_attn needs a square token map, got N={n}")
+        return x.transpose(1, 2).reshape(tb, c, side, side)
+
+    def _project(self, x: torch.Tensor, t: str) -> torch.Tensor:
+        y = getattr(self, f"{t}_lif")(getattr(self, f"{t}_bn")(getattr(self, f"{t}_linear")(x)))
+        return split_heads(y.flatten(2).transpose(1, 2), self.num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.token_map(x)
+        q, k, v = (self._project(m, t) for t in "qkv")
+        y = merge_heads(((q @ k.transpose(-2, -1)) * self.scale) @ v)  # (TB, N, C)
+        y = self.attn_lif(self.token_map(y))
+        y = self.proj_lif(self.proj_bn(self.proj_linear(y)))
+        return y.flatten(2).transpose(1, 2)
+
+
+EMBED_LAYERS = {"SPS": SPS, "conv2_embed": Conv2SPS}
+ATTN_LAYERS = {"SSA": SSA, "random_ssa": RandomSSA, "repconv_attn": RepConvSSA}
+
+
 class MLP(nn.Module):
     """Token MLP: ``fc1_linear -> fc1_bn -> fc1_lif -> fc2_linear -> fc2_bn -> fc2_lif``."""
 
@@ -96,9 +170,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """``x = x + attn(x); x = x + mlp(x)`` (spike maps add: values 0..n)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec, scale: float):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec, scale: float,
+                 attn_cls: type = SSA):
         super().__init__()
-        self.attn = SSA(dim, num_heads, make_node, scale)
+        self.attn = attn_cls(dim, num_heads, make_node, scale)
         self.mlp = MLP(dim, int(dim * mlp_ratio), make_node)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,19 +182,25 @@ class Block(nn.Module):
 
 
 class Spikformer(SpikingTransformerBase):
-    """Spikformer-CIFAR; STEP checkpoints (``spikformer_cifar``) load with ``strict=True``."""
+    """Spikformer-CIFAR; STEP checkpoints (``spikformer_cifar``) load with ``strict=True``.
+
+    ``embed_layer`` (``SPS`` or ``conv2_embed``) and ``attn_layer`` (``SSA``, ``random_ssa`` or
+    ``repconv_attn``) are STEP's layer-swap options, with STEP's names.
+    """
 
     arch = "spikformer"
 
     def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
                  embed_dim=384, num_heads=12, mlp_ratio=4, depths=4, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
-                 node="lif", compare=None, reset="hard", seed=0):
+                 node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SSA"):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
-        self.patch_embed = SPS(in_channels, embed_dim, self.make_node, patch_size)
+        stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)
+        attn = pick_layer(self.arch, "attn_layer", attn_layer, ATTN_LAYERS)
+        self.patch_embed = stem(in_channels, embed_dim, self.make_node, patch_size)
         self.block = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, self.make_node, attn_scale) for _ in range(depths)
+            Block(embed_dim, num_heads, mlp_ratio, self.make_node, attn_scale, attn) for _ in range(depths)
         )
         self.head = nn.Linear(embed_dim, num_classes)
 

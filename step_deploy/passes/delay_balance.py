@@ -1,5 +1,8 @@
 """delay-balance: where the integer graph meets Lava's pipeline delays (analysis, no rewrite).
 
+Registered pass: requires ``quantized:loihi-fixed_pt``, guarantees ``delay-balanced``; the
+:class:`Schedule` goes to ``ctx.results['delay-balance']``.
+
 The golden model (``simulators.golden``) is delay-free: step t of a node depends on step t of its
 inputs. On Lava every ``Dense``/``Sparse`` synapse sends what it computed in the previous step,
 so a value reaches its consumers one step later per synapse stage; Lava's ``LIF``, the custom
@@ -20,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from step_deploy import ir
+from step_deploy.fixedpoint.loihi import FORMAT_NAME
+
+from .registry import PassContext, register_pass
 
 #: alignment latency added by the Lava process each op becomes (synapses: Dense/Sparse = 1)
 OP_LATENCY = {"FixedLinear": 1, "FixedConv2d": 1, "FixedConv1d": 1}
@@ -63,4 +69,11 @@ def schedule(qgraph: ir.Graph, op_latency: dict | None = None) -> Schedule:
     return out
 
 
-__all__ = ["Schedule", "schedule", "OP_LATENCY", "HOST_OPS"]
+@register_pass("delay-balance", requires=f"quantized:{FORMAT_NAME}", guarantees="delay-balanced")
+def delay_balance_pass(qgraph: ir.Graph, ctx: PassContext) -> ir.Graph:
+    """Compute the Lava latency schedule of ``qgraph``; the :class:`Schedule` goes to ``ctx.results``."""
+    ctx.results["delay-balance"] = schedule(qgraph, **ctx.options.get("delay-balance", {}))
+    return qgraph
+
+
+__all__ = ["Schedule", "schedule", "delay_balance_pass", "OP_LATENCY", "HOST_OPS"]

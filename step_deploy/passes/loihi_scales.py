@@ -20,7 +20,7 @@ import numpy as np
 
 from step_deploy import ir
 
-from ..ir import fixed_point as fx
+from ..fixedpoint import loihi as fx
 from ..ir.diagnostics import Diagnostic, IRError
 
 SYNAPSES = ("Linear", "Conv2d", "Conv1d")

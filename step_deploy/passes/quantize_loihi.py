@@ -3,7 +3,7 @@
 ``quantize_loihi(graph, calib_inputs, steps, target=None) -> (qgraph, report)``.
 
 Requires: a float IR without BatchNorm next to a synapse (run ``fold_batchnorm`` first), hard-reset
-binary neurons with ``v_reset = 0``. Guarantees: every op is integer (``ir.fixed_point`` types plus
+binary neurons with ``v_reset = 0``. Guarantees: every op is integer (``fixedpoint.loihi`` types plus
 Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout/Delay), node names kept (spikes compare by name).
 
 **Scales.** Every tensor ``X`` becomes integers ``A ≈ X · s`` (``scale`` in the report). Spikes have
@@ -33,7 +33,14 @@ halvings are exact, so ``v`` is exactly the scaled float membrane of the quantiz
 Per layer the report records the choice, the chip it needs and the Lava process.
 
 **Input.** Analog input (direct-coded pixels) is quantized on the host to ``input_bits``-bit graded
-spikes (``QuantizeInput``, a power-of-two scale from the calibration maximum).
+spikes (``QuantizeInput``, a power-of-two scale from the calibration maximum). The quantizer is
+signed (``[-2^(bits-1), 2^(bits-1) - 1]``, the sign bit counted in ``bits``) when the calibration
+inputs hold negative values (``input_signed=None``), e.g. mean/std-normalised pixels, so they are
+not clipped to 0; else unsigned (``[0, 2^bits - 1]``, one more bit of resolution). Its clip count
+on the calibration data is reported (``inputs[name]['clipped']``, golden event ``input_clip``).
+Event/count inputs stay exact integers, unless the calibration data holds fractional values
+(STEP resizes DVS frames bilinearly): then they are quantized the same way and the quantized
+graph's ``Input`` becomes ``kind='analog'``.
 
 **Readout.** ``TemporalMean -> Linear`` is reordered to ``Linear -> TemporalMean`` (exact: both are
 linear) and the temporal mean becomes a ``TemporalSum`` (Lava ``Accumulator``): logits ≈
@@ -53,7 +60,8 @@ import numpy as np
 from step_deploy import ir
 
 from .loihi_scales import SYNAPSES, ScaleClasses, batches, calibrate, headroom, prepare
-from ..ir import fixed_point as fx  # after loihi_scales (it imports the reference interpreter first)
+from ..fixedpoint import loihi as fx
+from .registry import PassContext, register_pass
 
 TIES = ("auto", "ge", "gap")
 CHIP_GE = "loihi2 (programmable neuron microcode; Lava: FixedLIF compare='>=')"
@@ -122,14 +130,14 @@ def _quantize_synapse(n, sx: float, s: float, exp_min: Optional[int]):
 
 def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: int):
     """Emit the integer graph; returns (qgraph, per-layer info, 2-adic divisor k of every tensor)."""
-    q = ir.Graph(metadata={**g.metadata, "quantized": "loihi", "tie": tie, "gap_steps": T if tie == "gap" else None})
+    q = ir.Graph(metadata={**g.metadata, ir.FORMAT_KEY: fx.FORMAT_NAME, "tie": tie, "gap_steps": T if tie == "gap" else None})
     layers, k2, rename = {}, {}, {}
     shapes = sc.shapes
     for n in sc.order:
         ins = tuple(rename.get(i, i) for i in n.inputs)
         s_in = [sc.scale(sig, i) for i in n.inputs]
         if n.op == "Input":
-            q.add(n)
+            q.add(ir.replace(n, kind="analog") if n.name in input_q and n.kind != "analog" else n)
             k2[n.name] = 0
             if n.name in input_q:
                 qi = input_q[n.name]
@@ -206,12 +214,15 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
 
 
 def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, target=None, *, tie: str = "auto",
-                   input_bits: int = 8, margin: float = 2.0, extra_bits: int = 0, batch_size: int = 64):
+                   input_bits: int = 8, margin: float = 2.0, extra_bits: int = 0, batch_size: int = 64,
+                   input_signed: Optional[bool] = None):
     """Quantize the BN-folded float ``graph`` for Loihi; returns ``(qgraph, report)``.
 
     ``calib_inputs``: ``(B, *shape)`` static input (with ``steps``) or ``(T, B, *shape)``. ``target``:
     None (Loihi 2), 'loihi2', 'loihi1' or a ``TargetSpec``. ``tie``: 'auto' ('ge' on chips with
-    programmable neurons, else 'gap'), 'ge' or 'gap' (see the module doc)."""
+    programmable neurons, else 'gap'), 'ge' or 'gap' (see the module doc). ``input_signed``: None
+    (signed analog input quantizer when the calibration inputs hold negative values), True or False
+    (forced; False clips negative inputs to 0, which the report counts)."""
     if tie not in TIES:
         raise ValueError(f"tie must be one of {TIES}, got {tie!r}")
     chip, programmable = _chip(target)
@@ -224,14 +235,14 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
         raise ValueError("quantize_loihi needs steps=T (the number of time steps the network runs)")
     stats = calibrate(g, calib_inputs, T, batch_size)
     input_q = {}
+    fractional = _fractional_inputs(g, calib_inputs, batch_size)
     for n in g.inputs:
-        if n.kind == "analog":
-            st = stats[n.name]
-            signed = st["min"] < 0
-            top = (1 << (input_bits - signed)) - 1
-            s = 2.0 ** math.floor(math.log2(top / st["amax"])) if st["amax"] > 0 else 1.0
-            input_q[n.name] = {"node": f"{n.name}.q", "bits": input_bits, "signed": signed, "scale": s,
-                               "calib_max": st["amax"], "note": f"analog input sent as {input_bits}-bit graded spikes"}
+        if n.kind == "analog" or n.name in fractional:
+            input_q[n.name] = _input_quantizer(n.name, stats[n.name], input_bits, input_signed)
+            if n.kind != "analog":
+                input_q[n.name]["note"] += (f"; the '{n.kind}' input holds fractional values in the calibration data "
+                                            f"(e.g. bilinearly resized event frames), so it is quantized like an "
+                                            f"analog input")
     sc = ScaleClasses(g, {k: v["scale"] for k, v in input_q.items()}, (T - 1) if tie == "gap" else 0, extra_bits)
     for attempt in range(8):  # solve, build, check headroom, lower the classes that overflow
         sig, deps = sc.solve()
@@ -247,6 +258,33 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
     return qgraph, _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, margin, batch_size)
 
 
+def _fractional_inputs(g: ir.Graph, calib_inputs, batch_size: int) -> set:
+    """Spike/count inputs whose calibration values are not all integers (STEP's DVS frames are
+    resized bilinearly): the integer models cannot take them as counts, so they get a quantizer."""
+    out = set()
+    for chunk in batches(g, calib_inputs, batch_size):
+        for name, x in chunk.items():
+            if g[name].kind != "analog" and x.is_floating_point() and not bool((x == x.round()).all()):
+                out.add(name)
+    return out
+
+
+def _input_quantizer(name: str, st: dict, bits: int, forced: Optional[bool]) -> dict:
+    """Signedness and power-of-two scale of an analog input's ``QuantizeInput`` from its calibration
+    range ``st`` (``min``, ``amax``): the largest scale at which the calibration maximum fits."""
+    lo, amax = float(st["min"]), float(st["amax"])
+    signed = bool(lo < 0) if forced is None else bool(forced)
+    top = (1 << (bits - signed)) - 1
+    s = 2.0 ** math.floor(math.log2(top / amax)) if amax > 0 else 1.0
+    why = ("forced by input_signed" if forced is not None else
+           "calibration inputs hold negative values" if signed else "calibration inputs are all >= 0")
+    lo_q, hi_q = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return {"node": f"{name}.q", "bits": bits, "signed": signed, "scale": s, "calib_min": lo, "calib_max": amax,
+            "range": [lo_q, hi_q], "signed_reason": why,
+            "note": f"input sent as {bits}-bit {'signed' if signed else 'unsigned'} graded spikes "
+                    f"(integers {lo_q}..{hi_q}, value = integer / {s:g})"}
+
+
 def _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, margin, batch_size) -> dict:
     from step_deploy.simulators.golden import merge_events, run_golden
 
@@ -260,6 +298,8 @@ def _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, m
         info["events"] = ev
         if name in stats:
             info["calib_max_abs"] = stats[name].get("hmax", stats[name]["amax"])
+    for info in input_q.values():  # values outside the quantizer's range on the calibration data
+        info["clipped"] = int(events.get(info["node"], {}).get("input_clip", 0))
     bad = {k: sum(v for e, v in ev.items() if e in ("u_wrap", "v_sat", "input_clip", "int32_overflow", "over_24bit"))
            for k, ev in events.items()}
     out = qgraph.outputs[0]
@@ -275,4 +315,16 @@ def _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, m
     }
 
 
-__all__ = ["quantize_loihi", "prepare", "calibrate", "ScaleClasses", "build", "headroom", "TIES"]
+
+@register_pass("quantize-loihi", requires=("float", "bn-folded"), guarantees=f"quantized:{fx.FORMAT_NAME}",
+               removes="float")
+def quantize_loihi_pass(graph: ir.Graph, ctx: PassContext) -> ir.Graph:
+    """Quantize with ``ctx.calibration``, ``ctx.steps`` and ``ctx.target``; the report goes to ``ctx.results``."""
+    ctx.require("quantize-loihi", "calibration")
+    qgraph, report = quantize_loihi(graph, ctx.calibration, steps=ctx.steps, target=ctx.target,
+                                    **ctx.options.get("quantize-loihi", {}))
+    ctx.results["quantize-loihi"] = report
+    return qgraph
+
+
+__all__ = ["quantize_loihi", "quantize_loihi_pass", "prepare", "calibrate", "ScaleClasses", "build", "headroom", "TIES"]

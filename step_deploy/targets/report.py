@@ -62,11 +62,23 @@ def diagnostics_table(diags: list[Diagnostic], width: int = 110, group: bool = T
         if d.hint:
             out.extend(_wrap("    fix: ", d.hint, width))
         if len(g) > 1:
-            others = ", ".join(x.node + (f" ({_fmt(x.value)})" if x.value != d.value else "") for x in g[1:])
-            out.extend(_wrap("    same for: ", f"{others} [{len(g) - 1} more]", width))
+            out.extend(_wrap("    same for: ", same_for(g), width))
     n = {s: sum(d.severity == s for d in diags) for s in SEVERITY_ORDER}
     out.append(f"{n['error']} error(s), {n['warning']} warning(s), {n['info']} info")
     return "\n".join(out)
+
+
+#: rules whose diagnostics name a single node rather than a layer on the cores
+_NODE_RULES = ("off-core", "live-spike-product", "graded-spikes", "analog-input", "synaptic-delay")
+
+
+def same_for(group: list[Diagnostic]) -> str:
+    """``18 more layers (19 layers in all): a, b, ...`` for a group sharing one table row."""
+    d = group[0]
+    noun = "nodes" if d.rule in _NODE_RULES else "layers"
+    others = ", ".join(x.node + (f" ({_fmt(x.value)})" if x.value != d.value else "") for x in group[1:])
+    more = len(group) - 1
+    return f"{more} more {noun[:-1] if more == 1 else noun} ({len(group)} {noun} in all): {others}"
 
 
 def _wrap(prefix: str, text: str, width: int) -> list[str]:

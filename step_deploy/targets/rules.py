@@ -2,8 +2,10 @@
 ``step_deploy.ir.verify``; ``check_target`` runs them all and returns every diagnostic.
 
 Severity: ``error`` = cannot run on this target as mapped; ``warning`` = runs, but part of it
-elsewhere (host / embedded cores, more chips, a custom neuron) at a stated cost; ``info`` = a
-fact worth knowing (an unknown limit that was not checked, mixed-sign weights losing an LSB)."""
+elsewhere (host / embedded cores, more chips) at a stated cost, or not exactly; ``info`` = a fact
+worth knowing that needs no action: an unknown limit that was not checked, mixed-sign weights
+losing an LSB, or a difference the Loihi export already handles exactly (a ``>=`` neuron made
+exact by a custom neuron or the 'gap' tie strategy, analog input quantized on the host)."""
 from __future__ import annotations
 
 import math
@@ -15,7 +17,7 @@ import numpy as np
 from .. import ir
 from ..ir.diagnostics import Diagnostic
 from .memory import ANALOG_INPUT_BITS, payload_bits
-from .spec import TargetSpec, load_target
+from .spec import TargetSpec, TargetSpecError, load_target
 
 WeightBits = Union[int, dict, None]
 
@@ -24,7 +26,7 @@ WeightBits = Union[int, dict, None]
 class Context:
     graph: ir.Graph
     target: TargetSpec
-    mapping: object  # step_deploy.passes.map_to_cores.Mapping
+    mapping: object  # step_deploy.targets.mapping.Mapping
     weight_bits: WeightBits
 
 
@@ -163,9 +165,9 @@ def _analog_input(c: Context) -> list[Diagnostic]:
             users = [L.name for L in m.layers if any(m.origin.get(s) == n.name for s in L.sources)]
             out.append(Diagnostic("analog-input", n.name, f"analog input ({size} values per step) is not spikes: "
                                   f"{t.name} takes it as graded spikes", ANALOG_INPUT_BITS, t.limit("spike_payload_bits"),
-                                  f"send it as {ANALOG_INPUT_BITS}-bit graded spikes from the host/embedded cores to "
-                                  f"{', '.join(users) or 'the first layer'} (quantize the input to {ANALOG_INPUT_BITS} bits)",
-                                  "warning"))
+                                  f"handled by the Loihi export: the host quantizes the input to "
+                                  f"{ANALOG_INPUT_BITS}-bit graded spikes (QuantizeInput, part of the golden model) for "
+                                  f"{', '.join(users) or 'the first layer'}", "info"))
         else:
             cost = ", ".join(f"{o.node}: {o.ops_per_step} {o.cost_unit}" for o in host)
             out.append(Diagnostic("analog-input", n.name, f"analog input ({size} values per step) cannot enter "
@@ -176,22 +178,37 @@ def _analog_input(c: Context) -> list[Diagnostic]:
     return out
 
 
+def _gap_exact(n: ir.Neuron) -> bool:
+    """The 'gap' tie strategy (``passes/quantize_loihi.py``) makes a stock ``>`` neuron fire exactly
+    on ``>=`` when the membrane only halves (tau = 2) or does not decay (IF)."""
+    return n.kind == "IF" or float(n.tau) == 2.0
+
+
 def _threshold_compare(c: Context) -> list[Diagnostic]:
+    """``info`` where the Loihi export makes the comparison exact (a custom ``>=`` neuron on a chip
+    with programmable neurons, or the 'gap' strategy), ``warning`` where it cannot."""
     t, out = c.target, []
     builtin = t.limit("builtin_compare")
     for L in c.mapping.layers:
         n = c.graph[L.name]
         if not isinstance(n, ir.Neuron) or n.compare == builtin:
             continue
+        msg = f"fires on v {n.compare} {n.v_threshold}; the built-in neuron fires on v {builtin} vth"
         if t.limit("programmable_neurons"):
-            hint = (f"use a custom neuron that fires on v {n.compare} vth ({t.name} neurons are programmable), or "
-                    f"choose the fixed-point scale so no reachable v equals the threshold (granularity "
-                    f"2^{t.limit('vth_shift')})")
+            hint = (f"handled exactly by the Loihi export: a custom neuron that fires on v {n.compare} vth "
+                    f"({t.name} neurons are programmable; Lava process FixedLIF, tie strategy 'ge')")
+            sev = "info"
+        elif _gap_exact(n):
+            hint = (f"handled exactly by the Loihi export's 'gap' tie strategy: every input is scaled to a multiple "
+                    f"of 2^(T-1), so the stock neuron's v > vth - 1 equals v >= vth for up to T steps (costs T-1 "
+                    f"state bits)")
+            sev = "info"
         else:
-            hint = (f"{t.name} neurons are not programmable: only a threshold shift works; the quantized scale "
-                    f"must keep every reachable v off the threshold, else spikes differ from the model")
-        out.append(Diagnostic("threshold-compare", n.name, f"fires on v {n.compare} {n.v_threshold}; the built-in "
-                              f"neuron fires on v {builtin} vth", n.compare, builtin, hint, "warning"))
+            hint = (f"{t.name} neurons are not programmable and tau = {n.tau} defeats the 'gap' strategy: "
+                    f"reachable v can equal the threshold, so spikes can differ from the model; retrain with "
+                    f"tau = 2 or deploy on a chip with programmable neurons (Loihi 2)")
+            sev = "warning"
+        out.append(Diagnostic("threshold-compare", n.name, msg, n.compare, builtin, hint, sev))
     return out
 
 
@@ -287,9 +304,12 @@ RULES: list[Rule] = [
 def check_target(graph: ir.Graph, target: TargetSpec | str, mapping=None, weight_bits: WeightBits = None,
                  rules: list[Rule] = RULES) -> list[Diagnostic]:
     """Map (unless ``mapping`` is given) and run every rule; ``weight_bits`` is an int or {node: bits}."""
-    from ..passes.map_to_cores import map_to_cores
+    from .mapping import map_to_cores
 
     target = load_target(target)
+    if target.kind != "neuromorphic":
+        raise TargetSpecError(target.path or target.name, [f"{target.name} is a {target.kind} spec; the constraint "
+                                                           f"rules check neuromorphic chips (e.g. loihi2, loihi1)"])
     if mapping is None:
         default = weight_bits if isinstance(weight_bits, int) else 8
         mapping = map_to_cores(graph, target, default)

@@ -1,14 +1,17 @@
 """Hardware target specs as data: every limit with its value, unit, source and confidence.
 
-A spec file (YAML or JSON) has ``name``, ``description``, optional ``extends`` (the name or path
-of a base spec whose limits it overrides) and ``limits``: a mapping from key to an entry
+A spec file (YAML or JSON) has ``name``, ``description``, ``kind`` (the device kind, which picks
+the schema: ``neuromorphic`` for chips such as Loihi, ``fpga`` for FPGA parts; a file without
+``kind`` is ``neuromorphic``), optional ``extends`` (the name or path of a base spec whose limits
+it overrides; the kind is the base's) and ``limits``: a mapping from key to an entry
 ``{value, unit, source, confidence[, note]}``. In a file that ``extends`` a base, a bare value
 (``neurons_per_core: 256``) overrides only the value; unit comes from the base and the source
 names the user file. Confidence is one of ``primary`` (read in the vendor's paper/brief or in
 tool source code), ``secondary`` (quoted by third parties) or ``to-verify`` (an assumption).
 
-``SCHEMA`` below says which keys a spec must have and what type each value has; loading checks
-every entry and reports all problems at once, naming the key and the file."""
+``SCHEMAS[kind]`` says which keys a spec of that kind must have and what type each value has
+(``SCHEMA`` is the neuromorphic one); loading checks every entry and reports all problems at once,
+naming the key and the file."""
 from __future__ import annotations
 
 from step_deploy.errors import StepDeployError
@@ -23,7 +26,8 @@ import yaml
 
 CONFIDENCES = ("primary", "secondary", "to-verify")
 SPEC_DIR = Path(__file__).resolve().parent
-BUILTIN = ("loihi2", "loihi1")
+BUILTIN = ("loihi2", "loihi1", "zcu102", "zcu104", "vcu118", "pynq-z2")
+KINDS = ("neuromorphic", "fpga")
 
 _INT, _BOOL, _STR = "int", "bool", "str"
 _OPT_INT, _INT_LIST, _OPT_INT_LIST = "int|null", "list[int]", "list[int]|null"
@@ -64,6 +68,20 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "builtin_compare": (_STR, "how the built-in neuron compares v with the threshold ('>' or '>=')"),
     "builtin_reset": (_STR, "the built-in neuron's reset ('zero' = hard reset to 0)"),
 }
+#: FPGA parts: the resources a generated design is sized against (counts of the whole device).
+FPGA_SCHEMA: dict[str, tuple[str, str]] = {
+    "board": (_STR, "evaluation board"),
+    "part": (_STR, "FPGA device on the board"),
+    "family": (_STR, "device family"),
+    "dsp_slices": (_INT, "DSP slices (DSP48E1/DSP48E2): multipliers for MACs"),
+    "bram36_blocks": (_INT, "36 Kb block RAMs (weights, membrane state)"),
+    "uram_blocks": (_INT, "288 Kb UltraRAM blocks (0: the device has none)"),
+    "luts": (_INT, "6-input look-up tables (CLB LUTs)"),
+}
+
+#: device kind -> schema
+SCHEMAS: dict[str, dict[str, tuple[str, str]]] = {"neuromorphic": SCHEMA, "fpga": FPGA_SCHEMA}
+
 _ENUMS = {"unshared_synapse_encoding": ("dense", "indexed"), "shared_synapse_encoding": ("dense", "indexed"),
           "builtin_compare": (">", ">="), "builtin_reset": ("zero", "subtract")}
 _ENTRY_FIELDS = ("value", "unit", "source", "confidence")
@@ -99,6 +117,7 @@ class TargetSpec:
     description: str
     limits: Mapping[str, Limit] = field(hash=False, compare=False)
     path: str = ""
+    kind: str = "neuromorphic"
 
     def entry(self, key: str) -> Limit:
         try:
@@ -121,7 +140,7 @@ class TargetSpec:
         return f"{e.value} {e.unit} ({e.confidence}; {e.source})"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "path": self.path,
+        return {"name": self.name, "kind": self.kind, "description": self.description, "path": self.path,
                 "limits": {k: v.as_dict() for k, v in self.limits.items()}}
 
 
@@ -153,7 +172,7 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _entry(key: str, raw: Any, where: str, base: Limit | None, problems: list[str]) -> Limit | None:
+def _entry(key: str, raw: Any, where: str, base: Limit | None, problems: list[str], schema: dict) -> Limit | None:
     if not isinstance(raw, dict):
         if base is None:
             problems.append(f"limit {key!r}: expected a mapping with {', '.join(_ENTRY_FIELDS)}, got {raw!r}")
@@ -168,7 +187,7 @@ def _entry(key: str, raw: Any, where: str, base: Limit | None, problems: list[st
         problems.append(f"limit {key!r}: confidence {raw['confidence']!r} is not one of {CONFIDENCES}")
     if not isinstance(raw["source"], str) or not raw["source"].strip():
         problems.append(f"limit {key!r}: source must be a non-empty string")
-    kind = SCHEMA.get(key, (None,))[0]
+    kind = schema.get(key, (None,))[0]
     if kind is not None and not _type_ok(kind, raw["value"]):
         problems.append(f"limit {key!r}: value must be {kind}, got {type(raw['value']).__name__} {raw['value']!r}")
     if key in _ENUMS and raw["value"] not in _ENUMS[key]:
@@ -187,7 +206,8 @@ def _resolve(name_or_path: str | Path) -> Path:
 
 
 def load_target(name_or_path: str | Path, _seen: tuple = ()) -> TargetSpec:
-    """Load ``'loihi2'``, ``'loihi1'`` or a user YAML/JSON spec of the same schema."""
+    """Load a built-in spec (``BUILTIN``: Loihi chips and FPGA parts) or a user YAML/JSON spec;
+    the spec's ``kind`` picks the schema it is checked against."""
     if isinstance(name_or_path, TargetSpec):
         return name_or_path
     path = _resolve(name_or_path)
@@ -205,24 +225,40 @@ def load_target(name_or_path: str | Path, _seen: tuple = ()) -> TargetSpec:
     for k in ("name",):
         if not isinstance(data.get(k), str) and base is None:
             problems.append(f"top-level key {k!r} is missing or not a string")
+    kind = _kind(data, base, problems)
+    schema = SCHEMAS.get(kind, SCHEMA)
     raw_limits = data.get("limits")
     if not isinstance(raw_limits, dict):
         problems.append("top-level key 'limits' is missing or not a mapping")
         raw_limits = {}
     limits: dict[str, Limit] = dict(base.limits) if base else {}
     for key, raw in raw_limits.items():
-        if key not in SCHEMA:
-            problems.append(f"limit {key!r}: unknown key (known keys: {', '.join(SCHEMA)})")
+        if key not in schema:
+            problems.append(f"limit {key!r}: unknown key for kind {kind!r} (known keys: {', '.join(schema)})")
             continue
-        e = _entry(key, raw, where, limits.get(key), problems)
+        e = _entry(key, raw, where, limits.get(key), problems, schema)
         if e is not None:
             limits[key] = e
-    missing = [k for k in SCHEMA if k not in limits]
+    missing = [k for k in schema if k not in limits]
     if missing:
         problems.append(f"missing limit(s): {', '.join(missing)}")
     if problems:
         raise TargetSpecError(where, problems)
-    ordered = {k: limits[k] for k in SCHEMA}
+    ordered = {k: limits[k] for k in schema}
     name = data.get("name") or (base.name + "-custom")
     desc = data.get("description") or (base.description if base else "")
-    return TargetSpec(str(name), str(desc), MappingProxyType(ordered), where)
+    return TargetSpec(str(name), str(desc), MappingProxyType(ordered), where, kind)
+
+
+def _kind(data: dict, base: TargetSpec | None, problems: list[str]) -> str:
+    """The spec's device kind: its own ``kind``, else the base's, else ``neuromorphic``."""
+    kind = data.get("kind")
+    if kind is None:
+        return base.kind if base else "neuromorphic"
+    if kind not in KINDS:
+        problems.append(f"top-level key 'kind': {kind!r} is not one of {', '.join(KINDS)}")
+        return base.kind if base else "neuromorphic"
+    if base is not None and kind != base.kind:
+        problems.append(f"top-level key 'kind': {kind!r} differs from the kind of the spec it extends "
+                        f"({base.name}: {base.kind!r})")
+    return kind

@@ -22,9 +22,10 @@ import torch
 
 from step_deploy import ir
 
-from .golden import neuron_names, quantize_input  # golden first: reference_ops before ir.fixed_point
-from .reference import RunResult
-from step_deploy.ir import fixed_point as fx
+from step_deploy.fixedpoint import loihi as fx
+from step_deploy.simulators.golden import spiking_nodes
+from step_deploy.simulators.golden_loihi import quantize_input
+from step_deploy.simulators.reference import RunResult
 
 
 @dataclass
@@ -124,11 +125,11 @@ def run_lava(qgraph: ir.Graph, x, steps: int, record: Union[bool, Iterable[str]]
     ``traces[name][t, 0]`` equals ``run_golden(...).traces[name][t, 0]`` bit for bit."""
     from lava.magma.core.run_conditions import RunSteps
 
-    from step_deploy.exporters.lava_export import build_lava
-    from step_deploy.exporters.lava_harness import fixed_pt_config, stop_runtime
+    from .lava_export import build_lava
+    from .lava_harness import fixed_pt_config, stop_runtime
 
     t0 = time.perf_counter()
-    names = neuron_names(qgraph) if record is True else list(record or ())
+    names = spiking_nodes(qgraph) if record is True else list(record or ())
     outs = [o.name for o in qgraph.outputs]
     wanted = list(dict.fromkeys(names + outs))
     net = build_lava(qgraph, host_inputs(qgraph, x, steps), steps, matrices=matrices)

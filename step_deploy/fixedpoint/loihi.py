@@ -1,10 +1,11 @@
-"""IR node types of the quantized (Loihi fixed-point) network.
+"""Loihi ``fixed_pt``: the node types and constants of the format ``'loihi-fixed_pt'``.
 
-Produced by ``passes.quantize_loihi``; executed by the integer golden model
-(``simulators.golden``), which is the definition that Lava (``exporters.lava_export``) must
-reproduce bit for bit. All values are integers (executors use int64 tensors); the arithmetic
-follows lava-nc 0.10.0's ``fixed_pt`` process models (``PyDenseModelBitAcc``,
-``PyLifModelBitAcc``).
+IR-level data (imports only ``ir``); the integer op functions live in
+``simulators.golden_loihi``, which registers the format. Produced by ``passes.quantize_loihi``;
+executed by the integer golden model (``simulators.golden``), the definition that Lava
+(``exporters.lava_export``) must reproduce bit for bit. All values are integers (executors use
+int64 tensors); the arithmetic follows lava-nc 0.10.0's ``fixed_pt`` process models
+(``PyDenseModelBitAcc``, ``PyLifModelBitAcc``).
 
 Units. A synapse node outputs the *synaptic input* ``a`` (Lava's ``a_out``/``a_in``); the neuron
 left-shifts it by 6 into its 24-bit state (``u = a << 6``), so ``v`` and the threshold
@@ -23,7 +24,10 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from .nodes import Conv1d, Conv2d, Linear, Node, register
+from step_deploy.ir.nodes import Conv1d, Conv2d, Linear, Node, register
+
+#: the format's registry name, recorded in a quantized graph's metadata
+FORMAT_NAME = "loihi-fixed_pt"
 
 LOIHI_COMPARES = (">", ">=")
 #: bounds of a legal 8-bit Loihi weight mantissa per sign mode (lava ``clip_weights``)
@@ -196,6 +200,16 @@ class TemporalSum(Node):
 FIXED_SYNAPSES = (FixedLinear, FixedConv2d, FixedConv1d)
 FIXED_NODE_TYPES = (QuantizeInput, FixedLinear, FixedConv2d, FixedConv1d, LoihiLIF, TemporalSum)
 
+#: the numbers that define the format (lava-nc 0.10.0 ``fixed_pt``); see ``LoihiLIF`` for the equations
+CONSTANTS = {
+    "weight_bits": 8, "weight_range": WEIGHT_RANGE, "bias_mant_bits": BIAS_MANT_BITS, "state_bits": UV_BITS,
+    "vth_bits": VTH_BITS, "input_shift": 6, "decay_bits": 12, "compares": LOIHI_COMPARES,
+    "decay_rounding": "toward zero", "current_overflow": "wrap (one ±2^24 correction)",
+    "voltage_overflow": "saturate to ±(2^23 - 1)", "reset": "to 0 (current not reset)",
+    "synapse_output_bits": 16,
+}
+
 __all__ = [c.__name__ for c in FIXED_NODE_TYPES] + [
-    "FIXED_SYNAPSES", "FIXED_NODE_TYPES", "LOIHI_COMPARES", "WEIGHT_RANGE", "BIAS_MANT_BITS", "UV_BITS",
+    "FORMAT_NAME", "CONSTANTS", "FIXED_SYNAPSES", "FIXED_NODE_TYPES", "LOIHI_COMPARES", "WEIGHT_RANGE",
+    "BIAS_MANT_BITS", "UV_BITS",
     "VTH_BITS", "sign_mode", "weight_problems"]

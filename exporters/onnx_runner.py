@@ -8,7 +8,7 @@ from typing import Iterable, Optional, Union
 import numpy as np
 import torch
 
-from .reference import RunResult
+from step_deploy.simulators.reference import RunResult
 
 __all__ = ["run_onnx", "OnnxSession"]
 
@@ -32,7 +32,7 @@ class OnnxSession:
     def __init__(self, model_or_path, providers: Optional[list] = None, optimize: bool = False):
         import onnxruntime as ort
 
-        from step_deploy.exporters.onnx_export import read_metadata
+        from .onnx_export import read_metadata
 
         model = _load(model_or_path)
         self.meta = read_metadata(model)
