@@ -77,3 +77,30 @@ def test_an_exact_backend_reports_zero_mismatches(tmp_path):
     chk = json.loads((out / "summary.json").read_text())["self_check"]
     assert chk["spike_mismatches"] == 0 and chk["verdict"] == "0 mismatches" and chk["prediction_agreement"] == 1.0
     assert chk["first_divergence"] is None and chk["rounding_flips"] == 0
+
+
+def test_self_check_inputs_from_data_or_clearly_labelled_noise(tmp_path, capsys):
+    """No data set in the checkpoint: noise, said on the first line; --data file: those inputs,
+    not noise; a bad --data: exit 2 naming it; --data is not a loihi flag (that one is --calib)."""
+    import numpy as np
+
+    ckpt = save_checkpoint(random_model("sdt-1-64-digits"), tmp_path / "m.ckpt")  # no dataset in metadata
+    out = tmp_path / "noise"
+    assert export_main([str(ckpt), "--target", "onnx", "-o", str(out), "--samples", "3"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["data_is_noise"] and "NOISE" in (out / "summary.md").read_text().splitlines()[0]
+    x = (np.arange(5 * 64, dtype=np.float32).reshape(5, 1, 8, 8) % 17) / 16.0
+    np.save(tmp_path / "inputs.npy", x)
+    out2 = tmp_path / "file"
+    assert export_main([str(ckpt), "--target", "nir", "-o", str(out2), "--samples", "5",
+                        "--data", str(tmp_path / "inputs.npy")]) == 0
+    s2 = json.loads((out2 / "summary.json").read_text())
+    assert not s2["data_is_noise"] and "inputs.npy" in s2["data"] and s2["self_check"]["samples"] == 5
+    assert "NOISE" not in (out2 / "summary.md").read_text()
+    capsys.readouterr()
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 3, 8, 8), np.float32))
+    assert export_main([str(ckpt), "--target", "nir", "-o", str(tmp_path / "w"), "--data",
+                        str(tmp_path / "wrong.npy")]) == 2
+    assert "wrong.npy" in capsys.readouterr().err and not (tmp_path / "w").exists()
+    assert export_main([str(ckpt), "--target", "loihi", "-o", str(tmp_path / "l"), "--data", "digits"]) == 2
+    assert "--data" in capsys.readouterr().err

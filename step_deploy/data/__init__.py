@@ -19,8 +19,9 @@ channel 1 = ON. ``digits-events`` and ``cifar10-dvs`` are time-first per sample;
 layout. The derived digits arrays are cached in memory (``functools.lru_cache``); no files are
 written.
 
-Quantization inputs (``--calib``): :func:`resolve_calibration` in :mod:`step_deploy.data.calibration`
-gives real calibration/evaluation data (a data set, a tensor file) or, only when asked, noise.
+Quantization inputs (``--calib``): ``step_deploy.data.calibration.resolve_calibration`` gives real
+calibration/evaluation data (a data set, a tensor file) or, only when asked, noise (it builds on
+this package, so it is imported from its module, not re-exported here).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from .external import (
     read_event_file,
 )
 from .sequences import digits_seq_arrays, load_digits_seq
-from .calibration import CalibrationData, CalibrationError, resolve_calibration
 
 DATASETS = ("digits", "digits-events", "digits-seq", "cifar10", "cifar10-dvs")
 BUNDLED = ("digits", "digits-events", "digits-seq")
@@ -141,5 +141,4 @@ __all__ = [
     "digits_arrays", "digits_events_arrays", "digits_seq_arrays", "split_indices", "check_split",
     "image_to_events", "events_to_frames", "read_event_file",
     "load_cifar10", "load_cifar10_dvs", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_CLASSES",
-    "resolve_calibration", "CalibrationData", "CalibrationError",
 ]

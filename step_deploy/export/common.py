@@ -59,16 +59,22 @@ class CheckData:
     is_noise: bool
 
 
-def self_check_data(prep: Prepared, n: int) -> CheckData:
-    """``n`` samples of the checkpoint's own test split when it is bundled, else clearly labelled
-    noise (a float self-check compares backend with PyTorch on the same input, so noise still
-    tests parity; it says nothing about accuracy)."""
+def self_check_data(prep: Prepared, n: int, data: Optional[str] = None, root: Optional[str] = None) -> CheckData:
+    """``n`` self-check inputs: ``data`` (a bundled data set, an on-disk one with ``root``, a
+    ``.npy``/``.pt`` tensor file, or ``noise``) or, by default, the checkpoint's own test split
+    when it can be found, else clearly labelled noise (a float self-check compares the backend with
+    PyTorch on the same input, so noise still tests parity; it says nothing about accuracy)."""
     from step_deploy.data.calibration import CalibrationError, resolve_calibration
 
+    def resolve(which):
+        return resolve_calibration(which, root=root, model=prep.model, info=prep.info, n_calib=n, n_eval=n)
+
     try:
-        cd = resolve_calibration(None, root=None, model=prep.model, info=prep.info, n_calib=n, n_eval=n)
+        cd = resolve(data)
     except CalibrationError:
-        cd = resolve_calibration("noise", root=None, model=prep.model, info=prep.info, n_calib=n, n_eval=n)
+        if data is not None:
+            raise
+        cd = resolve("noise")
     y = cd.y_eval[:n] if cd.y_eval is not None else None
     return CheckData(cd.x_eval[:n], y, cd.source, bool(cd.is_noise))
 

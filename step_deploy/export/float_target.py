@@ -14,7 +14,7 @@ from step_deploy.passes import run_pipeline
 
 from .common import (CheckData, Prepared, base_summary, check_lines, float_result, markdown_summary, self_check_data,
                      torch_reference, write_summary)
-from .registry import Target, TargetResult
+from .registry import Target, TargetOption, TargetResult
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class Written:
 
 class FloatTarget(Target):
     title: ClassVar[str]  # heading of summary.md
+    options = (
+        TargetOption(("--data",), {"metavar": "DATA",
+                                   "help": "self-check inputs: a bundled data set (digits, ...), an on-disk data set "
+                                           "with --root, a .npy/.pt tensor file, or 'noise'; default: the "
+                                           "checkpoint's data set, else noise (flagged in the summary)"}, None),
+        TargetOption(("--root",), {"metavar": "DIR", "help": "folder of an on-disk data set (cifar10, cifar10-dvs)"},
+                     None),
+    )
 
     @abstractmethod
     def write(self, graph: ir.Graph, out: Path) -> Written:
@@ -58,7 +66,7 @@ class FloatTarget(Target):
 
     def run(self, prep: Prepared, out, options: dict, force: bool = False) -> TargetResult:
         graph = run_pipeline(prep.graph, self.pipeline)
-        data = self_check_data(prep, options["samples"])
+        data = self_check_data(prep, options["samples"], options["data"], options["root"])
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             written = self.write(graph, tmp)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from step_deploy.errors import StepDeployError
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -63,16 +63,25 @@ def lowers(*classes: type):
     return deco
 
 
+#: lowerings found by asking the module rather than by its class (e.g. neurons of other libraries,
+#: recognised by their attributes): ``probe(module) -> lowering or None``, tried in order
+PROBES: list[Callable[[nn.Module], Optional[Callable]]] = []
+
+
+def lowers_by_probe(probe: Callable[[nn.Module], Optional[Callable]]):
+    """Register ``probe`` (see :data:`PROBES`); returns it unchanged."""
+    PROBES.append(probe)
+    return probe
+
+
 def find_lowering(module: nn.Module):
     for cls in type(module).__mro__:
         if cls in LOWERINGS:
             return LOWERINGS[cls]
-    from .neuron_lowering import neuron_params_of
-
-    if neuron_params_of(module, probe=True) is not None:
-        from .neuron_lowering import lower_neuron
-
-        return lower_neuron
+    for probe in PROBES:
+        fn = probe(module)
+        if fn is not None:
+            return fn
     return None
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 from step_deploy import ir
 
-from .builder import Builder, CaptureError
+from .builder import Builder, CaptureError, lowers_by_probe
 
 
 def _sj_params(m) -> Optional[dict]:
@@ -70,3 +70,9 @@ def lower_neuron(b: Builder, m, path: str, x: str) -> str:
     if not params:
         raise CaptureError(f"module {path!r} ({type(m).__name__}) is not a supported neuron")
     return b.add(ir.Neuron, path, (x,), **params)
+
+
+@lowers_by_probe
+def _neuron_probe(m):
+    """Any module that looks like a neuron (ours, SpikingJelly-style, snnTorch ``Leaky``)."""
+    return lower_neuron if neuron_params_of(m, probe=True) is not None else None

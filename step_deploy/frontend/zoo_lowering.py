@@ -57,24 +57,25 @@ def _tokens_from_map(b: Builder, path: str, tag: str, x: str) -> str:
 # ----------------------------------------------------------------------------- Spikformer
 
 
-@lowers(spikformer.SPS)
-def _sps(b: Builder, m: spikformer.SPS, path: str, x: str) -> str:
-    x = _seq(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "proj_conv1", "proj_bn1", "proj_lif1",
-             "proj_conv2", "proj_bn2", "proj_lif2", "maxpool2", "proj_conv3", "proj_bn3", "proj_lif3", "maxpool3")
-    feat = x
-    x = _seq(b, m, path, x, "rpe_conv", "rpe_bn", "rpe_lif")
+def _spike_stem(b: Builder, m, path: str, x: str, *proj: str) -> str:
+    """Spikformer's stems: the ``proj`` layers, then ``x + rpe_lif(rpe_bn(rpe_conv(x)))`` as tokens."""
+    feat = _seq(b, m, path, x, *proj)
+    x = _seq(b, m, path, feat, "rpe_conv", "rpe_bn", "rpe_lif")
     x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))  # x + x_feat
     return _tokens_from_map(b, path, "out", x)
+
+
+@lowers(spikformer.SPS)
+def _sps(b: Builder, m: spikformer.SPS, path: str, x: str) -> str:
+    return _spike_stem(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "proj_conv1", "proj_bn1", "proj_lif1",
+                       "proj_conv2", "proj_bn2", "proj_lif2", "maxpool2", "proj_conv3", "proj_bn3", "proj_lif3",
+                       "maxpool3")
 
 
 @lowers(spikformer.Conv2SPS)
 def _conv2_sps(b: Builder, m: spikformer.Conv2SPS, path: str, x: str) -> str:
-    x = _seq(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "maxpool",
-             "proj_conv1", "proj_bn1", "proj_lif1", "maxpool1")
-    feat = x
-    x = _seq(b, m, path, x, "rpe_conv", "rpe_bn", "rpe_lif")
-    x = b.add(ir.Add, child(path, "rpe_add"), (x, feat))  # x + x_feat
-    return _tokens_from_map(b, path, "out", x)
+    return _spike_stem(b, m, path, x, "proj_conv", "proj_bn", "proj_lif", "maxpool",
+                       "proj_conv1", "proj_bn1", "proj_lif1", "maxpool1")
 
 
 @lowers(zoo_blocks.BNAndPadLayer)
