@@ -7,6 +7,9 @@ step); Lava's RingBuffers hold ``(N, T)``.
 """
 from __future__ import annotations
 
+import os
+import threading
+import warnings
 from typing import Mapping, Optional
 
 import numpy as np
@@ -74,16 +77,43 @@ def run_open_loop(inputs: Mapping, outputs: Mapping, num_steps: Optional[int] = 
         stop_runtime(anchor, failed=False)
 
 
-def stop_runtime(proc, failed: bool) -> None:
-    """``proc.stop()``, safe after a failed ``run()`` (``failed=True``).
+#: seconds ``stop_runtime`` waits for Lava's runtime to stop (``STEP_DEPLOY_LAVA_STOP_TIMEOUT``)
+STOP_TIMEOUT = float(os.environ.get("STEP_DEPLOY_LAVA_STOP_TIMEOUT", "120"))
+
+
+def stop_runtime(proc, failed: bool, timeout: Optional[float] = None) -> bool:
+    """``proc.stop()``, safe after a failed ``run()`` (``failed=True``) and bounded in time.
 
     When a process model raises, lava-nc 0.10.0's runtime service stops every process and exits,
     and ``run()`` raises ``RuntimeError``; a later ``proc.stop()`` would then wait forever for an
-    answer from the exited service. After a failure this only releases the shared memory."""
+    answer from the exited service. After a failure this only releases the shared memory.
+
+    After a successful run, lava-nc 0.10.0 occasionally never finishes ``stop()``: its runtime
+    service waits for an answer from a process model that has already exited (seen here on a
+    loaded 2-core machine; lava-nc issue #178 asks for exactly this detection). The results were
+    recorded during ``run()``, so nothing is lost: after ``timeout`` seconds (default
+    :data:`STOP_TIMEOUT`) the runtime's processes are terminated, a ``RuntimeWarning`` says so,
+    and this returns False (True when Lava stopped by itself)."""
+    import multiprocessing
+
     runtime = getattr(proc, "runtime", None)
     if runtime is None:
-        return
+        return True
     if failed:
         runtime._is_started = False
         runtime._is_running = False
-    proc.stop()
+    before = set(multiprocessing.active_children())  # Lava's own processes are among these
+    stopper = threading.Thread(target=proc.stop, name="lava-stop", daemon=True)
+    stopper.start()
+    stopper.join(STOP_TIMEOUT if timeout is None else timeout)
+    if not stopper.is_alive():
+        return True
+    for child in before:
+        if child.is_alive():
+            child.terminate()
+    for child in before:
+        child.join(5)
+    warnings.warn(f"Lava's runtime did not stop within {STOP_TIMEOUT if timeout is None else timeout:g} s (a "
+                  f"lava-nc 0.10.0 shutdown hang); its {len(before)} processes were terminated. The results "
+                  f"were recorded before the stop, so they are complete.", RuntimeWarning, stacklevel=2)
+    return False

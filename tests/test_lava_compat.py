@@ -116,3 +116,43 @@ def test_check_start_method(monkeypatch):
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
     with pytest.raises(RuntimeError, match="fork"):
         lava_compat.check_start_method()
+
+
+def _sleep_long():
+    import time
+
+    time.sleep(60)
+
+
+def test_a_runtime_that_never_stops_is_terminated_after_the_timeout():
+    """lava-nc 0.10.0 sometimes hangs in stop() after a complete run (its service waits for an
+    exited process model): stop_runtime gives up after the timeout, terminates the runtime's
+    processes and says so, instead of hanging the export (or CI) forever."""
+    import multiprocessing
+    import threading
+    import warnings
+
+    from step_deploy.exporters.lava_harness import stop_runtime
+
+    class Hung:
+        runtime = object()
+
+        def stop(self):
+            threading.Event().wait()  # never returns, like the hung runtime service
+
+    class Stops:
+        runtime = object()
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    ok = Stops()
+    assert stop_runtime(ok, failed=False, timeout=5) is True and ok.stopped
+    child = multiprocessing.get_context("fork").Process(target=_sleep_long, daemon=True)
+    child.start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert stop_runtime(Hung(), failed=False, timeout=0.5) is False
+    assert not child.is_alive(), "the runtime's processes are terminated"
+    assert any("did not stop within 0.5 s" in str(w.message) for w in caught)
