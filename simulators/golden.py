@@ -33,6 +33,7 @@ from step_deploy import ir
 from step_deploy.fixedpoint.format import EVENTS_STATE_KEY, FixedPointFormat, format_of
 
 from . import golden_loihi  # noqa: F401  (built-in format: registers 'loihi-fixed_pt')
+from . import golden_fpga  # noqa: F401  (built-in format: registers 'fpga-int')
 from .integer_ops import CORE_INTEGER_OPS, GoldenError
 from .reference import RunResult, run
 

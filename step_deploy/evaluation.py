@@ -25,14 +25,16 @@ def _dataset_tensors(dataset, limit: Optional[int]):
 
 
 def accuracy_float_vs_golden(model, dataset, calib=None, steps: Optional[int] = None, tie: str = "auto",
-                             target=None, limit: Optional[int] = None, batch_size: int = 64) -> dict:
+                             target=None, limit: Optional[int] = None, batch_size: int = 64,
+                             quantize=None) -> dict:
     """Top-1 accuracy of the float IR and of the integer golden model on ``dataset``.
 
     ``model``: a zoo model (captured and BN-folded here; its encoder makes the time axis) or a
     float ``ir.Graph`` (then ``dataset`` holds per-step inputs and ``steps`` is needed).
     ``calib``: the calibration dataset (default: the first 256 samples of ``dataset``; pass the
     training split for an honest number). Returns accuracies, prediction agreement, spike
-    agreement and the quantization report."""
+    agreement and the quantization report. ``quantize``: ``f(graph, calib, steps=, batch_size=) ->
+    (qgraph, report)`` for another format (default: ``quantize_loihi`` with ``tie`` and ``target``)."""
     x, y = _dataset_tensors(dataset, limit)
     xc = _dataset_tensors(calib, 256)[0] if calib is not None else x[:256]
     if isinstance(model, ir.Graph):
@@ -41,7 +43,10 @@ def accuracy_float_vs_golden(model, dataset, calib=None, steps: Optional[int] = 
         graph = fold_batchnorm(capture(model))
         steps = steps or int(model.step)
         encode = lambda v: encoded_input(model, v)  # noqa: E731
-    qgraph, report = quantize_loihi(graph, encode(xc), steps=steps, target=target, tie=tie, batch_size=batch_size)
+    if quantize is None:
+        qgraph, report = quantize_loihi(graph, encode(xc), steps=steps, target=target, tie=tie, batch_size=batch_size)
+    else:
+        qgraph, report = quantize(graph, encode(xc), steps=steps, batch_size=batch_size)
     pf, pg, same, total = [], [], 0, 0
     for start in range(0, len(x), batch_size):
         xb = encode(x[start:start + batch_size])

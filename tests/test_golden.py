@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DIGITS_EPOCHS
 from step_deploy import ir
 from step_deploy.evaluation import accuracy_float_vs_golden
 from step_deploy.fixedpoint import loihi as fx
@@ -236,19 +237,14 @@ def test_accuracy_float_vs_golden_on_a_graph():
     json.dumps(res)
 
 
-EPOCHS = {"spikformer-2-64-digits": 8, "sdt-1-64-digits": 8, "qkformer-2-64-digits": 10}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", sorted(EPOCHS))
-def test_trained_model_accuracy_float_vs_golden(arch):
+@pytest.mark.parametrize("arch", sorted(DIGITS_EPOCHS))
+def test_trained_model_accuracy_float_vs_golden(arch, trained_digits):
     """Issue criterion: on the digits test set the integer golden model loses <= 1 point."""
     from step_deploy.data import load_dataset
-    from step_deploy.training import TrainArgs, train
-
     from step_deploy.training import evaluate
 
-    model = train(TrainArgs(arch=arch, epochs=EPOCHS[arch]), progress=False)[0].eval()
+    model = trained_digits(arch)
     test = load_dataset("digits", "test")
     res = accuracy_float_vs_golden(model, test, calib=load_dataset("digits", "train"))
     assert res["n"] == 360 and res["report"]["saturation_total"] == 0

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from step_deploy import ir
+from step_deploy.fixedpoint import fpga as fp
 from step_deploy.fixedpoint import loihi as fx
 
 R = np.random.default_rng(0)
@@ -41,6 +42,15 @@ EXAMPLES = {
     "FixedConv1d": (fx.FixedConv1d("n", ("a",), weight=np.ones((4, 2, 1), np.int32)), [(2, 5)]),
     "LoihiLIF": (fx.LoihiLIF("n", ("a",), vth=8, compare=">="), [(4,)]),
     "TemporalSum": (fx.TemporalSum("n", ("a",)), [(3,)]),
+    "FpgaQuantizeInput": (fp.FpgaQuantizeInput("n", ("a",), scale=128.0, bits=8), [(3,)]),
+    "FpgaLinear": (fp.FpgaLinear("n", ("a",), weight=np.array([[2, -4, 0]], np.int32), shift=np.array([1]),
+                                 bias=np.array([3], np.int64)), [(2, 3)]),
+    "FpgaConv2d": (fp.FpgaConv2d("n", ("a",), weight=np.ones((4, 2, 3, 3), np.int32), shift=np.zeros(4, np.int64),
+                                 padding=(1, 1)), [(2, 8, 8)]),
+    "FpgaConv1d": (fp.FpgaConv1d("n", ("a",), weight=np.ones((4, 2, 1), np.int32), shift=np.zeros(4, np.int64)),
+                   [(2, 5)]),
+    "FpgaLIF": (fp.FpgaLIF("n", ("a",), threshold=8, membrane_bits=18), [(4,)]),
+    "FpgaTemporalSum": (fp.FpgaTemporalSum("n", ("a",)), [(3,)]),
 }
 EXPECTED_SHAPES = {"Input": (2, 4, 4), "Conv2d": (4, 4, 4), "Conv1d": (4, 5), "Linear": (7, 3), "MatMul": (2, 6, 6),
                    "Mul": (2, 6, 4), "Sum": (2, 1, 4), "Mean": (4,), "Reshape": (2, 12), "Transpose": (6, 2, 4),

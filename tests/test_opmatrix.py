@@ -30,7 +30,8 @@ def test_docs_ops_md_is_up_to_date():
 
 def test_the_matrix_comes_from_the_backends_tables():
     cols = {b.name: b for b in opmatrix.backends()}
-    assert set(cols) == {"reference", "onnx", "nir", "lava", "golden-integer:loihi-fixed_pt"}
+    assert set(cols) == {"reference", "onnx", "nir", "lava", "golden-integer:loihi-fixed_pt",
+                         "golden-integer:fpga-int"}
     from step_deploy.exporters.onnx_ops import EMITTERS
     from step_deploy.simulators.reference_ops import FLOAT_OPS
 

@@ -11,7 +11,8 @@ from test_golden import T, build
 
 
 def test_every_pass_is_registered_with_its_contract():
-    assert set(PASSES) == {"fold-batchnorm", "map-to-cores", "quantize-loihi", "delay-balance"}
+    assert set(PASSES) == {"fold-batchnorm", "map-to-cores", "quantize-loihi", "delay-balance",
+                           "quantize-fpga"}
     for p in PASSES.values():
         assert p.requires and p.guarantees, p.name
     for name, passes in PIPELINES.items():

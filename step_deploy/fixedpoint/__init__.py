@@ -1,5 +1,5 @@
 """Fixed-point formats as data (see ``format``). Importing this package registers the node types
-of the built-in formats with the IR (``loihi``: Loihi ``fixed_pt``); their integer op functions
+of the built-in formats with the IR (``loihi``: Loihi ``fixed_pt``; ``fpga``: FPGA integers); their integer op functions
 are registered by ``step_deploy.simulators.golden``.
 
 A quantized network saved with ``ir.save`` loads in a fresh process with :func:`load`."""
@@ -10,7 +10,7 @@ from typing import Union
 
 from step_deploy import ir
 
-from . import loihi
+from . import fpga, loihi
 from .format import (EVENTS_STATE_KEY, FORMAT_KEY, FORMATS, FixedPointFormat, FormatError, count_event, format_of,
                      get_format, register_format)
 
@@ -22,5 +22,5 @@ def load(directory: Union[str, Path]) -> ir.Graph:
     return ir.load(directory)
 
 
-__all__ = ["loihi", "load", "EVENTS_STATE_KEY", "FORMAT_KEY", "FORMATS", "FixedPointFormat", "FormatError",
+__all__ = ["fpga", "loihi", "load", "EVENTS_STATE_KEY", "FORMAT_KEY", "FORMATS", "FixedPointFormat", "FormatError",
            "count_event", "format_of", "get_format", "register_format"]

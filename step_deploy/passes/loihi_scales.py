@@ -32,17 +32,18 @@ def _err(rule, node, msg, hint=""):
     return IRError([Diagnostic(rule, node, msg, hint=hint)])
 
 
-def prepare(graph: ir.Graph) -> ir.Graph:
-    """Check what Loihi can express and move each ``TemporalMean`` after the ``Linear`` it feeds."""
+def prepare(graph: ir.Graph, target: str = "Loihi") -> ir.Graph:
+    """Check what ``target``'s integer format can express (shared by ``quantize_fpga``) and move
+    each ``TemporalMean`` after the ``Linear`` it feeds."""
     g = graph.copy()
     bad = []
     for n in g.nodes.values():
         if n.op in ("BatchNorm", "Scale", "AvgPool2d"):
-            bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no Loihi integer form",
+            bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no {target} integer form",
                                   hint="run fold_batchnorm first" if n.op == "BatchNorm" else ""))
         if isinstance(n, ir.Neuron) and (n.reset != "hard" or n.v_reset != 0 or n.output != "binary"):
             bad.append(Diagnostic("quantize-neuron", n.name, f"reset={n.reset}, v_reset={n.v_reset}, output={n.output}: "
-                                  "Loihi's LIF resets to 0 and sends binary spikes",
+                                  f"{target}'s LIF resets to 0 and sends binary spikes",
                                   hint="use hard reset to 0 with binary spikes"))
     if bad:
         raise IRError(bad)
@@ -56,6 +57,29 @@ def prepare(graph: ir.Graph) -> ir.Graph:
             order = [n.name for n in g.topo_order()]
             g = ir.Graph([g[k] for k in order], g.metadata)
     return g
+
+
+def input_nodes(n: ir.Input, input_q: dict, quantizer) -> list:
+    """An ``Input`` and, when it is quantized (``input_q[name]``: scale, bits, signed), the format's
+    ``quantizer`` node ``<name>.q`` after it; a quantized spike/count input becomes ``'analog'``."""
+    if n.name not in input_q:
+        return [n]
+    qi = input_q[n.name]
+    return [ir.replace(n, kind="analog") if n.kind != "analog" else n,
+            quantizer(f"{n.name}.q", (n.name,), scale=qi["scale"], bits=qi["bits"], signed=qi["signed"])]
+
+
+def integer_core_node(n: ir.Node, ins: tuple, temporal_sum) -> ir.Node:
+    """The integer form of a node that is neither synapse nor neuron: ``Mean -> Sum`` (its scale
+    grows by the count), ``MatMul`` with its constant folded into the scale (``scale = 1``),
+    ``TemporalMean ->`` the format's ``temporal_sum`` node type; the rest unchanged."""
+    if n.op == "Mean":
+        return ir.Sum(n.name, ins, axis=n.axis, keepdim=n.keepdim)
+    if n.op == "MatMul":
+        return ir.replace(n, inputs=ins, scale=1.0)
+    if n.op == "TemporalMean":
+        return temporal_sum(n.name, ins)
+    return ir.replace(n, inputs=ins)
 
 
 def _membrane(n: ir.Neuron, x, v):
@@ -237,4 +261,4 @@ def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[
     return need, notes
 
 
-__all__ = ["prepare", "batches", "calibrate", "ScaleClasses", "headroom", "SYNAPSES", "PRESERVING", "MAX_UV"]
+__all__ = ["prepare", "input_nodes", "integer_core_node", "batches", "calibrate", "ScaleClasses", "headroom", "SYNAPSES", "PRESERVING", "MAX_UV"]

@@ -59,7 +59,7 @@ import numpy as np
 
 from step_deploy import ir
 
-from .loihi_scales import SYNAPSES, ScaleClasses, batches, calibrate, headroom, prepare
+from .loihi_scales import SYNAPSES, ScaleClasses, batches, calibrate, headroom, input_nodes, integer_core_node, prepare
 from ..fixedpoint import loihi as fx
 from .registry import PassContext, register_pass
 
@@ -137,12 +137,11 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
         ins = tuple(rename.get(i, i) for i in n.inputs)
         s_in = [sc.scale(sig, i) for i in n.inputs]
         if n.op == "Input":
-            q.add(ir.replace(n, kind="analog") if n.name in input_q and n.kind != "analog" else n)
+            nodes = input_nodes(n, input_q, fx.QuantizeInput)
+            for node in nodes:
+                q.add(node)
+            rename[n.name] = nodes[-1].name
             k2[n.name] = 0
-            if n.name in input_q:
-                qi = input_q[n.name]
-                q.add(fx.QuantizeInput(f"{n.name}.q", (n.name,), scale=qi["scale"], bits=qi["bits"], signed=qi["signed"]))
-                rename[n.name] = f"{n.name}.q"
             continue
         if n.op in SYNAPSES:
             node, info, k2[n.name] = _quantize_synapse(ir.replace(n, inputs=ins), s_in[0], sc.scale(sig, n.name),
@@ -159,14 +158,7 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
             k2[n.name] = 0
             continue
         k_in = [k2[i] for i in n.inputs]
-        if n.op == "Mean":
-            node = ir.Sum(n.name, ins, axis=n.axis, keepdim=n.keepdim)
-        elif n.op == "MatMul":
-            node = ir.replace(n, inputs=ins, scale=1.0)
-        elif n.op == "TemporalMean":
-            node = fx.TemporalSum(n.name, ins)
-        else:
-            node = ir.replace(n, inputs=ins)
+        node = integer_core_node(n, ins, fx.TemporalSum)
         q.add(node)
         k2[n.name] = sum(k_in) if n.op in ("Mul", "MatMul") else min(k_in)
         if n.op in ("Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean"):

@@ -108,6 +108,7 @@ PIPELINES: dict[str, list[str]] = {
     "nir": ["fold-batchnorm"],
     "onnx": [],
     "loihi": ["fold-batchnorm", "map-to-cores", "quantize-loihi", "delay-balance"],
+    "fpga": ["fold-batchnorm", "quantize-fpga"],
 }
 
 

@@ -1,0 +1,127 @@
+"""The integer op functions of the FPGA format (``step_deploy.fixedpoint.fpga``) and its
+registration as the fixed-point format ``'fpga-int'``.
+
+Arithmetic: synapses ``acc = sat(W·X + bias)``, ``Y = sat((acc + 2^(k-1)) >> k)`` per output
+channel (round half up); neurons ``H = sat((M + (A << j)) >> 1)`` (tau = 2, floor), spike on
+``H >= threshold``, reset to 0; readout ``A[t] = sat32(A[t-1] + X[t])``. Every saturation is
+counted (``run_golden(..., events=True)``), never silent: see :data:`EVENTS`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from step_deploy.fixedpoint import fpga as fx
+from step_deploy.fixedpoint.format import FixedPointFormat, count_event, register_format
+
+from .golden_loihi import _bias, quantize_input
+from .integer_ops import f64, i64, weight
+
+EVENTS = {
+    "input_clip": "analog input clamped to its bits (FpgaQuantizeInput)",
+    "acc_overflow": "a synapse accumulator clamped to acc_bits (FpgaLinear/Conv)",
+    "out_sat": "a synapse output clamped to out_bits, the consuming membrane's width (FpgaLinear/Conv)",
+    "membrane_sat": "a membrane clamped to membrane_bits (FpgaLIF)",
+    "readout_sat": "the readout sum clamped to its bits (FpgaTemporalSum)",
+    "max_abs": "the largest magnitude seen (not an error)",
+}
+
+
+def saturate(x: torch.Tensor, bits: int, state: dict, event: str) -> torch.Tensor:
+    """Clamp to a signed ``bits``-bit range (``AP_SAT``), counting the clamped values as ``event``."""
+    lo, hi = fx.signed_bounds(int(bits))
+    y = torch.clamp(x, lo, hi)
+    count_event(state, event, y != x)
+    return y
+
+
+def round_shift(acc: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``(acc + 2^(k-1)) >> k`` for ``k > 0`` (round half up, ``AP_RND``), ``acc << -k``
+    for ``k <= 0``; ``k`` broadcasts against ``acc``."""
+    pos = k.clamp(min=0)
+    half = torch.where(pos > 0, torch.ones_like(pos) << (pos - 1).clamp(min=0), torch.zeros_like(pos))
+    return torch.where(k > 0, (acc + half) >> pos, acc << (-k).clamp(min=0))
+
+
+def _channel_shift(n, state, rank: int, channel_axis: int) -> torch.Tensor:
+    if "k" not in state:
+        shape = [1] * rank
+        shape[channel_axis] = -1
+        state["k"] = torch.from_numpy(n.shifts()).reshape(shape)
+    return state["k"]
+
+
+def _synapse(n, acc: torch.Tensor, state: dict, channel_axis: int) -> torch.Tensor:
+    acc = i64(acc)
+    b = _bias(n, state, acc.dim(), channel_axis)
+    acc = saturate(acc + b if b is not None else acc, n.acc_bits, state, "acc_overflow")
+    y = round_shift(acc, _channel_shift(n, state, acc.dim(), channel_axis))
+    return saturate(y, n.out_bits, state, "out_sat")
+
+
+def op_quantize_input(n: fx.FpgaQuantizeInput, xs, state, t):
+    y = quantize_input(n, xs[0])
+    x = xs[0] if xs[0].is_floating_point() else xs[0].to(torch.float32)
+    count_event(state, "input_clip", torch.round(x * n.scale) != y)  # clamped iff not the rounded value
+    return y
+
+
+def op_fpga_linear(n: fx.FpgaLinear, xs, state, t):
+    acc = F.linear(f64(xs[0]), weight(state, "w", n.weight))
+    return _synapse(n, acc, state, acc.dim() - 1)
+
+
+def op_fpga_conv2d(n: fx.FpgaConv2d, xs, state, t):
+    acc = F.conv2d(f64(xs[0]), weight(state, "w", n.weight), None, tuple(n.stride), tuple(n.padding),
+                   tuple(n.dilation), n.groups)
+    return _synapse(n, acc, state, 1)
+
+
+def op_fpga_conv1d(n: fx.FpgaConv1d, xs, state, t):
+    acc = F.conv1d(f64(xs[0]), weight(state, "w", n.weight), None, n.stride, n.padding, n.dilation, n.groups)
+    return _synapse(n, acc, state, 1)
+
+
+def lif_charge(n: fx.FpgaLIF, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The unsaturated ``H`` of :class:`FpgaLIF` (floor shifts)."""
+    if n.decay == "input":
+        return (m + a) >> 1
+    if n.decay == "state":
+        return (m >> 1) + a
+    return m + a
+
+
+def op_fpga_lif(n: fx.FpgaLIF, xs, state, t):
+    a = xs[0].to(torch.int64) << int(n.input_shift)
+    m = state.get("m")
+    h = saturate(lif_charge(n, torch.zeros_like(a) if m is None else m, a), n.membrane_bits, state, "membrane_sat")
+    s = h >= int(n.threshold)
+    state["m"] = torch.where(s, torch.zeros_like(h), h)
+    return s.to(torch.int64)
+
+
+def op_fpga_temporal_sum(n: fx.FpgaTemporalSum, xs, state, t):
+    acc = saturate(state["acc"] + xs[0] if "acc" in state else xs[0].clone(), n.bits, state, "readout_sat")
+    state["acc"] = acc
+    return acc
+
+
+def observe(n, xs, y: torch.Tensor, ev: dict) -> None:
+    """The largest magnitude every node produces (the ops count their own saturations)."""
+    if n.op != "Input" and y.numel():
+        ev["max_abs"] = max(ev.get("max_abs", 0), int(y.abs().max()))
+
+
+FPGA_INT = register_format(FixedPointFormat(
+    name=fx.FORMAT_NAME,
+    node_types=fx.FPGA_NODE_TYPES,
+    ops={"FpgaQuantizeInput": op_quantize_input, "FpgaLinear": op_fpga_linear, "FpgaConv2d": op_fpga_conv2d,
+         "FpgaConv1d": op_fpga_conv1d, "FpgaLIF": op_fpga_lif, "FpgaTemporalSum": op_fpga_temporal_sum},
+    events=EVENTS,
+    observe=observe,
+    spiking_ops=("FpgaLIF",),
+    constants=fx.CONSTANTS,
+    doc=__doc__.split("\n\n")[1],
+))
+
+__all__ = ["FPGA_INT", "EVENTS", "saturate", "round_shift", "lif_charge", "observe"]

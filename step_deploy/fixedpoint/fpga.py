@@ -1,0 +1,205 @@
+"""FPGA integer arithmetic: the node types and constants of the format ``'fpga-int'``.
+
+IR-level data (imports only ``ir`` and the Loihi input quantizer it shares); the integer op
+functions live in ``simulators.golden_fpga``, which registers the format. Produced by
+``passes.quantize_fpga``; executed by the integer golden model (``simulators.golden``), the one
+definition the HLS C simulation must reproduce bit for bit. All values are integers (executors
+use int64 tensors); every shift, rounding and saturation is stated in the node's docstring, in
+``ap_int``/``ap_fixed`` terms where HLS has a name for it.
+
+Units. Every tensor ``X`` is represented by integers ``A ≈ X · scale`` with a power-of-two
+``scale`` per tensor (spikes: 1; spike counts: exact integers, the attention's 0.125 folded into
+the count's scale 8). A synapse's output is already in the *membrane units* of the neuron it
+feeds (the neuron's membrane integer is ``M = H · scale``), so a neuron adds its input without a
+multiply. Tensors joined by an ``Add`` (spike-map residuals; SDT's membrane shortcut, where two
+synapse outputs meet) share one scale, so the add is an exact integer add. Scales are recorded
+in the quantization report, not in the nodes: the nodes alone define the integer network.
+
+Core ops reused unchanged on integers (exact): Add, Mul (AND of spikes), Sum (column sums /
+popcounts), MatMul (``scale`` must be 1; Q·Kᵀ and (Q·Kᵀ)·V on binary spikes are AND + popcount),
+MaxPool2d, Reshape, Flatten, Transpose, Delay, Output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from step_deploy.ir.nodes import Conv1d, Conv2d, Linear, Node, register
+
+from .loihi import QuantizeInput
+
+#: the format's registry name, recorded in a quantized graph's metadata
+FORMAT_NAME = "fpga-int"
+
+WEIGHT_BITS_RANGE = (2, 8)
+MEMBRANE_BITS_RANGE = (16, 25)
+READOUT_BITS = 32
+#: ``FpgaLIF.decay``: the tau = 2 charge as a shift, or no leak (IF)
+DECAYS = ("input", "state", "none")
+
+
+def signed_bounds(bits: int) -> tuple[int, int]:
+    """``[-2^(bits-1), 2^(bits-1) - 1]``: the range of an ``ap_int<bits>``."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaQuantizeInput(QuantizeInput):
+    """Analog input (direct-coded pixels) to ``bits``-bit integers, no state:
+    ``Y[t] = clamp(round_half_even(X[t] · scale), lo, hi)`` (``AP_RND_CONV``, ``AP_SAT``) with
+    ``[lo, hi] = [0, 2^bits - 1]`` (``signed=False``, ``ap_uint<bits>``) or
+    ``[-2^(bits-1), 2^(bits-1) - 1]`` (``signed=True``, ``ap_int<bits>``: chosen when the
+    calibration data is signed). ``scale`` is a power of two; clipped values are counted
+    (``input_clip``). Runs where the pixels arrive (host or the first layer's input stream)."""
+
+
+_SYNAPSE_EQUATION = """
+    ``acc[o] = sat_acc_bits(Σ W[o, ...] · X[t][...] + bias[o])``
+    ``Y[t][o] = sat_out_bits((acc[o] + 2^(k[o]-1)) >> k[o])`` for ``k[o] = shift[o] > 0``
+    (round half up, ``AP_RND``; ``>>`` is an arithmetic shift, a floor),
+    ``Y[t][o] = sat_out_bits(acc[o] << -k[o])`` for ``k[o] <= 0`` (exact).
+    ``sat_b`` clamps to ``[-2^(b-1), 2^(b-1) - 1]`` (``AP_SAT``) and counts the clamped values
+    (``acc_overflow``, ``out_sat``). The float weight is ``W · 2^-k[o] · in_scale / out_scale``:
+    a power-of-two scale per output channel (one for the layer when quantized per layer)."""
+
+
+@dataclass(frozen=True, eq=False)
+class _FpgaSynapse(Node):
+    """Fields shared by the FPGA synapses: ``weight`` (signed ``weight_bits``-bit integers),
+    ``shift`` (one int per output channel), integer ``bias`` in accumulator units (or None),
+    ``acc_bits`` (accumulator width) and ``out_bits`` (the consuming membrane's width)."""
+
+    weight: np.ndarray = None
+    shift: np.ndarray = None
+    bias: Optional[np.ndarray] = None
+    weight_bits: int = 8
+    acc_bits: int = 32
+    out_bits: int = 25
+
+    def shifts(self) -> np.ndarray:
+        return np.asarray(self.shift, np.int64).reshape(-1)
+
+    def effective_bias(self) -> Optional[np.ndarray]:
+        return None if self.bias is None else np.asarray(self.bias, np.int64)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaLinear(_FpgaSynapse):
+    __doc__ = "Integer synapses on the last axis, no state:" + _SYNAPSE_EQUATION
+
+    def infer_shape(self, in_shapes):
+        return Linear.infer_shape(self, in_shapes)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaConv2d(_FpgaSynapse):
+    __doc__ = ("Integer 2-D convolution (zero padding, grouped when ``groups > 1``), no state, the sum over "
+               "``i, ky, kx`` of ``W[o, i, ky, kx] · X[t][i, y·s + ky·d - p, x·s + kx·d - p]``:"
+               + _SYNAPSE_EQUATION)
+
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def infer_shape(self, in_shapes):
+        return Conv2d.infer_shape(self, in_shapes)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaConv1d(_FpgaSynapse):
+    __doc__ = ("Integer 1-D convolution, no state, the sum over ``i, k`` of "
+               "``W[o, i, k] · X[t][i, l·s + k·d - p]``:" + _SYNAPSE_EQUATION)
+
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def infer_shape(self, in_shapes):
+        return Conv1d.infer_shape(self, in_shapes)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaLIF(Node):
+    """STEP's LIF (tau = 2, hard reset to 0, ``>=``) on a signed ``membrane_bits`` membrane,
+    elementwise, stateful, ``M[-1] = 0``, ``A[t]`` the input in membrane units:
+
+    ``a = A[t] << input_shift`` (exact: finer membrane units where ``V_th · scale`` is not an integer)
+    ``decay='input'`` (STEP, ``decay_input=True``): ``H = sat((M[t-1] + a) >> 1)``
+    ``decay='state'`` (``decay_input=False``):      ``H = sat((M[t-1] >> 1) + a)``
+    ``decay='none'``  (IF):                          ``H = sat(M[t-1] + a)``
+    ``S[t] = H >= threshold``;  ``M[t] = H · (1 - S[t])``
+
+    ``>>`` is an arithmetic right shift: a floor (``AP_TRN``); ``sat`` clamps to
+    ``[-2^(membrane_bits-1), 2^(membrane_bits-1) - 1]`` (``AP_SAT``) and counts the clamped
+    values (``membrane_sat``). The sum ``M + A`` needs one bit more than the membrane.
+
+    Exactness: with integer inputs the floor is exact against the float LIF run on the same
+    inputs. ``floor((floor(x) + a) / 2) = floor((x + a) / 2)`` for integer ``a``, so ``H`` is
+    the float membrane ``H_f · scale`` floored at every step, and for an integer threshold
+    ``floor(h) >= θ  ⇔  h >= θ``: the spikes are those of the float LIF (``threshold = V_th ·
+    scale · 2^input_shift``; the attention LIF's 0.5 against counts of scale 8 gives ``threshold =
+    4``; a 0.5 threshold on spikes of scale 1 takes ``input_shift = 1``, ``threshold = 1``)."""
+
+    threshold: int = 1
+    membrane_bits: int = 16
+    decay: str = "input"
+    input_shift: int = 0
+    stateful: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if self.decay not in DECAYS:
+            raise ValueError(f"FpgaLIF {self.name}: decay={self.decay!r}, expected one of {DECAYS}")
+        if not 0 <= int(self.input_shift) <= 30:
+            raise ValueError(f"FpgaLIF {self.name}: input_shift={self.input_shift} outside 0..30")
+        lo, hi = 2, 62
+        if not lo <= int(self.membrane_bits) <= hi:
+            raise ValueError(f"FpgaLIF {self.name}: membrane_bits={self.membrane_bits} outside {lo}..{hi}")
+        lo_m, hi_m = signed_bounds(int(self.membrane_bits))
+        if not lo_m <= int(self.threshold) <= hi_m:
+            raise ValueError(f"FpgaLIF {self.name}: threshold {self.threshold} does not fit a signed "
+                             f"{self.membrane_bits}-bit membrane; widen membrane_bits")
+
+    def infer_shape(self, in_shapes):
+        return in_shapes[0]
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class FpgaTemporalSum(Node):
+    """Integer readout (stateful accumulator): ``A[t] = sat_bits(A[t-1] + X[t])``, ``Y[t] = A[t]``
+    (``AP_SAT``, counted as ``readout_sat``). Replaces ``TemporalMean``: the float mean at step
+    ``t`` is ``Y[t] / ((t + 1) · scale)``; the 1/T and the scale are applied in software only to
+    print logits (the argmax needs neither)."""
+
+    bits: int = READOUT_BITS
+    stateful: ClassVar[bool] = True
+
+    def infer_shape(self, in_shapes):
+        return in_shapes[0]
+
+
+FPGA_SYNAPSES = (FpgaLinear, FpgaConv2d, FpgaConv1d)
+FPGA_NODE_TYPES = (FpgaQuantizeInput, FpgaLinear, FpgaConv2d, FpgaConv1d, FpgaLIF, FpgaTemporalSum)
+
+#: the numbers that define the format; see the node docstrings for the equations
+CONSTANTS = {
+    "weight_bits": 8, "weight_bits_range": WEIGHT_BITS_RANGE, "weight_scale": "power of two per output channel "
+    "(or per layer)", "membrane_bits_range": MEMBRANE_BITS_RANGE, "readout_bits": READOUT_BITS,
+    "input_bits": 8, "input_rounding": "half to even (AP_RND_CONV), saturate",
+    "synapse_rounding": "round half up: (acc + 2^(k-1)) >> k (AP_RND)", "synapse_overflow": "saturate (AP_SAT)",
+    "lif": "tau = 2: H = (M + A) >> 1 (floor, AP_TRN); fire H >= threshold; hard reset to 0",
+    "membrane_overflow": "saturate (AP_SAT), counted", "compare": ">=", "reset": "to 0",
+}
+
+__all__ = [c.__name__ for c in FPGA_NODE_TYPES] + [
+    "FORMAT_NAME", "CONSTANTS", "FPGA_SYNAPSES", "FPGA_NODE_TYPES", "DECAYS", "WEIGHT_BITS_RANGE",
+    "MEMBRANE_BITS_RANGE", "READOUT_BITS", "signed_bounds"]
