@@ -124,17 +124,19 @@ def test_missing_checkpoint_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("target,flags,named", [
-    ("onnx", ["--chip", "loihi1"], "--chip"),
-    ("nir", ["--run-lava", "2"], "--run-lava"),
-    ("onnx", ["--check-only"], "--check-only"),
-    ("nir", ["--calib", "noise", "--allow-errors"], "--calib"),
+@pytest.mark.parametrize("target,flags,named,owners", [
+    ("onnx", ["--chip", "loihi1"], "--chip", "loihi"),
+    ("nir", ["--run-lava", "2"], "--run-lava", "loihi"),
+    ("onnx", ["--check-only"], "--check-only", "loihi / fpga"),
+    ("nir", ["--calib", "noise", "--allow-errors"], "--calib", "loihi / fpga"),
+    ("loihi", ["--csim", "2"], "--csim", "fpga"),
+    ("onnx", ["--part", "zcu104"], "--part", "fpga"),
 ])
-def test_flags_of_another_target_are_errors(ckpt, tmp_path, capsys, target, flags, named):
+def test_flags_of_another_target_are_errors(ckpt, tmp_path, capsys, target, flags, named, owners):
     out = tmp_path / "out"
     assert export_main([str(ckpt), "--target", target, "-o", str(out), *flags]) == 2
     err = capsys.readouterr().err
-    assert f"{named} applies to --target loihi only" in err and f"not to --target {target}" in err
+    assert f"{named} applies to --target {owners} only" in err and f"not to --target {target}" in err
     assert not out.exists()
 
 
@@ -151,20 +153,23 @@ def test_loihi_flag_combinations_that_cannot_work(ckpt, tmp_path, capsys):
     assert _no_output(tmp_path)
 
 
-def test_fpga_target_is_listed_but_not_built(ckpt, capsys):
+def test_a_planned_target_is_listed_but_refused_with_what_is_available(ckpt, capsys, monkeypatch):
+    from step_deploy.export import registry
+
+    monkeypatch.setitem(registry.PLANNED, "sim", "--target sim is not built yet (the cycle-level simulator)")
     with pytest.raises(SystemExit):
         export_main(["--help"])
-    assert "{nir,onnx,loihi,fpga}" in capsys.readouterr().out
-    assert export_main([str(ckpt), "--target", "fpga"]) == 2
+    assert "{nir,onnx,loihi,fpga,sim}" in capsys.readouterr().out
+    assert export_main([str(ckpt), "--target", "sim"]) == 2
     err = capsys.readouterr().err
-    assert "not built yet" in err and "available now: nir, onnx, loihi" in err
+    assert "not built yet" in err and "available now: nir, onnx, loihi, fpga" in err
 
 
 def test_targets_come_from_the_registry():
     from step_deploy.export import get_target, registered_targets
 
     targets = registered_targets()
-    assert list(targets) == ["nir", "onnx", "loihi"]
+    assert list(targets) == ["nir", "onnx", "loihi", "fpga"]
     for name, t in targets.items():
         assert get_target(name) is t and t.description and t.pipeline == name
     assert [o.flag for o in targets["loihi"].options] == ["--chip", "--check-only", "--allow-errors", "--run-lava",

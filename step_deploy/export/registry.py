@@ -26,9 +26,7 @@ from typing import Any, ClassVar, Optional
 from step_deploy.errors import UsageError
 
 #: targets that are announced but not built yet: name -> what the user is told.
-PLANNED: dict[str, str] = {
-    "fpga": "--target fpga is not built yet (HLS C++ generation for FPGA parts comes in a later release)",
-}
+PLANNED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

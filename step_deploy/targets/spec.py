@@ -72,11 +72,13 @@ SCHEMA: dict[str, tuple[str, str]] = {
 FPGA_SCHEMA: dict[str, tuple[str, str]] = {
     "board": (_STR, "evaluation board"),
     "part": (_STR, "FPGA device on the board"),
+    "hls_part": (_STR, "full part string (device-package-speed grade) Vitis HLS and Vivado take"),
     "family": (_STR, "device family"),
     "dsp_slices": (_INT, "DSP slices (DSP48E1/DSP48E2): multipliers for MACs"),
     "bram36_blocks": (_INT, "36 Kb block RAMs (weights, membrane state)"),
     "uram_blocks": (_INT, "288 Kb UltraRAM blocks (0: the device has none)"),
     "luts": (_INT, "6-input look-up tables (CLB LUTs)"),
+    "flip_flops": (_INT, "CLB flip-flops (registers)"),
 }
 
 #: device kind -> schema
