@@ -124,7 +124,8 @@ class CSimModel:
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     log = self.project / "csim_build.log"
-                    first = next((l for l in proc.stderr.splitlines() if "error" in l), proc.stderr.strip()[:300])
+                    first = next((l for l in proc.stderr.splitlines() if " error: " in l or "fatal error" in l),
+                                 proc.stderr.strip()[:300])
                     try:
                         log.write_text(" ".join(cmd) + "\n\n" + proc.stderr)
                         where = f"; full log in {log}"

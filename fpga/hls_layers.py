@@ -27,6 +27,14 @@ from .tensor_types import ALIAS_OPS, TensorType, UnsupportedForFpga
 MAX_RANK = 4
 DECAY_CODE = {"input": 0, "state": 1, "none": 2}
 
+#: what the HLS writer emits: kernels, plus ports, aliases and the host-side input quantizer
+KERNEL_OPS = ("FpgaConv2d", "FpgaConv1d", "FpgaLinear", "FpgaLIF", "FpgaTemporalSum", "MatMul", "Add", "Mul", "Sum",
+              "MaxPool2d", "Transpose")
+HLS_BACKEND = ir.register_backend(
+    "fpga-hls", set(KERNEL_OPS) | {"Input", "Output", "FpgaQuantizeInput", *ALIAS_OPS}, kind="integer",
+    where="fpga/hls_layers.py",
+    hint=f"the HLS writer emits {fx.FORMAT_NAME} graphs: quantize with passes.quantize_fpga first")
+
 
 @dataclass
 class Layer:
@@ -200,4 +208,4 @@ def build_layer(idx: int, n: ir.Node, types: dict[str, TensorType], source) -> O
     return layer
 
 
-__all__ = ["Layer", "build_layer", "DECAY_CODE", "MAX_RANK"]
+__all__ = ["Layer", "build_layer", "DECAY_CODE", "MAX_RANK", "KERNEL_OPS", "HLS_BACKEND"]

@@ -30,7 +30,7 @@ import numpy as np
 from step_deploy import ir
 from step_deploy.fixedpoint import fpga as fx
 
-from .hls_layers import Layer, build_layer
+from .hls_layers import HLS_BACKEND, Layer, build_layer
 from .tensor_types import ALIAS_OPS, TensorType, UnsupportedForFpga, tensor_types
 
 TOP = "stepd_top"
@@ -47,6 +47,10 @@ class HlsProject:
         if qgraph.metadata.get(ir.FORMAT_KEY) != fx.FORMAT_NAME:
             raise UnsupportedForFpga(f"graph is not in the {fx.FORMAT_NAME!r} format "
                                      f"(got {qgraph.metadata.get(ir.FORMAT_KEY)!r}); run quantize-fpga first")
+        try:
+            ir.require_ops(qgraph, HLS_BACKEND)
+        except ir.UnsupportedOpError as e:
+            raise UnsupportedForFpga(str(e)) from None
         self.graph = qgraph
         self.steps = int(steps or qgraph.metadata.get("time_steps") or 0)
         if self.steps <= 0:

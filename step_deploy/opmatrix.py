@@ -16,6 +16,7 @@ from pathlib import Path
 from step_deploy import ir
 from step_deploy.exporters import lava_export, nir_export, onnx_ops  # noqa: F401  (register their backends)
 from step_deploy.fixedpoint import FORMATS
+from step_deploy.fpga import hls_layers  # noqa: F401  (registers the fpga-hls backend)
 from step_deploy.simulators.golden import golden_backend
 from step_deploy.simulators import reference_ops  # noqa: F401  (registers the reference backend)
 

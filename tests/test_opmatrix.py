@@ -31,13 +31,17 @@ def test_docs_ops_md_is_up_to_date():
 def test_the_matrix_comes_from_the_backends_tables():
     cols = {b.name: b for b in opmatrix.backends()}
     assert set(cols) == {"reference", "onnx", "nir", "lava", "golden-integer:loihi-fixed_pt",
-                         "golden-integer:fpga-int"}
+                         "golden-integer:fpga-int", "fpga-hls"}
     from step_deploy.exporters.onnx_ops import EMITTERS
     from step_deploy.simulators.reference_ops import FLOAT_OPS
 
     assert cols["onnx"].ops == set(EMITTERS) | {"Input"}
     assert cols["reference"].ops == set(FLOAT_OPS)
     assert "LoihiLIF" in cols["lava"].ops and "Linear" not in cols["lava"].ops
+    from step_deploy.fpga.hls_layers import KERNEL_OPS
+
+    assert set(KERNEL_OPS) < cols["fpga-hls"].ops and "LoihiLIF" not in cols["fpga-hls"].ops
+    assert cols["fpga-hls"].ops - set(KERNEL_OPS) == {"Input", "Output", "FpgaQuantizeInput", "Reshape", "Flatten"}
     core = dict(opmatrix.op_groups())["core IR ops (`step_deploy/ir/nodes.py`)"]
     assert "Neuron" in core and "LoihiLIF" not in core
 

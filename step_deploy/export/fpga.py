@@ -175,13 +175,14 @@ class FpgaTarget(Target):
             raise FpgaExportError(f"{e}: the FPGA back end cannot emit this layer; export to nir or onnx, or "
                                   "replace the layer (docs/ops.md lists what each target supports)") from None
         table = est_mod.fit_table(est)
+        use = ", ".join(f"{r} {n:,} ({100 * est.utilisation()[r]:.0f}%)" for r, n in est.totals().items())
         lines = [f"part {part.name} ({part.hls_part}) at {clock:g} MHz: estimated {est.latency_ms:.3f} ms per "
-                 f"sample, {'fits' if est.fits() else 'does NOT fit'}", table]
+                 f"sample, {'fits' if est.fits() else 'does NOT fit'} (estimate: {use})"]
         if options["check_only"]:
-            return TargetResult(0 if est.fits() else 1, None, tuple(lines))
+            return TargetResult(0 if est.fits() else 1, None, tuple(lines + [table]))
         if not est.fits():
             if not options["allow_errors"]:
-                return TargetResult(1, None, tuple(lines), (
+                return TargetResult(1, None, tuple(lines + [table]), (
                     f"error: {est_mod.fit_message(est, est.over_budget())}. Nothing written (--allow-errors writes "
                     "the project anyway, e.g. to run its C simulation).",))
             lines.append(f"note: writing the project although it does not fit {part.name} (--allow-errors)")
