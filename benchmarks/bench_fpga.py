@@ -181,7 +181,8 @@ def demo_section(ckpt: str, n: int, repeat: int) -> list[str]:
 
     torch_rate = fmt_rate(n, t_torch)
     T = proj.steps
-    lines += header(f"FPGA target, {ckpt} ({prep.info.arch}, T={T}, {len(proj.layers)} layers), {n} digits test "
+    arch = (prep.info.metadata or {}).get("arch_name") or prep.info.arch
+    lines += header(f"FPGA target, {ckpt} ({arch}, T={T}, {len(proj.layers)} layers), {n} digits test "
                     f"samples, best of {repeat}, torch threads {torch.get_num_threads()}")
     lines.append(row("step-export --target fpga wall time (fresh process)", t_export, "s"))
     lines.append(row("g++ build, empty cache (cold)", t_cold, "s") + ("" if not was_cached else "  (was cached!)"))

@@ -20,7 +20,7 @@ from .common import Prepared, base_summary, noise_banner, write_json, write_summ
 from .registry import Target, TargetOption, TargetResult, register_target
 
 N_CALIB = 256
-TB_SAMPLES = 2  # samples in tb_data/ when --csim is not given
+TB_SAMPLES = (2, 8)  # samples in tb_data/: at least 2, at most 8 (every layer at every step, as text)
 
 
 class FpgaExportError(StepDeployError):
@@ -188,7 +188,7 @@ class FpgaTarget(Target):
             lines.append(f"note: writing the project although it does not fit {part.name} (--allow-errors)")
         check = {"data": calib.source, "data_is_noise": bool(calib.is_noise),
                  "float_vs_golden": art.float_vs_golden(prep, qgraph, calib.x_eval, calib.y_eval), "ok": True}
-        n_tb = min(max(options["csim"], TB_SAMPLES), len(calib.x_eval))
+        n_tb = min(max(options["csim"], TB_SAMPLES[0]), TB_SAMPLES[1], len(calib.x_eval))
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             files = proj.files()
