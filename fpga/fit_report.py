@@ -23,23 +23,25 @@ def fit_table(est: DesignEstimate) -> str:
     lines = [f"### FPGA resources and latency: **{ESTIMATE_LABEL}**", "",
              f"Part {p.name} ({p.part}, `{p.hls_part}`) at {est.clock_mhz:g} MHz, T = {est.steps}; "
              f"{len(est.layers)} compute layers" + (f"; on the host: {', '.join(est.host)}" if est.host else ""), "",
-             "| layer | op | P | cycles/step | " + " | ".join(_HEAD[r] for r in RESOURCES)
+             "| layer | op | P | cycles/step | µs/sample | " + " | ".join(_HEAD[r] for r in RESOURCES)
              + " | weight bits | state bits | buffer bits |",
-             "|---|---|---:|---:|" + "---:|" * len(RESOURCES) + "---:|---:|---:|"]
+             "|---|---|---:|---:|---:|" + "---:|" * len(RESOURCES) + "---:|---:|---:|"]
     for l in est.layers:
-        lines.append(f"| {l.node} | {l.op} | {l.parallelism} | {l.cycles_per_step:,} | "
+        us = est.steps * (l.cycles_per_step + PIPELINE_DEPTH) / est.clock_mhz
+        lines.append(f"| {l.node} | {l.op} | {l.parallelism} | {l.cycles_per_step:,} | {us:,.2f} | "
                      + " | ".join(f"{getattr(l, r):,}" for r in RESOURCES)
                      + f" | {l.weight_bits:,} | {l.state_bits:,} | {l.buffer_bits:,} |")
     control = {"lut": DESIGN_CONTROL_LUT, "ff": DESIGN_CONTROL_FF}
-    lines.append("| design control | | | | " + " | ".join(f"{control.get(r, 0):,}" for r in RESOURCES) + " | | | |")
+    lines.append("| design control | | | | | " + " | ".join(f"{control.get(r, 0):,}" for r in RESOURCES) + " | | | |")
     tot = est.totals()
     lines.append(f"| **total** | | | {est.cycles_per_step:,} (incl. {PIPELINE_DEPTH}/layer depth) | "
+                 f"{1000 * est.latency_ms:,.2f} | "
                  + " | ".join(f"**{tot[r]:,}**" for r in RESOURCES)
                  + f" | {sum(l.weight_bits for l in est.layers):,} | {sum(l.state_bits for l in est.layers):,} "
                    f"| {sum(l.buffer_bits for l in est.layers):,} |")
     have = p.resources()
-    lines.append(f"| part {p.name} | | | | " + " | ".join(f"{have[r]:,}" for r in RESOURCES) + " | | | |")
-    lines.append("| utilisation | | | | " + " | ".join(_pct(util[r]) + (" **OVER**" if r in over else "")
+    lines.append(f"| part {p.name} | | | | | " + " | ".join(f"{have[r]:,}" for r in RESOURCES) + " | | | |")
+    lines.append("| utilisation | | | | | " + " | ".join(_pct(util[r]) + (" **OVER**" if r in over else "")
                                                        for r in RESOURCES) + " | | | |")
     lines += ["", f"Latency (estimate): {est.cycles_per_sample:,} cycles per sample = {est.latency_ms:.3f} ms at "
                   f"{est.clock_mhz:g} MHz ({1000 / est.latency_ms if est.latency_ms else 0:.1f} samples/s).",
