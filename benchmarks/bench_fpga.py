@@ -96,32 +96,43 @@ def export_wall_time(ckpt: str, out: Path, env: dict) -> tuple[float, str]:
 
 def project_like_export(ckpt: str):
     """The HlsProject ``step-export --target fpga`` writes for ``ckpt`` with default options (same
-    calibration data, pipeline, part, clock and parallelism), and the prepared checkpoint."""
+    calibration data, pipeline, part, clock and parallelism), the prepared checkpoint and
+    ``{stage: seconds}`` (load + capture, quantize-fpga pipeline, estimate + project, the
+    float-vs-golden accuracy the export computes on the test split) plus ``"files"``."""
     from step_deploy.data.calibration import resolve_calibration
     from step_deploy.export import prepare
     from step_deploy.export.fpga import N_CALIB, est_mod_parallelism
+    from step_deploy.export.loihi_artifacts import float_vs_golden
     from step_deploy.fpga import estimate as est_mod
     from step_deploy.fpga.hls_writer import HlsProject
     from step_deploy.fpga.parts import load_part
     from step_deploy.frontend import encoded_input
     from step_deploy.passes import PIPELINES, PassContext, run_pipeline
 
+    t0 = time.perf_counter()
     prep = prepare(ckpt)
+    t1 = time.perf_counter()
     part, clock = load_part("zcu104"), 200.0
     calib = resolve_calibration(None, root=None, model=prep.model, info=prep.info, n_calib=N_CALIB, n_eval=None)
     T = int(prep.model.step)
     ctx = PassContext(steps=T, calibration=encoded_input(prep.model, calib.x_calib),
                       options={"quantize-fpga": {"weight_bits": 8, "per_channel": True}})
     qgraph = run_pipeline(prep.graph, PIPELINES["fpga"], ctx)
+    t2 = time.perf_counter()
     est = est_mod.estimate(qgraph, part, clock, est_mod.auto_parallelism(qgraph, part, clock))
     proj = HlsProject(qgraph, parallelism=est_mod_parallelism(est), part=part.hls_part, clock_mhz=clock, steps=T)
-    return proj, prep
+    files = proj.files()
+    t3 = time.perf_counter()
+    float_vs_golden(prep, qgraph, calib.x_eval, calib.y_eval)
+    t4 = time.perf_counter()
+    return proj, prep, {"load + capture": t1 - t0, "calibration + quantize-fpga": t2 - t1,
+                        "estimate + parallelism + files": t3 - t2,
+                        f"float vs golden accuracy, {len(calib.x_eval)} samples": t4 - t3, "files": files}
 
 
-def same_project_files(proj, directory: Path) -> bool:
-    """Whether every file ``proj`` generates is byte-identical in ``directory``."""
-    return all((directory / rel).is_file() and (directory / rel).read_bytes() == data
-               for rel, data in proj.files().items())
+def same_project_files(files: dict, directory: Path) -> bool:
+    """Whether every generated file (``{relative path: bytes}``) is byte-identical in ``directory``."""
+    return all((directory / rel).is_file() and (directory / rel).read_bytes() == data for rel, data in files.items())
 
 
 def best_of(fn, repeat: int) -> float:
@@ -163,8 +174,8 @@ def demo_section(ckpt: str, n: int, repeat: int) -> list[str]:
             else:
                 os.environ["STEP_DEPLOY_CACHE"] = old_cache
 
-        proj, prep = project_like_export(ckpt)
-        identical = same_project_files(proj, tmp / "export")
+        proj, prep, stages = project_like_export(ckpt)
+        identical = same_project_files(stages.pop("files"), tmp / "export")
         model = prep.model.eval()
         test = load_dataset("digits", "test")
         x, y = test.tensors[0][:n], test.tensors[1][:n]
@@ -185,6 +196,9 @@ def demo_section(ckpt: str, n: int, repeat: int) -> list[str]:
     lines += header(f"FPGA target, {ckpt} ({arch}, T={T}, {len(proj.layers)} layers), {n} digits test "
                     f"samples, best of {repeat}, torch threads {torch.get_num_threads()}")
     lines.append(row("step-export --target fpga wall time (fresh process)", t_export, "s"))
+    lines.append("export stages, re-run in this process:")
+    for stage, t in stages.items():
+        lines.append(row(f"  {stage}", t, "s"))
     lines.append(row("g++ build, empty cache (cold)", t_cold, "s") + ("" if not was_cached else "  (was cached!)"))
     lines.append(row("g++ build, library cached (warm: hash + load)", t_warm, "s"))
     for name, t in (("PyTorch float model, one batch", t_torch),
@@ -323,13 +337,18 @@ def main(argv=None) -> int:
                                                       "trains it)")
     ap.add_argument("--samples", type=int, default=64, help="digits test samples for speed and parity (default 64)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats, best kept (default 3)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads here and OMP_NUM_THREADS for step-export (default: torch's own)")
     ap.add_argument("--full-size", action="store_true", help=f"also compile and run a random-weight "
                                                              f"{FULL_SIZE_ARCH} (minutes)")
     ap.add_argument("--no-demo", action="store_true", help="skip the trained-checkpoint section")
     ap.add_argument("--no-anchor", action="store_true", help="skip the Spikformer-1-384 / XCZU7EV estimate")
     a = ap.parse_args(argv)
-    if a.samples < 1 or a.repeat < 1:
-        ap.error("--samples and --repeat must be at least 1")
+    if a.samples < 1 or a.repeat < 1 or (a.threads is not None and a.threads < 1):
+        ap.error("--samples, --repeat and --threads must be at least 1")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+        os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the step-export subprocess inherits it
     if not a.no_demo and not Path(a.ckpt).is_file():
         ap.error(f"no checkpoint at {a.ckpt}: run `make demo` (or step-train ... -o {a.ckpt}) or pass --ckpt")
     if shutil.which(os.environ.get("CXX", "g++")) is None:

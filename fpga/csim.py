@@ -140,7 +140,7 @@ class CSimModel:
         self._lib = ctypes.CDLL(str(out))
         self._lib.stepd_run.restype = ctypes.c_int
         self._lib.stepd_run.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                        ctypes.c_void_p, ctypes.c_int64]
+                                        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
         sizes = (ctypes.c_int64 * 4)()
         self._lib.stepd_sizes(sizes)
         want = [self.steps, int(np.prod(self.in_shape)), int(np.prod(self.out_shape)), len(self.layers)]
@@ -148,9 +148,13 @@ class CSimModel:
             raise CSimError(f"library {out} does not match {self.project}/project.json ({list(sizes)} != {want})")
         return out
 
-    def predict(self, x: np.ndarray, trace: Union[bool, Iterable[str]] = True, batch: int = 64) -> CSimResult:
+    def predict(self, x: np.ndarray, trace: Union[bool, Iterable[str]] = True, batch: int = 64,
+                threads: Optional[int] = None) -> CSimResult:
         """Run integer inputs ``x`` of shape ``(n, T, *in_shape)`` (the input quantizer's output).
-        ``trace``: True for every layer, False for none, or the node names to return."""
+        ``trace``: True for every layer, False for none, or the node names to return. ``threads``:
+        samples run on this many threads (default ``$STEP_DEPLOY_CSIM_THREADS`` or the CPU count);
+        every sample is an independent call of the top, so the results do not depend on it."""
+        threads = int(threads or os.environ.get("STEP_DEPLOY_CSIM_THREADS") or os.cpu_count() or 1)
         if self._lib is None:
             self.compile()
         x = np.ascontiguousarray(x, dtype=np.int64)
@@ -180,7 +184,7 @@ class CSimModel:
             ob = np.zeros((e - s, out_size), np.int32)
             tb = np.zeros((e - s, max(stride, 1)), np.int32)
             rc = self._lib.stepd_run(xb.ctypes.data, e - s, ob.ctypes.data, tb.ctypes.data if stride else None,
-                                     offsets.ctypes.data, stride)
+                                     offsets.ctypes.data, stride, threads)
             if rc == 2:
                 ii = self.manifest["input"]
                 raise CSimError(f"an input value is outside the top's input type {ii['ctype']} "

@@ -22,7 +22,7 @@ def bench():
 def test_help_lists_the_options():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for opt in ("--ckpt", "--samples", "--full-size", "--no-demo", "--no-anchor"):
+    for opt in ("--ckpt", "--samples", "--threads", "--full-size", "--no-demo", "--no-anchor"):
         assert opt in proc.stdout
 
 

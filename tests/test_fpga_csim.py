@@ -145,13 +145,17 @@ def test_top_resets_all_state_at_every_sample(kernels):
     """Two different samples in a row give what each gives alone (no state leaks between calls)."""
     proj, model = kernels
     xin, _, _ = golden_run(proj, _inputs(2, 3))
-    both = model.predict(xin)
-    first, second = model.predict(xin[:1]), model.predict(xin[1:])
+    both = model.predict(xin, threads=1)  # one thread: the second call really follows the first
+    first, second = model.predict(xin[:1], threads=1), model.predict(xin[1:], threads=1)
     assert not np.array_equal(first.outputs, second.outputs)
     for name, v in both.traces.items():
         assert np.array_equal(v[:, :1], first.traces[name]) and np.array_equal(v[:, 1:], second.traces[name]), name
-    again = model.predict(xin[1:])  # and the same sample twice in a row
+    again = model.predict(xin[1:], threads=1)  # and the same sample twice in a row
     assert all(np.array_equal(again.traces[k], second.traces[k]) for k in again.traces)
+    xs, _, _ = golden_run(proj, _inputs(7, 4))
+    one, three = model.predict(xs, threads=1), model.predict(xs, threads=3)  # samples shared out over threads
+    assert np.array_equal(one.outputs, three.outputs)
+    assert all(np.array_equal(one.traces[k], three.traces[k]) for k in one.traces)
 
 
 def test_generated_code_compiles_without_warnings_and_is_deterministic(kernels):

@@ -1,8 +1,9 @@
 // step-deploy C-simulation bridge (never synthesized): an extern "C" entry the Python wrapper loads
 // with ctypes, in the manner of hls4ml's compile()/predict(). Each sample is one call of the top
-// function; inputs are checked against input_t's range (no silent wrap), the top runs on a thread
-// with a stack large enough for its local buffers and state, and when a trace buffer is given every
-// layer's output of every step is copied out (layer order and sizes: firmware/layers.h).
+// function; inputs are checked against input_t's range (no silent wrap); samples are shared out over
+// up to `threads` threads, each with a stack large enough for the top's local buffers and state; when
+// a trace buffer is given every layer's output of every step is copied out (layer order and sizes:
+// firmware/layers.h).
 #include <pthread.h>
 #include <stdint.h>
 
@@ -10,14 +11,14 @@
 
 #include "firmware/stepd_top.h"
 
-int32_t *stepd_trace_buf = 0;
-const int64_t *stepd_trace_offsets = 0;
+thread_local int32_t *stepd_trace_buf = 0;
+thread_local const int64_t *stepd_trace_offsets = 0;
 
 namespace {
 
 struct Job {
     const int32_t *x;
-    int64_t n;
+    int64_t first, n;
     int32_t *y;
     int32_t *trace;
     const int64_t *offsets;
@@ -29,7 +30,7 @@ void *run_samples(void *arg) {
     Job *job = static_cast<Job *>(arg);
     std::vector<input_t> xin(STEPD_T * STEPD_IN_SIZE);
     std::vector<output_t> yout(STEPD_OUT_SIZE);
-    for (int64_t s = 0; s < job->n; ++s) {
+    for (int64_t s = job->first; s < job->first + job->n; ++s) {
         const int32_t *xs = job->x + s * STEPD_T * STEPD_IN_SIZE;
         for (int i = 0; i < STEPD_T * STEPD_IN_SIZE; ++i) {
             input_t v = xs[i];
@@ -63,15 +64,29 @@ void stepd_sizes(int64_t out[4]) {
 // x: n x T x IN int32; y: n x OUT int32; trace (optional): n x trace_stride int32, layer i of step t
 // at offsets[i] + t * size_i (offsets[i] < 0: not traced). Returns 0, 1 (no thread) or 2 (bad input).
 int stepd_run(const int32_t *x, int64_t n, int32_t *y, int32_t *trace, const int64_t *offsets,
-              int64_t trace_stride) {
-    Job job = {x, n, y, trace, offsets, trace_stride, 0};
+              int64_t trace_stride, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > n) threads = n > 0 ? (int)n : 1;
+    std::vector<Job> jobs(threads);
+    std::vector<pthread_t> ids(threads);
+    std::vector<bool> started(threads, false);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, (size_t)STEPD_STACK_BYTES);
-    pthread_t th;
-    if (pthread_create(&th, &attr, run_samples, &job) != 0) return 1;
-    pthread_join(th, 0);
+    int64_t at = 0;
+    int status = 0;
+    for (int k = 0; k < threads; ++k) {
+        const int64_t share = n / threads + (k < n % threads ? 1 : 0);
+        jobs[k] = Job{x, at, share, y, trace, offsets, trace_stride, 0};
+        at += share;
+        started[k] = pthread_create(&ids[k], &attr, run_samples, &jobs[k]) == 0;
+        if (!started[k]) status = 1;
+    }
+    for (int k = 0; k < threads; ++k) {
+        if (started[k]) pthread_join(ids[k], 0);
+        if (jobs[k].status && !status) status = jobs[k].status;
+    }
     pthread_attr_destroy(&attr);
-    return job.status;
+    return status;
 }
 }

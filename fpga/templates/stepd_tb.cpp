@@ -15,8 +15,8 @@
 #include "stepd_top.h"
 #include "layers.h"
 
-int32_t *stepd_trace_buf = 0;
-const int64_t *stepd_trace_offsets = 0;
+thread_local int32_t *stepd_trace_buf = 0;
+thread_local const int64_t *stepd_trace_offsets = 0;
 
 namespace {
 

@@ -34,10 +34,11 @@ inline ap_int<W> round_shift(const T &acc, int k) {
 }  // namespace stepd
 
 // Per-layer traces for C simulation parity (never synthesized): when stepd_trace_buf is set, every
-// traced tensor of every step is copied out as int32 at its offset. No model state lives here.
+// traced tensor of every step is copied out as int32 at its offset. No model state lives here; the
+// pointers are per thread so the C simulation can run samples on several threads.
 #ifndef __SYNTHESIS__
-extern int32_t *stepd_trace_buf;
-extern const int64_t *stepd_trace_offsets;
+extern thread_local int32_t *stepd_trace_buf;
+extern thread_local const int64_t *stepd_trace_offsets;
 template <class T>
 inline void stepd_trace(int node, int size, int t, const T *a) {
     if (!stepd_trace_buf || stepd_trace_offsets[node] < 0) return;
