@@ -3,8 +3,12 @@ integer golden model and PyTorch on the same samples, csim vs golden parity, and
 Spikformer-1-384 / XCZU7EV estimate beside the published design, in one run (tables; parity is
 checked, speed is not asserted).
 
-    .venv/bin/python benchmarks/bench_fpga.py [--ckpt runs/demo/model.ckpt] [--samples 64]
+    .venv/bin/python benchmarks/bench_fpga.py [--ckpt runs/demo/model.ckpt] [--samples 64] [--threads N]
                                               [--full-size] [--no-demo] [--no-anchor]
+
+On a machine shared with other jobs pass ``--threads 1``: with torch's default threads on 2 busy
+cores, PyTorch and the golden model ran 7-40x slower than with one thread (measured), which
+swamps every ratio; the C simulation is single-threaded either way.
 
 Rows (demo model, or ``--ckpt``): ``step-export --target fpga`` wall time (a fresh process:
 imports, quantization, float-vs-golden accuracy on the test split, writing the project), g++

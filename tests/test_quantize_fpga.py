@@ -265,17 +265,12 @@ def test_random_bn_tiny_model_spikes_agree_with_float_per_layer():
 
 # --------------------------------------------------------------------------- accuracy (issue criterion)
 
-SDT_MISS = pytest.mark.xfail(strict=True, reason=(
-    "open (issue 8): sdt-1-64-digits loses 1.11 points (98.33% float -> 97.22% FPGA golden, 8-bit per-channel "
-    "weights); the per-layer spikes agree as well as Loihi's, the loss comes from weight rounding"))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [a if not a.startswith("sdt") else pytest.param(a, marks=SDT_MISS)
-                                  for a in sorted(DIGITS_EPOCHS)])
+@pytest.mark.parametrize("arch", sorted(DIGITS_EPOCHS))
 def test_trained_model_accuracy_float_vs_fpga_golden(arch, trained_digits):
-    """Issue criterion: on the 360 digits test samples the FPGA golden model loses <= 1 point;
-    4-bit weights are reported and stay runnable."""
+    """Issue criterion: on the 360 digits test samples the FPGA golden model loses <= 1 point
+    (with bias correction, the default; measured on this machine: sdt 98.33 -> 97.78, without it
+    97.22); 4-bit weights are reported and stay runnable."""
     from step_deploy.data import load_dataset
     from step_deploy.evaluation import accuracy_float_vs_golden
 
@@ -287,8 +282,9 @@ def test_trained_model_accuracy_float_vs_fpga_golden(arch, trained_digits):
     res4 = accuracy_float_vs_golden(trained_digits(arch), test, calib=calib,
                                     quantize=functools.partial(quantize_fpga, weight_bits=4))
     assert res4["report"]["weight_bits"] == 4 and res4["golden_acc"] >= 0.8, res4
-    corr = accuracy_float_vs_golden(trained_digits(arch), test, calib=calib,
-                                    quantize=functools.partial(quantize_fpga, bias_correction=True))
+    assert res["report"]["bias_correction"] and res4["report"]["bias_correction"]
+    plain = accuracy_float_vs_golden(trained_digits(arch), test, calib=calib,
+                                     quantize=functools.partial(quantize_fpga, bias_correction=False))
     print(f"{arch}: float {res['float_acc']:.4f} golden8 {res['golden_acc']:.4f} golden4 {res4['golden_acc']:.4f} "
-          f"golden8+bias_correction {corr['golden_acc']:.4f} agreement {res['prediction_agreement']:.4f} "
+          f"golden8-without-bias_correction {plain['golden_acc']:.4f} agreement {res['prediction_agreement']:.4f} "
           f"spikes {res['spike_agreement']:.4f}")
