@@ -30,7 +30,7 @@ import numpy as np
 from step_deploy import ir
 from step_deploy.fixedpoint import fpga as fx
 
-from .hls_layers import HLS_BACKEND, Layer, build_layer
+from .hls_layers import HLS_BACKEND, KERNEL_OPS, Layer, build_layer
 from .tensor_types import ALIAS_OPS, TensorType, UnsupportedForFpga, tensor_types
 
 TOP = "stepd_top"
@@ -50,7 +50,8 @@ class HlsProject:
         try:
             ir.require_ops(qgraph, HLS_BACKEND)
         except ir.UnsupportedOpError as e:
-            raise UnsupportedForFpga(str(e)) from None
+            what = "; ".join(f"node {d.node!r}: {d.message}" for d in e.diagnostics)
+            raise UnsupportedForFpga(f"{what} (it has kernels for: {', '.join(KERNEL_OPS)})") from None
         self.graph = qgraph
         self.steps = int(steps or qgraph.metadata.get("time_steps") or 0)
         if self.steps <= 0:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from math import prod
 
 from step_deploy import ir
+from step_deploy.errors import StepDeployError
 from step_deploy.fixedpoint import fpga as fx
 
 #: ops whose output is the same memory as their input read in another order or shape
@@ -59,7 +60,7 @@ class TensorType:
         return self.size * self.bits
 
 
-class UnsupportedForFpga(ValueError):
+class UnsupportedForFpga(StepDeployError, ValueError):
     """A node the FPGA back end has no integer kernel for."""
 
 

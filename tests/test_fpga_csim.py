@@ -177,7 +177,7 @@ def test_generated_code_compiles_without_warnings_and_is_deterministic(kernels):
 def test_a_node_without_fpga_kernel_is_named():
     g = ir.Graph([ir.Input("x", shape=(2, 4, 4), kind="spikes"), ir.AvgPool2d("pool", ("x",)),
                   ir.Output("y", ("pool",))], {ir.FORMAT_KEY: fx.FORMAT_NAME, "time_steps": 2})
-    with pytest.raises(UnsupportedForFpga, match="pool.*op AvgPool2d is not supported by backend 'fpga-hls'"):
+    with pytest.raises(UnsupportedForFpga, match="node 'pool': op AvgPool2d is not supported by backend 'fpga-hls'"):
         HlsProject(g)
     with pytest.raises(UnsupportedForFpga, match="not in the 'fpga-int' format"):
         HlsProject(ir.Graph([ir.Input("x", shape=(2,)), ir.Output("y", ("x",))], {"time_steps": 2}))
@@ -310,3 +310,21 @@ def test_trained_digits_models_are_bit_exact_in_c_simulation_on_the_whole_test_s
     assert p["mismatches"] == 0 and p["outputs_equal"], (arch, p["first"])
     assert p["csim_accuracy"] == p["golden_accuracy"] > 0.9
 
+
+
+def test_a_layer_the_fpga_cannot_emit_is_a_one_line_error_and_nothing_is_written(sdt_ckpt, tmp_path, capsys,
+                                                                               monkeypatch):
+    import dataclasses
+
+    from step_deploy.cli import export_main
+    from step_deploy.fpga import hls_writer
+
+    without_pool = dataclasses.replace(hls_writer.HLS_BACKEND, ops=hls_writer.HLS_BACKEND.ops - {"MaxPool2d"})
+    monkeypatch.setattr(hls_writer, "HLS_BACKEND", without_pool)
+    out = tmp_path / "out"
+    assert export_main([str(sdt_ckpt), "--target", "fpga", "-o", str(out), "--calib-samples", "16",
+                        "--samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "patch_embed.maxpool2" in err and "op MaxPool2d is not supported by backend 'fpga-hls'" in err
+    assert "export to nir or onnx" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -33,18 +33,6 @@ def _estimate_api():
     return estimate
 
 
-def _parallelism(est_mod, qgraph, part, clock, spec):
-    """``spec`` from ``parse_parallelism``: "auto", an int or {node: P} (with "auto" for the rest)."""
-    if spec == "auto":
-        return est_mod.auto_parallelism(qgraph, part, clock)
-    if isinstance(spec, int):
-        return spec
-    fixed = {k: v for k, v in spec.items() if k != "auto"}
-    if spec.get("auto"):
-        return est_mod.auto_parallelism(qgraph, part, clock, overrides=fixed)
-    return fixed
-
-
 def _readme(proj, table: str, part, parity, qreport) -> str:
     m = proj.manifest()
     lines = [
@@ -166,14 +154,14 @@ class FpgaTarget(Target):
                                                      "per_channel": not options["per_layer_scales"]}})
         qgraph = run_pipeline(prep.graph, PIPELINES[self.pipeline], ctx)
         qreport = ctx.results["quantize-fpga"]
-        par = _parallelism(est_mod, qgraph, part, clock, est_mod.parse_parallelism(options["parallelism"]))
         try:
-            est = est_mod.estimate(qgraph, part, clock, par)
-            proj = HlsProject(qgraph, parallelism=est_mod_parallelism(est), part=part.hls_part, clock_mhz=clock,
-                              steps=T)
+            HlsProject(qgraph, steps=T)  # every node has a kernel (named error otherwise), before estimating
         except UnsupportedForFpga as e:
             raise FpgaExportError(f"{e}: the FPGA back end cannot emit this layer; export to nir or onnx, or "
                                   "replace the layer (docs/ops.md lists what each target supports)") from None
+        par = est_mod.resolve_parallelism(est_mod.parse_parallelism(options["parallelism"]), qgraph, part, clock)
+        est = est_mod.estimate(qgraph, part, clock, par)
+        proj = HlsProject(qgraph, parallelism=est.parallelism(), part=part.hls_part, clock_mhz=clock, steps=T)
         table = est_mod.fit_table(est)
         use = ", ".join(f"{r} {n:,} ({100 * est.utilisation()[r]:.0f}%)" for r, n in est.totals().items())
         lines = [f"part {part.name} ({part.hls_part}) at {clock:g} MHz: estimated {est.latency_ms:.3f} ms per "
@@ -232,10 +220,6 @@ class FpgaTarget(Target):
                          f"C simulation {timing['csim_samples_per_s']} samples/s (not written: files stay "
                          "byte-identical)")
         return TargetResult(0 if check["ok"] else 1, summary, tuple(lines))
-
-
-def est_mod_parallelism(est) -> dict:
-    return {l.node: l.parallelism for l in est.layers}
 
 
 def _report_md(report: dict, table: str, parity) -> str:
