@@ -1,0 +1,143 @@
+"""Traces for the counters taken from the PyTorch model itself (forward hooks), keyed by the IR
+node names capture gives (a Conv/Linear/neuron node is named by its module path).
+
+What is hooked: the input of every Conv/Linear module that is a synapse of the graph and the
+output of every neuron module, each reshaped from STEP's ``(T·B, ...)`` to ``(T, B, ...)``; and the
+input of the model's ``time_mean`` (the per-step values the head's counts are taken on, see
+``counters`` *Readout*), by wrapping that method on the instance for the run. The attention
+products are functions, not modules, so nothing can hook them: their operands are computed from
+the hooked neuron spikes through the graph's layout nodes (reshape, transpose, flatten) and the
+products themselves (``MatMul``, ``Mul``, ``Sum``, ``Mean``, ``Scale``; ``Add`` and ``MaxPool2d``
+for the residual stream the token mean reads), vectorized over
+``(T, B)``. Nothing here runs the reference interpreter."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from step_deploy import ir
+
+from .counters import NEURON_OPS, SYNAPSE_OPS, CountError, needed_traces
+
+
+def _time_major(t: torch.Tensor, steps: int, shape: tuple, what: str) -> torch.Tensor:
+    t = t.detach()
+    if t.shape[0] % steps:
+        raise CountError(f"{what}: leading axis {t.shape[0]} is not T·B for T={steps}")
+    y = t.reshape(steps, t.shape[0] // steps, *t.shape[1:]).clone()
+    if tuple(y.shape[2:]) != tuple(shape):
+        raise CountError(f"{what}: per-step shape {tuple(y.shape[2:])} differs from the graph's {tuple(shape)}; "
+                         f"was the graph captured from this model?")
+    return y
+
+
+def _derive(graph: ir.Graph, traces: dict, name: str) -> torch.Tensor:
+    """``traces[name]`` computed from hooked traces through layout and product nodes."""
+    if name in traces:
+        return traces[name]
+    n = graph[name]
+    if not n.inputs:
+        raise CountError(f"node {name!r} ({n.op}) has no hooked module; it cannot be traced from PyTorch")
+    xs = [_derive(graph, traces, i) for i in n.inputs]
+    x = xs[0]
+    if n.op == "Reshape":
+        y = x.reshape(x.shape[:2] + tuple(n.shape))
+    elif n.op == "Transpose":
+        y = x.permute(0, 1, *(p + 2 for p in n.perm))
+    elif n.op == "Flatten":
+        r = x.dim() - 2
+        y = x.flatten(n.start_dim % r + 2, n.end_dim % r + 2)
+    elif n.op == "MatMul":
+        a, b = xs
+        a = a.transpose(-1, -2) if n.transpose_a else a
+        b = b.transpose(-1, -2) if n.transpose_b else b
+        y = torch.matmul(a, b) * n.scale
+    elif n.op == "Mul":
+        ra, rb = xs[0].dim(), xs[1].dim()
+        a = xs[0].reshape(xs[0].shape[:2] + (1,) * max(0, rb - ra) + xs[0].shape[2:])
+        b = xs[1].reshape(xs[1].shape[:2] + (1,) * max(0, ra - rb) + xs[1].shape[2:])
+        y = a * b
+    elif n.op in ("Sum", "Mean"):
+        ax = n.axis % (x.dim() - 2) + 2
+        y = x.sum(ax, keepdim=n.keepdim) if n.op == "Sum" else x.mean(ax, keepdim=n.keepdim)
+    elif n.op == "Scale":
+        y = x * n.factor
+    elif n.op == "Add":
+        y = sum(xs[1:], xs[0])
+    elif n.op == "MaxPool2d":
+        flat = torch.nn.functional.max_pool2d(x.flatten(0, 1), tuple(n.kernel_size), tuple(n.stride),
+                                              tuple(n.padding))
+        y = flat.reshape(x.shape[:2] + flat.shape[1:])
+    else:
+        raise CountError(f"node {name!r} ({n.op}) is neither hooked (a module) nor a layout/product node; "
+                         f"its values cannot be taken from the PyTorch model")
+    traces[name] = y
+    return y
+
+
+def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optional[int] = None) -> dict:
+    """Run ``model`` on raw input ``x`` (what its ``forward`` takes) with hooks and return
+    ``{IR node name: (T, B, ...) tensor}`` for every node :func:`counters.needed_traces` lists
+    (``graph`` captured from ``model``; folding BatchNorm keeps the names). ``steps``: T, by
+    default ``model.step``."""
+    T = int(steps or getattr(model, "step", 0) or 0)
+    if T < 1:
+        raise CountError("hook_traces needs the number of time steps: pass steps=T (the model has no .step)")
+    shapes = graph.infer_shapes()
+    modules = dict(model.named_modules())
+    traces: dict = {}
+    hooks = []
+
+    def keep(key, shape, what, output):
+        def fn(mod, inp, out):
+            traces[key] = _time_major(out if output else inp[0], T, shape, what)
+        return fn
+
+    readout = []
+    for n in graph.topo_order():
+        if n.op in SYNAPSE_OPS:
+            src = graph[n.inputs[0]]
+            if src.op == "TemporalMean":
+                readout.append(src.inputs[0])
+                continue
+            if n.name not in modules:
+                continue  # a synapse capture made up (e.g. a padding conv): derived below if possible
+            hooks.append(modules[n.name].register_forward_pre_hook(
+                lambda mod, inp, key=src.name, shape=shapes[src.name], what=n.name:
+                    traces.__setitem__(key, _time_major(inp[0], T, shape, f"input of module {what!r}"))))
+        elif n.op in NEURON_OPS and n.name in modules:
+            hooks.append(modules[n.name].register_forward_hook(
+                keep(n.name, shapes[n.name], f"output of neuron {n.name!r}", True)))
+    wrapped = False
+    if readout:
+        if not callable(getattr(model, "time_mean", None)):
+            raise CountError(f"the head reads a temporal mean but {type(model).__name__} has no time_mean method "
+                             f"to take the per-step values from")
+        original = model.time_mean
+
+        def time_mean(t):
+            for key in readout:
+                traces[key] = _time_major(t, T, shapes[key], "input of time_mean")
+            return original(t)
+        model.time_mean = time_mean
+        wrapped = True
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        if wrapped:
+            del model.time_mean
+        model.train(was_training)
+    with torch.no_grad():
+        for name in needed_traces(graph):
+            _derive(graph, traces, name)
+    return traces
+
+
+__all__ = ["hook_traces"]
