@@ -233,7 +233,7 @@ def anchor_section() -> list[str]:
 def full_size_graph(seed: int = 0, images: int = 2):
     """Random-weight ``spikformer-4-384`` with randomized BatchNorm, quantized on ``images`` random
     images; returns (qgraph, model, seconds)."""
-    from step_deploy.fpga.anchor import _random_batchnorm
+    from step_deploy.models.random_stats import randomize_batchnorm
     from step_deploy.frontend import capture
     from step_deploy.models import build_model
     from step_deploy.passes import fold_batchnorm
@@ -241,7 +241,7 @@ def full_size_graph(seed: int = 0, images: int = 2):
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    model = _random_batchnorm(build_model(FULL_SIZE_ARCH).eval(), seed)
+    model = randomize_batchnorm(build_model(FULL_SIZE_ARCH).eval(), seed)
     c, s = model.config["in_channels"], model.config["img_size"]
     x = torch.rand(images, c, s, s, generator=torch.Generator().manual_seed(seed))
     qgraph, _ = quantize_fpga(fold_batchnorm(capture(model)), x, steps=int(model.step))

@@ -34,21 +34,6 @@ PUBLISHED = {
 ARCH, OVERRIDES = "spikformer-4-384", {"depths": 1}
 
 
-def _random_batchnorm(model, seed: int):
-    """Non-trivial BatchNorm statistics (a freshly built model has mean 0 / var 1 and barely spikes)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.2)
-    return model
-
-
 def anchor_graph(images: int = 2, seed: int = 0):
     """The quantized (``'fpga-int'``) Spikformer-1-384 with random weights, and its build seconds."""
     import torch
@@ -59,7 +44,9 @@ def anchor_graph(images: int = 2, seed: int = 0):
     from step_deploy.passes.quantize_fpga import quantize_fpga
 
     torch.manual_seed(seed)
-    model = _random_batchnorm(build_model(ARCH, **OVERRIDES).eval(), seed)
+    from step_deploy.models.random_stats import randomize_batchnorm
+
+    model = randomize_batchnorm(build_model(ARCH, **OVERRIDES).eval(), seed)
     g = fold_batchnorm(capture(model))
     x = torch.rand(images, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     qgraph, _ = quantize_fpga(g, x, steps=4)

@@ -3,19 +3,7 @@ import pytest
 import torch
 
 from step_deploy.models import build_model
-
-
-def randomize_batchnorm(model, seed=0):
-    """Give every BatchNorm non-trivial statistics so random-weight models actually spike."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.2)
-    return model
+from step_deploy.models.random_stats import randomize_batchnorm  # noqa: F401  (tests import it from here)
 
 
 @pytest.fixture

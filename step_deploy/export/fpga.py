@@ -18,8 +18,8 @@ from step_deploy.passes import PIPELINES, PassContext, run_pipeline
 from . import loihi_artifacts as art
 from .common import Prepared, base_summary, noise_banner, write_json, write_summary
 from .registry import Target, TargetOption, TargetResult, register_target
+from .shared_options import ALLOW_ERRORS, CALIB, CALIB_SAMPLES, CHECK_ONLY, ROOT
 
-N_CALIB = 256
 TB_SAMPLES = (2, 8)  # samples in tb_data/: at least 2, at most 8 (every layer at every step, as text)
 
 
@@ -94,18 +94,11 @@ class FpgaTarget(Target):
         TargetOption(("--per-layer-scales",), {"action": "store_true",
                                                "help": "one power-of-two weight scale per layer instead of per "
                                                        "output channel"}, False),
-        TargetOption(("--check-only",), {"action": "store_true",
-                                         "help": "only map and check constraints (writes nothing); exit 1 on errors"},
-                     False),
-        TargetOption(("--allow-errors",), {"action": "store_true",
-                                           "help": "write the artifacts even when the constraint check has errors"},
-                     False),
-        TargetOption(("--calib",), {"metavar": "DATA", "help": "calibration/evaluation inputs (as for loihi)"}, None),
-        TargetOption(("--calib-samples",), {"type": int, "metavar": "N",
-                                            "help": f"calibration samples for the quantizer (default {N_CALIB})"},
-                     N_CALIB),
-        TargetOption(("--root",), {"metavar": "DIR", "help": "folder of an on-disk data set (cifar10, cifar10-dvs)"},
-                     None),
+        CHECK_ONLY,
+        ALLOW_ERRORS,
+        CALIB,
+        CALIB_SAMPLES,
+        ROOT,
     )
 
     def writes_output_with(self, options: dict) -> bool:

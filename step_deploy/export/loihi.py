@@ -17,8 +17,8 @@ from step_deploy.targets import check_target, diagnostics_table, load_target, re
 from . import loihi_artifacts as art
 from .common import Prepared, base_summary, noise_banner, require_package, write_json, write_summary
 from .registry import Target, TargetOption, TargetResult, register_target
+from .shared_options import ALLOW_ERRORS, CALIB, CALIB_SAMPLES, CHECK_ONLY, N_CALIB, ROOT
 
-N_CALIB = 256
 
 
 def split_pipeline(names: list[str]) -> tuple[list[str], list[str]]:
@@ -80,23 +80,13 @@ class LoihiTarget(Target):
     options = (
         TargetOption(("--chip",), {"metavar": "SPEC", "help": "loihi2 (default), loihi1 or a spec file (YAML/JSON)"},
                      "loihi2"),
-        TargetOption(("--check-only",), {"action": "store_true",
-                                         "help": "only map and check constraints (writes nothing); exit 1 on errors"},
-                     False),
-        TargetOption(("--allow-errors",), {"action": "store_true",
-                                           "help": "write the artifacts even when the constraint check has errors"},
-                     False),
+        CHECK_ONLY,
+        ALLOW_ERRORS,
         TargetOption(("--run-lava",), {"type": int, "metavar": "N",
                                        "help": "also run N evaluation samples in Lava and compare every spike"}, 0),
-        TargetOption(("--calib",), {"metavar": "DATA",
-                                    "help": "calibration/evaluation inputs: a bundled data set (digits, ...), an "
-                                            "on-disk data set with --root, a .npy/.pt tensor file, or 'noise' "
-                                            "(flagged in every report); default: the checkpoint's data set"}, None),
-        TargetOption(("--calib-samples",), {"type": int, "metavar": "N",
-                                            "help": f"calibration samples for the quantizer (default {N_CALIB})"},
-                     N_CALIB),
-        TargetOption(("--root",), {"metavar": "DIR", "help": "folder of an on-disk data set (cifar10, cifar10-dvs)"},
-                     None),
+        CALIB,
+        CALIB_SAMPLES,
+        ROOT,
     )
 
     def writes_output_with(self, options: dict) -> bool:
