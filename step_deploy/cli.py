@@ -1,4 +1,4 @@
-"""Command-line entry points (argument parsing only): ``step-train`` and ``step-export``."""
+"""Command-line entry points (argument parsing only): ``step-train``, ``step-export`` and ``step-energy``."""
 from __future__ import annotations
 
 import argparse
@@ -140,6 +140,50 @@ def export_main(argv=None) -> int:
     for line in result.errors:
         print(line, file=sys.stderr)
     return result.exit_code
+
+
+def energy_main(argv=None) -> int:
+    """``step-energy``: exit 0 ok, 2 usage or user error (bad checkpoint, data, model name or constants)."""
+    from step_deploy.energy.models import MODELS
+    from step_deploy.energy.run import SOURCES
+
+    ap = argparse.ArgumentParser(
+        prog="step-energy", description="Count operations and memory traffic of a Spiking Transformer per layer and "
+        "step, price them with sourced energy models, and compare with the quantized ANN at equal bit budget.",
+        epilog="exit codes: 0 ok; 2 a usage or user error")
+    ap.add_argument("checkpoint", help="checkpoint file (step-deploy or STEP)")
+    ap.add_argument("-o", "--output", help="output directory (default: <checkpoint without suffix>-energy/)")
+    ap.add_argument("--force", action="store_true", help="replace an output directory step-deploy did not write")
+    ap.add_argument("--samples", type=int, help="evaluation samples to count (default: the whole test split)")
+    ap.add_argument("--model", default="all", help=f"energy models: all, or a comma list of {', '.join(MODELS)}")
+    ap.add_argument("--source", default="torch", choices=SOURCES,
+                    help="what is counted: the PyTorch model (hooks) or an integer golden model (default torch)")
+    ap.add_argument("--data", help="evaluation data: a bundled data set, a tensor file, or noise (default: the "
+                                   "checkpoint's own data set)")
+    ap.add_argument("--root", help="folder holding an on-disk data set (cifar10, cifar10-dvs)")
+    ap.add_argument("--weight-bits", type=int, default=8, help="weight bits of the deployed (integer) widths, 2..8")
+    ap.add_argument("--constants", help="a YAML file of energy constants (default: the bundled, sourced table)")
+    ap.add_argument("--sweep", action="store_true", help="also sweep weight bits x time steps with the FPGA golden "
+                                                         "model: accuracy against energy, Pareto plot")
+    ap.add_argument("--sweep-weight-bits", help="weight bits to sweep (default 2,4,8)")
+    ap.add_argument("--sweep-steps", help="time steps to sweep (default 1, T/2, T)")
+    ap.add_argument("--sweep-samples", type=int, help="samples per sweep point (default: as --samples)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    a = ap.parse_args(argv)
+    try:
+        from step_deploy.energy.command import EnergyOptions, run_command
+
+        o = EnergyOptions(samples=a.samples, models=a.model, source=a.source, data=a.data, root=a.root,
+                          weight_bits=a.weight_bits, constants=a.constants, sweep=a.sweep,
+                          sweep_weight_bits=a.sweep_weight_bits, sweep_steps=a.sweep_steps,
+                          sweep_samples=a.sweep_samples, batch_size=a.batch_size, progress=sys.stderr.isatty())
+        out = a.output or f"{Path(a.checkpoint).with_suffix('')}-energy"
+        lines = run_command(a.checkpoint, out, o, force=a.force)
+    except _our_errors() as e:
+        return _fail(str(e))
+    for line in lines:
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,16 @@ class LayerCounts:
     counters: dict = field(default_factory=dict)
     weight_bits: Optional[int] = None
     membrane_bits: Optional[int] = None
+    numeric: Optional[str] = None
+
+    @property
+    def number_format(self) -> str:
+        """``'int'`` or ``'float'``: how the widths are to be read. ``numeric`` when set (by
+        :func:`rebit`), else from the node type: the quantized formats' ops (``Fixed*``, ``Fpga*``,
+        ``Loihi*``) are integer, the float graph's float."""
+        if self.numeric:
+            return self.numeric
+        return "int" if self.op.startswith(("Fixed", "Fpga", "Loihi")) else "float"
 
     def per_sample(self, counter: str) -> np.ndarray:
         """``(B,)``: the counter summed over the steps, per sample."""
@@ -190,3 +200,36 @@ def compare_counts(a: Counts, b: Counts, counters: Optional[Sequence[str]] = Non
 
 
 __all__ = ["CONVENTIONS", "CountError", "Counts", "LayerCounts", "compare_counts"]
+
+
+def rebit(counts: Counts, weight_bits=None, membrane_bits=None, numeric: Optional[str] = None) -> Counts:
+    """The same counts with other widths: ``weight_bits_read`` (= synops x bits),
+    ``weight_bits_read_dense`` (= dense MACs x bits) and the membrane bits (= updates x bits)
+    recomputed exactly. ``weight_bits`` / ``membrane_bits``: an int for every layer, a
+    ``{node: bits}`` mapping (nodes not in it keep theirs), or None to keep them. ``numeric``:
+    ``'int'`` or ``'float'``, how every row's widths are to be read (None: as before)."""
+
+    def pick(spec, name, old):
+        if spec is None:
+            return old
+        return int(spec.get(name, old)) if isinstance(spec, dict) else int(spec)
+
+    rows = []
+    for r in counts.rows:
+        c = dict(r.counters)
+        if r.kind == "synapse":
+            wb = pick(weight_bits, r.name, r.weight_bits)
+            c["weight_bits_read"] = r.counters["synops"] * wb
+            c["weight_bits_read_dense"] = r.counters["dense_macs"] * wb
+            rows.append(dataclasses.replace(r, counters=c, weight_bits=wb, numeric=numeric or r.numeric))
+        elif r.kind == "neuron":
+            mb = pick(membrane_bits, r.name, r.membrane_bits)
+            c["membrane_bits_read"] = r.counters["updates"] * mb
+            c["membrane_bits_written"] = r.counters["updates"] * mb
+            rows.append(dataclasses.replace(r, counters=c, membrane_bits=mb, numeric=numeric or r.numeric))
+        else:
+            rows.append(dataclasses.replace(r, numeric=numeric or r.numeric))
+    return Counts(counts.steps, counts.samples, tuple(rows))
+
+
+__all__ += ["rebit"]

@@ -130,7 +130,10 @@ class FpgaTarget(Target):
 
     def run(self, prep: Prepared, out, options: dict, force: bool = False) -> TargetResult:
         from step_deploy.data.calibration import resolve_calibration
+        from step_deploy.energy.deployed import deployed_energy, report_section, write_deployed
+        from step_deploy.energy.report import summary_line
         from step_deploy.fpga.csim import CSimModel
+        from step_deploy.passes.fold_batchnorm import fold_batchnorm
         from step_deploy.fpga.hls_writer import HlsProject
         from step_deploy.fpga.parity import csim_parity, golden_run, write_tb_data
         from step_deploy.fpga.parts import load_part
@@ -170,6 +173,8 @@ class FpgaTarget(Target):
         check = {"data": calib.source, "data_is_noise": bool(calib.is_noise),
                  "float_vs_golden": art.float_vs_golden(prep, qgraph, calib.x_eval, calib.y_eval), "ok": True}
         n_tb = min(max(options["csim"], TB_SAMPLES[0]), TB_SAMPLES[1], len(calib.x_eval))
+        energy = deployed_energy(prep.model, qgraph, fold_batchnorm(prep.graph), "golden-fpga", calib.x_eval,
+                                 calib.y_eval, calib.source, prep.info.path, prep.info.arch)
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             files = proj.files()
@@ -201,13 +206,16 @@ class FpgaTarget(Target):
                       "layers": len(proj.layers)}
             if parity:
                 report["csim"] = parity
+            report["energy_uj_per_sample"] = {v: r.per_sample_pj * 1e-6 for v, r in energy.snn.items()}
+            write_deployed(energy, tmp)
             write_json(tmp / "report.json", report)
-            (tmp / "report.md").write_text(_report_md(report, table, parity))
+            (tmp / "report.md").write_text(_report_md(report, table, parity) + report_section(energy))
             summary = {**base_summary(self, prep, prep.graph, calib.source, bool(calib.is_noise)),
                        "part": part.name, "quantized_ir": {"nodes": len(qgraph), "op_counts": qgraph.op_counts()},
                        "estimate": report["estimate"], "self_check": check}
             write_summary(tmp, summary, _summary_md(summary, report))
         lines += _result_lines(report, out)
+        lines.append(summary_line(energy) + " (energy.md)")
         if parity:
             lines.append(f"g++ build {timing['build_seconds']} s ({'cached' if timing['build_cached'] else 'compiled'}); "
                          f"C simulation {timing['csim_samples_per_s']} samples/s (not written: files stay "

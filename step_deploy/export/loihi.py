@@ -115,6 +115,8 @@ class LoihiTarget(Target):
 
     def run(self, prep: Prepared, out, options: dict, force: bool = False) -> TargetResult:
         from step_deploy.data.calibration import resolve_calibration
+        from step_deploy.energy.deployed import deployed_energy, report_section, write_deployed
+        from step_deploy.energy.report import summary_line
 
         calib = None
         if not options["check_only"]:  # resolve the data first: a missing data set fails before any work
@@ -139,6 +141,8 @@ class LoihiTarget(Target):
         ctx.calibration = encoded_input(prep.model, calib.x_calib)
         qgraph = run_pipeline(graph, fixed_stage, ctx)
         qreport = ctx.results["quantize-loihi"]
+        energy = deployed_energy(prep.model, qgraph, graph, "golden-loihi", calib.x_eval, calib.y_eval, calib.source,
+                                 prep.info.path, prep.info.arch)
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             write_json(tmp / "constraints.json", report_dict(mapping, diags, spec))
@@ -155,8 +159,10 @@ class LoihiTarget(Target):
                       "accuracy": check["float_vs_golden"]}
             if "lava" in check:
                 report["lava"] = check["lava"]
+            report["energy_uj_per_sample"] = {v: r.per_sample_pj * 1e-6 for v, r in energy.snn.items()}
+            write_deployed(energy, tmp)
             write_json(tmp / "report.json", report)
-            (tmp / "report.md").write_text(art.report_markdown(report))
+            (tmp / "report.md").write_text(art.report_markdown(report) + report_section(energy))
             counts = {s: sum(d.severity == s for d in diags) for s in ("error", "warning", "info")}
             summary = {**base_summary(self, prep, graph, calib.source, bool(calib.is_noise)), "chip": spec.name,
                        "quantized_ir": {"nodes": len(qgraph), "op_counts": qgraph.op_counts()},
@@ -165,6 +171,7 @@ class LoihiTarget(Target):
                        "self_check": check}
             write_summary(tmp, summary, _summary_md(summary, report))
         lines += _result_lines(report, n_err, out, spec.name)
+        lines.append(summary_line(energy) + " (energy.md)")
         return TargetResult(0 if check["ok"] else 1, summary, tuple(lines))
 
 
