@@ -168,6 +168,8 @@ def energy_main(argv=None) -> int:
     ap.add_argument("--sweep-weight-bits", help="weight bits to sweep (default 2,4,8)")
     ap.add_argument("--sweep-steps", help="time steps to sweep (default 1, T/2, T)")
     ap.add_argument("--sweep-samples", type=int, help="samples per sweep point (default: as --samples)")
+    ap.add_argument("--calib-samples", type=int, help="calibration samples for the deployed (integer) widths "
+                                                      "(default: as step-export, 256)")
     ap.add_argument("--batch-size", type=int, default=64)
     a = ap.parse_args(argv)
     try:
@@ -176,7 +178,8 @@ def energy_main(argv=None) -> int:
         o = EnergyOptions(samples=a.samples, models=a.model, source=a.source, data=a.data, root=a.root,
                           weight_bits=a.weight_bits, constants=a.constants, sweep=a.sweep,
                           sweep_weight_bits=a.sweep_weight_bits, sweep_steps=a.sweep_steps,
-                          sweep_samples=a.sweep_samples, batch_size=a.batch_size, progress=sys.stderr.isatty())
+                          sweep_samples=a.sweep_samples, batch_size=a.batch_size, calib_samples=a.calib_samples,
+                          progress=sys.stderr.isatty())
         out = a.output or f"{Path(a.checkpoint).with_suffix('')}-energy"
         lines = run_command(a.checkpoint, out, o, force=a.force)
     except _our_errors() as e:

@@ -33,3 +33,42 @@ def trained_digits():
             cache[arch] = train(TrainArgs(arch=arch, epochs=DIGITS_EPOCHS[arch]), progress=False)[0].eval()
         return cache[arch]
     return get
+
+
+#: calibration samples (the first N training digits) the FPGA quantization of the trained models uses;
+#: ``accuracy_float_vs_golden`` calibrates on the same first 256 (its default), so both tests share one graph
+FPGA_CALIB_SAMPLES = 256
+
+
+@pytest.fixture(scope="session")
+def fpga_digits(trained_digits):
+    """``fpga_digits(arch) -> (model, qgraph, report, calib)``: the trained digits model quantized to
+    ``'fpga-int'`` with the defaults (8-bit weights, bias correction) on the first
+    ``FPGA_CALIB_SAMPLES`` training digits, once per session. The slow accuracy test
+    (test_quantize_fpga) and the whole-test-set C simulation (test_fpga_csim) share it, so the
+    calibration, bias-correction and saturation-count passes run once per architecture, not twice."""
+    from step_deploy.data import load_dataset
+    from step_deploy.frontend.capture import capture, encoded_input
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+    from step_deploy.passes.quantize_fpga import quantize_fpga
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            model = trained_digits(arch)
+            calib = encoded_input(model, load_dataset("digits", "train").tensors[0][:FPGA_CALIB_SAMPLES])
+            qgraph, report = quantize_fpga(fold_batchnorm(capture(model)), calib, steps=model.step)
+            cache[arch] = (model, qgraph, report, calib)
+        return cache[arch]
+    return get
+
+
+def reuse_quantized(qgraph, report, calib):
+    """A ``quantize`` callable for ``accuracy_float_vs_golden`` that hands back an already quantized
+    graph; it first checks that it is asked for the same calibration data (else the reuse would be wrong)."""
+    def quantize(graph, calib_inputs, steps=None, batch_size=64):
+        assert steps == report["steps"] and torch.equal(calib_inputs, calib), \
+            "reuse_quantized: asked for another calibration than the shared graph was quantized with"
+        return qgraph, report
+    return quantize

@@ -201,23 +201,35 @@ def test_loihi_model_prices_every_mapped_compartment_every_step():
 
 
 @pytest.fixture(scope="module")
-def demo_ckpt(tmp_path_factory, trained_digits):
+def demo_ckpt(tmp_path_factory):
+    """A random-weight SDT checkpoint (BN statistics randomized so that neurons fire): the command's
+    files and errors do not need a trained model, and the fast suite trains nothing."""
+    from conftest import random_model
+
     from step_deploy.frontend.checkpoint import save_checkpoint
-    model = trained_digits("sdt-1-64-digits")
     p = tmp_path_factory.mktemp("ck") / "sdt.ckpt"
-    save_checkpoint(model, p, metadata={"dataset": "digits"})
+    save_checkpoint(random_model("sdt-1-64-digits"), p, metadata={"dataset": "digits"})
     return p
 
 
+@pytest.fixture(scope="module")
+def trained_ckpt(tmp_path_factory, trained_digits):
+    from step_deploy.frontend.checkpoint import save_checkpoint
+    p = tmp_path_factory.mktemp("ck") / "sdt-trained.ckpt"
+    save_checkpoint(trained_digits("sdt-1-64-digits"), p, metadata={"dataset": "digits"})
+    return p
+
+
+@pytest.mark.slow
 def test_step_energy_writes_a_deterministic_report(demo_ckpt, tmp_path):
     from step_deploy.cli import energy_main
     out1, out2 = tmp_path / "e1", tmp_path / "e2"
-    assert energy_main([str(demo_ckpt), "-o", str(out1), "--samples", "24"]) == 0
-    assert energy_main([str(demo_ckpt), "-o", str(out2), "--samples", "24"]) == 0
+    assert energy_main([str(demo_ckpt), "-o", str(out1), "--samples", "24", "--calib-samples", "16"]) == 0
+    assert energy_main([str(demo_ckpt), "-o", str(out2), "--samples", "24", "--calib-samples", "16"]) == 0
     for f in ("energy.json", "energy.md", "energy_per_layer.png", "firing_rate.png", "snn_vs_qann.png"):
         assert (out1 / f).read_bytes() == (out2 / f).read_bytes(), f
     rep = json.loads((out1 / "energy.json").read_text())
-    assert rep["samples"] == 24 and rep["steps"] == 4 and 0.5 < rep["accuracy"] <= 1.0
+    assert rep["samples"] == 24 and rep["steps"] == 4 and 0.0 <= rep["accuracy"] <= 1.0
     assert set(rep["energy"]) == {"paper", "step/float32", "step/int", "horowitz/float32", "horowitz/int", "loihi"}
     assert set(rep["comparison"]) == {"paper", "step/float32", "step/int", "horowitz/float32", "horowitz/int"}
     for v in rep["comparison"].values():
@@ -252,28 +264,34 @@ def test_step_energy_refuses_bad_input_with_one_line(demo_ckpt, tmp_path, capsys
 def test_golden_source_counts_the_integer_network(demo_ckpt, tmp_path):
     from step_deploy.cli import energy_main
     out = tmp_path / "g"
-    assert energy_main([str(demo_ckpt), "-o", str(out), "--samples", "8", "--source", "golden-fpga",
-                        "--model", "horowitz,paper"]) == 0
+    assert energy_main([str(demo_ckpt), "-o", str(out), "--samples", "8", "--calib-samples", "16",
+                        "--source", "golden-fpga", "--model", "horowitz,paper"]) == 0
     rep = json.loads((out / "energy.json").read_text())
     assert rep["source"] == "golden-fpga" and set(rep["energy"]) == {"paper", "horowitz/float32", "horowitz/int"}
     ops = {row["op"] for row in rep["counts"]["layers"]}
     assert "FpgaLIF" in ops and "Neuron" not in ops
+    names = {p.name for p in out.iterdir()}
+    assert {"energy.json", "energy.md", "energy_per_layer.png", "firing_rate.png", "snn_vs_qann.png"} <= names
+    # counted on the integer network, its widths are the deployed ones: /int and the counts agree
+    assert rep["energy"]["horowitz/int"]["per_sample_pj"] < rep["energy"]["horowitz/float32"]["per_sample_pj"]
+    assert "| paper.e_mac | 4.6 |" in (out / "energy.md").read_text()
 
 
 @pytest.mark.slow
-def test_sweep_grid_and_pareto_front(demo_ckpt, tmp_path):
+def test_sweep_grid_and_pareto_front(trained_ckpt, tmp_path):
     from step_deploy.cli import energy_main
     from step_deploy.energy.sweep import SweepPoint, pareto
     out = tmp_path / "s"
-    assert energy_main([str(demo_ckpt), "-o", str(out), "--samples", "48", "--model", "paper", "--sweep",
-                        "--sweep-weight-bits", "2,8", "--sweep-steps", "1,4"]) == 0
+    assert energy_main([str(trained_ckpt), "-o", str(out), "--samples", "48", "--calib-samples", "16", "--model",
+                        "paper", "--sweep", "--sweep-weight-bits", "2,8", "--sweep-steps", "1,4"]) == 0
     sw = json.loads((out / "sweep.json").read_text())
     pts = sw["points"]
     assert [(p["weight_bits"], p["steps"]) for p in pts] == [(2, 1), (2, 4), (8, 1), (8, 4)]
     by = {(p["weight_bits"], p["steps"]): p for p in pts}
-    # more steps cost more neuron updates; the trained T = 4 with 8-bit weights is the most accurate
-    assert by[(8, 4)]["energy_uj_per_sample"]["paper"] > by[(8, 1)]["energy_uj_per_sample"]["paper"]
-    assert by[(8, 4)]["accuracy"] >= max(p["accuracy"] for p in pts) - 1e-9
+    # four steps do more work than one; 2-bit weights lose accuracy against 8-bit ones at the trained T
+    for w in (2, 8):
+        assert by[(w, 4)]["energy_uj_per_sample"]["horowitz"] > by[(w, 1)]["energy_uj_per_sample"]["horowitz"]
+    assert by[(8, 4)]["accuracy"] > by[(2, 4)]["accuracy"]
     assert (out / "sweep.png").stat().st_size > 0 and "Pareto" in (out / "sweep.md").read_text()
     # the Pareto front by hand
     mk = lambda a, e: SweepPoint(8, 1, a, 0.1, {"m": e}, (1, 1))  # noqa: E731

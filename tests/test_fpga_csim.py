@@ -289,20 +289,15 @@ def test_missing_compiler_is_a_usage_error_before_any_work(sdt_ckpt, tmp_path, c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["spikformer-2-64-digits", "sdt-1-64-digits", "qkformer-2-64-digits"])
-def test_trained_digits_models_are_bit_exact_in_c_simulation_on_the_whole_test_set(arch, trained_digits, tmp_path):
+def test_trained_digits_models_are_bit_exact_in_c_simulation_on_the_whole_test_set(arch, fpga_digits, tmp_path):
     """Issue criterion: every layer at every step equal, and csim accuracy equal to golden accuracy
-    on all 360 digits test samples."""
+    on all 360 digits test samples (the quantized graph is the one test_quantize_fpga's accuracy
+    test measures: ``fpga_digits`` in conftest quantizes each architecture once per session)."""
     from step_deploy.data import load_dataset
-    from step_deploy.frontend.capture import capture, encoded_input
-    from step_deploy.passes.fold_batchnorm import fold_batchnorm
-    from step_deploy.passes.quantize_fpga import quantize_fpga
+    from step_deploy.frontend.capture import encoded_input
 
-    model = trained_digits(arch)
-    test, train = load_dataset("digits", "test"), load_dataset("digits", "train")
-    xc = torch.stack([train[i][0] for i in range(256)])
-    x = torch.stack([test[i][0] for i in range(len(test))])
-    y = torch.tensor([test[i][1] for i in range(len(test))])
-    qgraph, _ = quantize_fpga(fold_batchnorm(capture(model)), encoded_input(model, xc), steps=model.step)
+    model, qgraph, _, _ = fpga_digits(arch)
+    x, y = load_dataset("digits", "test").tensors[:2]
     proj = HlsProject(qgraph)
     write_files(tmp_path, proj)
     p = csim_parity(proj, CSimModel(tmp_path), encoded_input(model, x), y)

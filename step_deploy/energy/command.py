@@ -14,7 +14,6 @@ from .constants import load_constants
 from .models import resolve_models
 
 DEFAULT_SWEEP_WEIGHT_BITS = (2, 4, 8)
-CALIB_SAMPLES = 64
 
 
 @dataclass
@@ -31,6 +30,7 @@ class EnergyOptions:
     sweep_steps: Optional[str] = None
     sweep_samples: Optional[int] = None
     batch_size: int = 64
+    calib_samples: Optional[int] = None  # default: step-export's (N_CALIB), so /int widths are the exported ones
     progress: bool = True
 
 
@@ -56,6 +56,8 @@ def validate(o: EnergyOptions) -> None:
         raise UsageError(f"--source {o.source!r}: choose from {', '.join(SOURCES)}")
     if not 2 <= o.weight_bits <= 8:
         raise UsageError(f"--weight-bits {o.weight_bits}: the FPGA format takes 2..8")
+    if o.calib_samples is not None and o.calib_samples < 1:
+        raise UsageError(f"--calib-samples must be at least 1, got {o.calib_samples}")
     if o.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {o.batch_size}")
     resolve_models(o.models)
@@ -79,6 +81,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     """Load, count, price: ``(EnergyResult, sweep points or None, prepared checkpoint)``."""
     from step_deploy.data.calibration import resolve_calibration
     from step_deploy.export.common import prepare
+    from step_deploy.export.shared_options import N_CALIB
     from step_deploy.frontend.capture import encoded_input
     from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
@@ -90,7 +93,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     models = resolve_models(o.models)
     prep = prep or prepare(ckpt)
     model = prep.model
-    data = resolve_calibration(o.data, root=o.root, model=model, info=prep.info, n_calib=CALIB_SAMPLES,
+    data = resolve_calibration(o.data, root=o.root, model=model, info=prep.info, n_calib=o.calib_samples or N_CALIB,
                                n_eval=o.samples)
     x, y = data.x_eval, data.y_eval
     if o.samples is not None:

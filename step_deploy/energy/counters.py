@@ -45,7 +45,9 @@ All counts are exact integers (int64) per sample and step; nothing depends on th
 batch or on the float precision, only on which values are zero."""
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 from typing import Mapping, Optional, Union
 
 import numpy as np
@@ -120,10 +122,8 @@ def _synapse_source(graph: ir.Graph, node: ir.Node) -> str:
     return src.inputs[0] if src.op == "TemporalMean" else src.name
 
 
-def needed_traces(graph: ir.Graph) -> list[str]:
-    """The nodes whose outputs :func:`count_graph` reads (record these), in topological order."""
+def _needed(graph: ir.Graph, classes: Mapping[str, ValueClass], order: list) -> list[str]:
     need = set()
-    classes = value_classes(graph)
     for n in graph.nodes.values():
         if n.op in SYNAPSE_OPS:
             need.add(_synapse_source(graph, n))
@@ -133,7 +133,138 @@ def needed_traces(graph: ir.Graph) -> list[str]:
             need.update(n.inputs)
         elif n.op in REDUCTION_OPS and classes[n.inputs[0]].kind != REAL:
             need.add(n.inputs[0])
-    return [n.name for n in graph.topo_order() if n.name in need]
+    return [n.name for n in order if n.name in need]
+
+
+def needed_traces(graph: ir.Graph) -> list[str]:
+    """The nodes whose outputs :func:`count_graph` reads (record these), in topological order."""
+    return list(graph_plan(graph).needed)
+
+
+# --------------------------------------------------------------------------- what a graph needs, once
+
+
+class GraphPlan:
+    """What counting a graph needs from its structure alone: topological order, per-step shapes,
+    value classes (for ``steps``), the traces to record, and per convolution its fan-out map
+    (``fans[name]``: int64 ``(*input spatial)`` and, when every position reaches as many outputs
+    (a 1x1 convolution), that number; ``positional``: the traces some convolution needs counted per
+    position). Built by :func:`graph_plan`."""
+
+    __slots__ = ("order", "shapes", "classes", "needed", "position", "fans", "positional")
+
+    def __init__(self, graph: ir.Graph, steps: Optional[int]):
+        self.order = tuple(graph.topo_order())
+        self.shapes = graph.infer_shapes()
+        self.classes = value_classes(graph, steps)
+        self.needed = tuple(_needed(graph, self.classes, self.order))  # a class's kind never depends on T
+        self.position = {n.name: i for i, n in enumerate(self.order)}
+        self.fans: dict = {}
+        positional = set()
+        for n in self.order:
+            if SYNAPSE_OPS.get(n.op) in ("conv2d", "conv1d"):
+                src = _synapse_source(graph, n)
+                fan = _conv_fanout(n, self.shapes[src], self.shapes[n.name])
+                same = int(fan.reshape(-1)[0]) if bool((fan == fan.reshape(-1)[0]).all()) else None
+                self.fans[n.name] = (fan, same)
+                if same is None:
+                    positional.add(src)
+        self.positional = frozenset(positional)
+
+
+#: graph -> (its node objects when planned, {steps: GraphPlan}); an entry is dropped with its graph
+_PLANS: "weakref.WeakKeyDictionary[ir.Graph, tuple]" = weakref.WeakKeyDictionary()
+
+
+def graph_plan(graph: ir.Graph, steps: Optional[int] = None) -> GraphPlan:
+    """The :class:`GraphPlan` of ``graph`` for ``steps``, computed once and reused while the graph
+    has the same node objects in the same order (nodes are frozen: adding, removing or replacing
+    one gives a new plan). Counting every batch of a data set re-derives nothing."""
+    nodes = tuple(graph.nodes.values())
+    entry = _PLANS.get(graph)
+    if entry is None or len(entry[0]) != len(nodes) or any(a is not b for a, b in zip(entry[0], nodes)):
+        entry = (nodes, {})
+        _PLANS[graph] = entry
+    plan = entry[1].get(steps)
+    if plan is None:
+        plan = entry[1][steps] = GraphPlan(graph, steps)
+    return plan
+
+
+# --------------------------------------------------------------------------- non-zero values, counted once
+
+
+_INT16_MAX = 2 ** 15 - 1
+
+
+@functools.lru_cache(maxsize=256)
+def _int16_chunk(n: int) -> Optional[int]:
+    """The largest divisor of ``n`` that an int16 sum of bytes cannot overflow (None below 1024:
+    too many small chunks to be worth it)."""
+    k = -(-n // _INT16_MAX)
+    while n % k:
+        k += 1
+    return n // k if n // k >= 1024 else None
+
+
+def _count_true(mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """int64 number of True values of a bool tensor over ``dims``. Summed as bytes into the
+    narrowest accumulator that cannot overflow (int16 up to 32767 values, trailing axes in int16
+    chunks beyond): exact, and several times faster than summing bools into int64."""
+    if not dims:
+        return mask.to(torch.int64)
+    u = mask.view(torch.uint8)
+    n = math.prod(mask.shape[d] for d in dims)
+    if n <= _INT16_MAX:
+        return u.sum(dims, dtype=torch.int16).to(torch.int64)
+    first = min(dims)
+    chunk = _int16_chunk(n)
+    if chunk is not None and tuple(dims) == tuple(range(first, mask.dim())):
+        lead = tuple(mask.shape[:first])
+        return u.reshape(lead + (n // chunk, chunk)).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int64)
+    return u.sum(dims, dtype=torch.int32 if n < 2 ** 31 else torch.int64).to(torch.int64)
+
+
+class _NonZeros:
+    """Which values of each trace are non-zero (``x.bool()``: exactly ``x != 0``, NaN included),
+    and how many per (step, sample): every trace is checked and read once per count, however many
+    rows use it (Q, K and V read the same spikes; a neuron's spikes feed the next synapse)."""
+
+    def __init__(self, traces: Mapping[str, Trace], steps: int, plan: GraphPlan):
+        self.traces, self.steps, self.shapes, self.positional = traces, steps, plan.shapes, plan.positional
+        self.samples: Optional[int] = None
+        self._masks: dict = {}
+        self._counts: dict = {}
+        self._per_position: dict = {}
+
+    def mask(self, name: str, user: str) -> torch.Tensor:
+        """``(T, B, *shape)`` bool: where ``traces[name]`` is non-zero."""
+        m = self._masks.get(name)
+        if m is None:
+            m = self._masks[name] = _nonzero(self.traces, name, self.shapes[name], self.steps, self.samples, user)
+            self.samples = m.shape[1]
+        return m
+
+    def count(self, name: str, user: str) -> torch.Tensor:
+        """``(T, B)`` int64: non-zero values of ``traces[name]`` per step and sample."""
+        c = self._counts.get(name)
+        if c is None:
+            if name in self.positional:  # a convolution needs it per position: one pass for both
+                p = self.per_position(name, user)
+                c = p.sum(tuple(range(2, p.dim())))
+            else:
+                m = self.mask(name, user)
+                c = _count_true(m, tuple(range(2, m.dim())))
+            self._counts[name] = c
+        return c
+
+    def per_position(self, name: str, user: str) -> torch.Tensor:
+        """``(T, B, *spatial)`` int64: non-zero values over the channel axis (axis 0 of a node's
+        ``(C, *spatial)`` shape) at every position."""
+        c = self._per_position.get(name)
+        if c is None:
+            c = self._per_position[name] = _count_true(self.mask(name, user), (2,))
+        return c
 
 
 def _nonzero(traces: Mapping[str, Trace], name: str, shape: tuple, steps: int, samples: Optional[int],
@@ -146,44 +277,73 @@ def _nonzero(traces: Mapping[str, Trace], name: str, shape: tuple, steps: int, s
     want = (steps, samples if samples is not None else (x.shape[1] if x.dim() > 1 else -1)) + tuple(shape)
     if tuple(x.shape) != want:
         raise CountError(f"trace of node {name!r} has shape {tuple(x.shape)}, expected (T, B, *shape) = {want}")
-    return x != 0
+    return x if x.dtype == torch.bool else x.bool()
 
 
-def _axis_fanout(size_in: int, size_out: int, k: int, s: int, p: int, d: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=256)
+def _axis_fanout(size_in: int, size_out: int, k: int, s: int, p: int, d: int) -> tuple[int, ...]:
     """For each input position along one axis: how many (output position, kernel tap) pairs read it."""
-    f = np.zeros(size_in, np.float64)
+    f = [0] * size_in
     for o in range(size_out):
         for j in range(k):
             i = o * s + j * d - p
             if 0 <= i < size_in:
                 f[i] += 1
-    return torch.from_numpy(f)
+    return tuple(f)
+
+
+def _conv_fanout(n: ir.Node, in_shape: tuple, out_shape: tuple) -> torch.Tensor:
+    """int64 ``(*input spatial)``: the (output position, kernel tap) pairs each input position of
+    convolution ``n`` reaches, per output channel of its group (the outer product of the per-axis
+    fan-outs; stride, dilation and padding aware)."""
+    dims = 2 if SYNAPSE_OPS[n.op] == "conv2d" else 1
+    k, s = tuple(int(i) for i in n.weight.shape[2:]), _pairs(n.stride, dims)
+    p, d = _pairs(n.padding, dims), _pairs(n.dilation, dims)
+    fans = [torch.tensor(_axis_fanout(in_shape[1 + a], out_shape[1 + a], k[a], s[a], p[a], d[a]), dtype=torch.int64)
+            for a in range(dims)]
+    out = fans[0]
+    for f in fans[1:]:
+        out = out[..., None] * f
+    return out
 
 
 def _pairs(v, n: int) -> tuple[int, ...]:
     return (int(v),) * n if isinstance(v, (int, np.integer)) else tuple(int(i) for i in v)
 
 
-def _int(x: torch.Tensor) -> np.ndarray:
-    """``(T, B)`` counts (integer or float64) -> int64 ``(B, T)``."""
-    x = x.T.numpy()
-    return np.rint(x).astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
+def _to_arrays(rows: list[LayerCounts], steps: int, samples: int) -> None:
+    """Replace every row's counters, ``(T, B)`` int64 tensors or an int (the same count at every
+    step of every sample), by int64 ``(B, T)`` arrays, in place: all tensors are stacked and
+    converted in one go, all constants filled in one go (each counter its own C-ordered block)."""
+    tensors, consts = [], []
+    for r in rows:
+        for k, v in r.counters.items():
+            (tensors if torch.is_tensor(v) else consts).append((r.counters, k, v))
+    if tensors:
+        block = torch.stack([v for _, _, v in tensors]).transpose(1, 2).contiguous().numpy()
+        for (counters, k, _), arr in zip(tensors, block):
+            counters[k] = arr
+    if consts:
+        block = np.empty((len(consts), samples, steps), np.int64)
+        block[...] = np.array([int(v) for _, _, v in consts], np.int64)[:, None, None]
+        for (counters, k, _), arr in zip(consts, block):
+            counters[k] = arr
 
 
-def _synapse_counts(n: ir.Node, nz: torch.Tensor, in_shape: tuple, out_shape: tuple) -> tuple[torch.Tensor, int]:
-    """``(synops (T, B), dense MACs per step and sample)`` of one synapse node."""
-    kind = SYNAPSE_OPS[n.op]
+def _synapse_counts(n: ir.Node, nz: _NonZeros, plan: GraphPlan, src: str) -> tuple[torch.Tensor, int]:
+    """``(synops (T, B) int64, dense MACs per step and sample)`` of one synapse node."""
     w = n.weight.shape
-    if kind == "linear":
-        return nz.flatten(2).sum(2) * w[0], math.prod(in_shape[:-1]) * w[1] * w[0]
-    dims = 2 if kind == "conv2d" else 1
-    k, s = w[2:], _pairs(n.stride, dims)
-    p, d = _pairs(n.padding, dims), _pairs(n.dilation, dims)
-    per_channel_out = w[0] // int(n.groups)
-    fans = [_axis_fanout(in_shape[1 + a], out_shape[1 + a], k[a], s[a], p[a], d[a]) for a in range(dims)]
-    c = nz.sum(2).to(torch.float64)  # non-zero inputs per position, over channels: (T, B, *spatial)
-    syn = torch.einsum("tbhw,h,w->tb", c, *fans) if dims == 2 else torch.einsum("tbl,l->tb", c, fans[0])
-    dense = math.prod(out_shape) * w[1] * math.prod(k)
+    in_shape, out_shape = plan.shapes[src], plan.shapes[n.name]
+    if SYNAPSE_OPS[n.op] == "linear":
+        return nz.count(src, n.name) * int(w[0]), math.prod(in_shape[:-1]) * w[1] * w[0]
+    per_channel_out = int(w[0]) // int(n.groups)
+    fan, same = plan.fans[n.name]
+    if same is not None:  # every position reaches as many outputs (1x1): no per-position counts
+        syn = nz.count(src, n.name) * same
+    else:
+        c = nz.per_position(src, n.name)  # non-zero inputs per position, over channels: (T, B, *spatial)
+        syn = (c * fan).sum(tuple(range(2, c.dim())))
+    dense = math.prod(out_shape) * w[1] * math.prod(w[2:])
     return syn * per_channel_out, dense
 
 
@@ -226,80 +386,68 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
     steps = int(steps)
     if steps < 1:
         raise CountError(f"steps={steps}: count at least one time step")
-    shapes = graph.infer_shapes()
-    classes = value_classes(graph, steps)
-    needed = needed_traces(graph)
+    plan = graph_plan(graph, steps)
+    shapes, classes, needed = plan.shapes, plan.classes, plan.needed
     if needed and not any(n in traces for n in needed):
         raise CountError("none of the traces count_graph needs was given; record "
                          "energy.counters.needed_traces(graph) (node outputs, (T, B, *shape))")
-    samples: Optional[int] = None
-    rows, reductions = [], []
-    for n in graph.topo_order():
+    nz = _NonZeros(traces, steps, plan)
+    rows, reductions = [], []  # counters: (T, B) int64 tensors, or an int where every entry is the same
+    for n in plan.order:
         if n.op in SYNAPSE_OPS:
             src = _synapse_source(graph, n)
-            nz = _nonzero(traces, src, shapes[src], steps, samples, n.name)
-            samples = nz.shape[1]
-            syn, dense = _synapse_counts(n, nz, shapes[src], shapes[n.name])
+            inputs = nz.count(src, n.name)
+            syn, dense = _synapse_counts(n, nz, plan, src)
             wb = _bits_for(weight_bits, n.name, default_weight_bits(n), "weight_bits")
             c = classes[src]
-            ones = torch.ones(steps, samples, dtype=torch.float64)
-            counters = {"nonzero_inputs": nz.flatten(2).sum(2), "synops": syn, "dense_macs": ones * dense,
-                        "weight_bits_read": syn * wb, "weight_bits_read_dense": ones * (dense * wb)}
+            counters = {"nonzero_inputs": inputs, "synops": syn, "dense_macs": dense, "weight_bits_read": syn * wb,
+                        "weight_bits_read_dense": dense * wb}
             rows.append(LayerCounts(n.name, n.op, "synapse", c.kind, c.bits, "ac" if c.kind == BINARY else "mac",
-                                    math.prod(shapes[src]), {k: _int(v) for k, v in counters.items()}, weight_bits=wb))
+                                    math.prod(shapes[src]), counters, weight_bits=wb))
         elif n.op in NEURON_OPS:
-            nz = _nonzero(traces, n.name, shapes[n.name], steps, samples, n.name)
-            samples = nz.shape[1]
+            spikes = nz.count(n.name, n.name)
             size = math.prod(shapes[n.name])
             mb = _bits_for(membrane_bits, n.name, default_membrane_bits(n), "membrane_bits")
             c = classes[n.name]
-            spikes = nz.flatten(2).sum(2)
-            ones = torch.ones(steps, samples, dtype=torch.float64)
-            counters = {"spikes": spikes, "updates": ones * size, "membrane_bits_read": ones * (size * mb),
-                        "membrane_bits_written": ones * (size * mb), "spike_bits": spikes * c.bits,
-                        "spike_bits_dense": ones * (size * c.bits)}
-            rows.append(LayerCounts(n.name, n.op, "neuron", c.kind, c.bits, None, size,
-                                    {k: _int(v) for k, v in counters.items()}, membrane_bits=mb))
+            counters = {"spikes": spikes, "updates": size, "membrane_bits_read": size * mb,
+                        "membrane_bits_written": size * mb, "spike_bits": spikes * c.bits,
+                        "spike_bits_dense": size * c.bits}
+            rows.append(LayerCounts(n.name, n.op, "neuron", c.kind, c.bits, None, size, counters, membrane_bits=mb))
         elif n.op in PRODUCT_OPS:
-            a = _nonzero(traces, n.inputs[0], shapes[n.inputs[0]], steps, samples, n.name)
-            b = _nonzero(traces, n.inputs[1], shapes[n.inputs[1]], steps, samples, n.name)
-            samples = a.shape[1]
+            a = nz.mask(n.inputs[0], n.name)
+            b = nz.mask(n.inputs[1], n.name)
             ca, cb = classes[n.inputs[0]], classes[n.inputs[1]]
             if n.op == "MatMul":
                 a, b = _matmul_operands(n, a, b)
                 m, k, nn = a.shape[-2], a.shape[-1], b.shape[-1]
-                coinc = (a.sum(-2) * b.sum(-1)).flatten(2).sum(2)  # Σ_k (non-zero A[:, k]) · (non-zero B[k, :])
+                # Σ_k (non-zero A[:, k]) · (non-zero B[k, :])
+                coinc = (_count_true(a, (a.dim() - 2,)) * _count_true(b, (b.dim() - 1,))).flatten(2).sum(2)
                 dense = math.prod(a.shape[2:-2]) * m * k * nn
                 acc = coinc
             else:
                 rank = len(shapes[n.name])
-                coinc = (_lift(a, rank) & _lift(b, rank)).flatten(2).sum(2)
+                both = _lift(a, rank) & _lift(b, rank)
+                coinc = _count_true(both, tuple(range(2, both.dim())))
                 dense = math.prod(shapes[n.name])
-                acc = torch.zeros_like(coinc)
-            ones = torch.ones(steps, samples, dtype=torch.float64)
-            counters = {"products": ones * dense, "coincidences": coinc, "accumulates": acc}
+                acc = 0
+            counters = {"products": dense, "coincidences": coinc, "accumulates": acc}
             rows.append(LayerCounts(n.name, n.op, "product", f"{ca.kind}*{cb.kind}", _wider(ca.bits, cb.bits),
-                                    _product_operation(ca, cb), dense, {k: _int(v) for k, v in counters.items()}))
+                                    _product_operation(ca, cb), dense, counters))
         elif n.op in REDUCTION_OPS:
             reductions.append(n)
-    samples = samples or 0
     for n in reductions:  # after the others: a reduction of real values needs no trace, only B
         src = n.inputs[0]
         c = classes[src]
         size = math.prod(shapes[src])
-        values = torch.ones(steps, samples, dtype=torch.float64) * size
-        if c.kind == REAL:  # membranes, weighted sums: no exact zeros to skip, every value is added
-            acc = values
-        else:
-            nz = _nonzero(traces, src, shapes[src], steps, samples, n.name)
-            acc = nz.flatten(2).sum(2)
-        row = LayerCounts(n.name, n.op, "reduction", c.kind, c.bits, "ac", size,
-                          {"values": _int(values), "accumulates": _int(acc)})
-        rows.append(row)
-    position = {n.name: i for i, n in enumerate(graph.topo_order())}
-    return Counts(steps, samples, tuple(sorted(rows, key=lambda r: position[r.name])))
+        # membranes, weighted sums: no exact zeros to skip, every value is added
+        acc = size if c.kind == REAL else nz.count(src, n.name)
+        rows.append(LayerCounts(n.name, n.op, "reduction", c.kind, c.bits, "ac", size,
+                                {"values": size, "accumulates": acc}))
+    samples = nz.samples or 0
+    _to_arrays(rows, steps, samples)
+    return Counts(steps, samples, tuple(sorted(rows, key=lambda r: plan.position[r.name])))
 
 
-__all__ = ["COUNTERS", "CONVENTIONS", "CountError", "Counts", "LayerCounts", "bit_widths", "compare_counts",
-           "count_graph", "default_membrane_bits", "default_weight_bits", "needed_traces", "SYNAPSE_OPS",
-           "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS"]
+__all__ = ["COUNTERS", "CONVENTIONS", "CountError", "Counts", "GraphPlan", "LayerCounts", "bit_widths",
+           "compare_counts", "count_graph", "default_membrane_bits", "default_weight_bits", "graph_plan",
+           "needed_traces", "SYNAPSE_OPS", "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS"]

@@ -19,14 +19,16 @@ from torch import nn
 
 from step_deploy import ir
 
-from .counters import NEURON_OPS, SYNAPSE_OPS, CountError, needed_traces
+from .counters import NEURON_OPS, SYNAPSE_OPS, CountError, graph_plan
 
 
-def _time_major(t: torch.Tensor, steps: int, shape: tuple, what: str) -> torch.Tensor:
+def _time_major(t: torch.Tensor, steps: int, shape: tuple, what: str, clone: bool = False) -> torch.Tensor:
+    """``(T·B, ...)`` -> ``(T, B, ...)``: a view of the model's own tensor, or a copy with ``clone``."""
     t = t.detach()
     if t.shape[0] % steps:
         raise CountError(f"{what}: leading axis {t.shape[0]} is not T·B for T={steps}")
-    y = t.reshape(steps, t.shape[0] // steps, *t.shape[1:]).clone()
+    y = t.reshape(steps, t.shape[0] // steps, *t.shape[1:])
+    y = y.clone() if clone else y
     if tuple(y.shape[2:]) != tuple(shape):
         raise CountError(f"{what}: per-step shape {tuple(y.shape[2:])} differs from the graph's {tuple(shape)}; "
                          f"was the graph captured from this model?")
@@ -81,22 +83,49 @@ def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optio
     """Run ``model`` on raw input ``x`` (what its ``forward`` takes) with hooks and return
     ``{IR node name: (T, B, ...) tensor}`` for every node :func:`counters.needed_traces` lists
     (``graph`` captured from ``model``; folding BatchNorm keeps the names). ``steps``: T, by
-    default ``model.step``."""
+    default ``model.step``.
+
+    The hooked tensors are kept as views, not copies (the counting overhead is a fraction of a
+    forward pass). A model that modifies one of them in place later in its forward (its version
+    counter moves) is run a second time with copies taken in the hooks, so the traces are always
+    the values the hooked module saw; tensors made under ``torch.inference_mode`` (no version
+    counter) are copied when hooked. The model runs in eval mode under ``torch.no_grad``; every
+    module's ``training`` flag is as before afterwards."""
     T = int(steps or getattr(model, "step", 0) or 0)
     if T < 1:
         raise CountError("hook_traces needs the number of time steps: pass steps=T (the model has no .step)")
-    shapes = graph.infer_shapes()
-    modules = dict(model.named_modules())
+    plan = graph_plan(graph)
+    traces = _forward_with_hooks(model, x, graph, plan, T, clone=False)
+    if traces is None:  # something was changed in place after it was hooked: take copies
+        traces = _forward_with_hooks(model, x, graph, plan, T, clone=True)
+    with torch.no_grad():
+        for name in plan.needed:
+            _derive(graph, traces, name)
+    return traces
+
+
+def _forward_with_hooks(model: nn.Module, x: torch.Tensor, graph: ir.Graph, plan, T: int, clone: bool):
+    """The hooked traces of one forward pass; None when (without ``clone``) a hooked tensor was
+    modified in place before the pass ended."""
+    shapes = plan.shapes
+    modules, training = {}, []  # one walk: the modules by path, and those to put in eval mode for the run
+    for path, m in model.named_modules():
+        modules[path] = m
+        if m.training:
+            training.append(m)
     traces: dict = {}
+    seen: list = []  # (tensor, its version when hooked)
     hooks = []
 
-    def keep(key, shape, what, output):
-        def fn(mod, inp, out):
-            traces[key] = _time_major(out if output else inp[0], T, shape, what)
-        return fn
+    def take(key, t, shape, what):
+        # an inference-mode tensor has no version counter to watch: copy it right away
+        track = not clone and not t.is_inference()
+        traces[key] = y = _time_major(t, T, shape, what, clone=not track)
+        if track:
+            seen.append((y, y._version))
 
     readout = []
-    for n in graph.topo_order():
+    for n in plan.order:
         if n.op in SYNAPSE_OPS:
             src = graph[n.inputs[0]]
             if src.op == "TemporalMean":
@@ -106,10 +135,11 @@ def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optio
                 continue  # a synapse capture made up (e.g. a padding conv): derived below if possible
             hooks.append(modules[n.name].register_forward_pre_hook(
                 lambda mod, inp, key=src.name, shape=shapes[src.name], what=n.name:
-                    traces.__setitem__(key, _time_major(inp[0], T, shape, f"input of module {what!r}"))))
+                    take(key, inp[0], shape, f"input of module {what!r}")))
         elif n.op in NEURON_OPS and n.name in modules:
             hooks.append(modules[n.name].register_forward_hook(
-                keep(n.name, shapes[n.name], f"output of neuron {n.name!r}", True)))
+                lambda mod, inp, out, key=n.name, shape=shapes[n.name]:
+                    take(key, out, shape, f"output of neuron {key!r}")))
     wrapped = False
     if readout:
         if not callable(getattr(model, "time_mean", None)):
@@ -119,13 +149,13 @@ def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optio
 
         def time_mean(t):
             for key in readout:
-                traces[key] = _time_major(t, T, shapes[key], "input of time_mean")
+                take(key, t, shapes[key], "input of time_mean")
             return original(t)
         model.time_mean = time_mean
         wrapped = True
-    was_training = model.training
     try:
-        model.eval()
+        for m in training:
+            m.training = False
         with torch.no_grad():
             model(x)
     finally:
@@ -133,10 +163,10 @@ def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optio
             h.remove()
         if wrapped:
             del model.time_mean
-        model.train(was_training)
-    with torch.no_grad():
-        for name in needed_traces(graph):
-            _derive(graph, traces, name)
+        for m in training:
+            m.training = True
+    if any(t._version != v for t, v in seen):
+        return None
     return traces
 
 
