@@ -3,16 +3,24 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.step-deploy-installed
+TSTAMP := $(VENV)/.step-deploy-test-installed
 DEMO   := runs/demo
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup setup-test demo test test-fast clean
 
 setup: $(STAMP)
+
+# the test runner and the field's counters used as test oracles (NeuroBench, SpikingJelly): only for tests
+setup-test: $(TSTAMP)
+
+$(TSTAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[backends,oracles,test]"
+	touch $(TSTAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[backends,oracles,test]"
+	$(PY) -m pip install --quiet -e ".[backends]"
 	# lava-nc 0.10.0 declares Python < 3.11; its real needs are in our pins, and
 	# step_deploy.exporters.lava_compat fixes its one 3.11 incompatibility at import time.
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
@@ -25,10 +33,10 @@ demo: setup
 	@echo "summary: $(DEMO)/loihi/summary.md; report: $(DEMO)/loihi/report.md (T, chip features, accuracy, Lava parity); constraints: $(DEMO)/loihi/constraints.md"
 	@echo "FPGA: $(DEMO)/fpga/README.md (HLS project: make csim, vitis_hls -f build_prj.tcl); report: $(DEMO)/fpga/report.md (accuracy, C-simulation parity per layer, resource/latency estimates)"
 
-test: setup
+test: setup-test
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup-test
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
