@@ -14,7 +14,7 @@ from typing import Optional
 from .baseline import QANN_MODELS, BreakEven, break_even, overall_firing_rate, price_qann, qann_counts
 from .constants import Constants
 from .counts import CONVENTIONS, Counts, rebit
-from .models import FLOAT_BITS, EnergyReport, price
+from .models import FLOAT_BITS, price
 
 WIDTH_DEPENDENT = ("step", "horowitz")
 

@@ -6,8 +6,6 @@ layer's output at every step of N samples. Exit codes: 0 ok; 1 when the design d
 part with ``--check-only`` or the C simulation differs from the golden model."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from step_deploy.atomic import atomic_output_dir
 from step_deploy.errors import StepDeployError, UsageError
