@@ -185,6 +185,9 @@ def plot_layers(res: EnergyResult, path) -> None:
     fig, axes = plt.subplots(1, len(variants_), figsize=(3.2 * len(variants_) + 3, max(4, 0.17 * len(names) + 1.5)),
                              sharey=True, squeeze=False)
     n = max(res.counts.samples, 1)
+    every = sorted({k for r in res.snn.values() for l in r.layers for k in l.components})
+    cmap = plt.get_cmap("tab20")
+    color = {k: cmap(i % 20) for i, k in enumerate(every)}  # one colour per component in every panel
     for ax, v in zip(axes[0], variants_):
         rep = res.snn[v]
         layers = {l.name: l for l in rep.layers}
@@ -192,7 +195,7 @@ def plot_layers(res: EnergyResult, path) -> None:
         left = [0.0] * len(names)
         for k in comps:
             vals = [layers[nm].components.get(k, 0.0) / n * 1e-6 if nm in layers else 0.0 for nm in names]
-            ax.barh(range(len(names)), vals, left=left, label=k)
+            ax.barh(range(len(names)), vals, left=left, label=k, color=color[k])
             left = [a + b for a, b in zip(left, vals)]
         ax.set_title(f"{v}\n{rep.per_sample_pj * 1e-6:.3g} µJ/sample", fontsize=8)
         ax.set_xlabel("µJ per sample", fontsize=7)
