@@ -148,6 +148,34 @@ def test_qann_counts_are_one_dense_inference():
         price_qann(q, "loihi", tiny_counts())
 
 
+def test_zero_skipping_qann_counts_the_union_of_non_zeros_over_the_steps():
+    """A QANN activation is zero exactly where no step had a spike: counting the union over T as one
+    step gives its MACs; checked by hand on a Linear whose inputs spike at different steps."""
+    import torch
+
+    from step_deploy import ir
+    from step_deploy.energy import count_graph
+    from step_deploy.energy.run import union_traces
+
+    g = ir.Graph()
+    g.add(ir.Input("input", shape=(4,)))
+    g.add(ir.Linear("fc", inputs=("input",), weight=np.ones((3, 4), np.float32), bias=None))
+    g.add(ir.Output("out", inputs=("fc",)))
+    # T = 3, B = 1: input 0 spikes at steps 0 and 2, input 1 at step 1, inputs 2 and 3 never
+    x = torch.tensor([[[1., 0, 0, 0]], [[0., 1, 0, 0]], [[1., 0, 0, 0]]])
+    snn = count_graph(g, {"input": x}, 3)
+    union = count_graph(g, union_traces({"input": x}), 1)
+    assert snn.row("fc").total("synops") == 3 * 3          # three spikes x fan-out 3
+    q = qann_counts(snn, union=union)
+    assert q.layers["fc"]["macs"] == 12                     # dense: 4 inputs x 3 outputs, once
+    assert q.layers["fc"]["effective_macs"] == 6            # two non-zero activations x 3
+    dense = price_qann(q, "paper", snn)
+    skipping = price_qann(q, "paper", snn, zero_skipping=True)
+    assert dense.per_sample_pj == pytest.approx(4.6 * 12) and skipping.per_sample_pj == pytest.approx(4.6 * 6)
+    with pytest.raises(EnergyModelError, match="needs the union counts"):
+        price_qann(qann_counts(snn), "paper", snn, zero_skipping=True)
+
+
 def test_break_even_rate_makes_the_two_energies_equal():
     c = tiny_counts()
     snn, qann = price(c, "paper"), price_qann(qann_counts(c), "paper", c)
@@ -232,6 +260,9 @@ def test_step_energy_writes_a_deterministic_report(demo_ckpt, tmp_path):
     assert rep["samples"] == 24 and rep["steps"] == 4 and 0.0 <= rep["accuracy"] <= 1.0
     assert set(rep["energy"]) == {"paper", "step/float32", "step/int", "horowitz/float32", "horowitz/int", "loihi"}
     assert set(rep["comparison"]) == {"paper", "step/float32", "step/int", "horowitz/float32", "horowitz/int"}
+    assert set(rep["comparison_zero_skipping"]) == set(rep["comparison"])
+    for v in rep["comparison"]:  # skipping zeros never costs the QANN more
+        assert rep["comparison_zero_skipping"][v]["qann_pj"] <= rep["comparison"][v]["qann_pj"]
     for v in rep["comparison"].values():
         assert v["winner"] in ("SNN", "QANN") and v["summary"]
     assert rep["energy"]["horowitz/float32"]["per_sample_pj"] > rep["energy"]["horowitz/int"]["per_sample_pj"]
@@ -275,6 +306,8 @@ def test_golden_source_counts_the_integer_network(demo_ckpt, tmp_path):
     # counted on the integer network, its widths are the deployed ones: /int and the counts agree
     assert rep["energy"]["horowitz/int"]["per_sample_pj"] < rep["energy"]["horowitz/float32"]["per_sample_pj"]
     assert "| paper.e_mac | 4.6 |" in (out / "energy.md").read_text()
+    z = rep["comparison_zero_skipping"]
+    assert z and all(z[v]["qann_pj"] <= rep["comparison"][v]["qann_pj"] for v in z)
 
 
 @pytest.mark.slow

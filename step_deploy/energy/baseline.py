@@ -60,10 +60,14 @@ class QannCounts:
         return dict(sorted(out.items()))
 
 
-def qann_counts(counts: Counts, activation_bits_: Optional[int] = None) -> QannCounts:
-    """The QANN's counts per inference (per sample), derived from the SNN ``counts``."""
+def qann_counts(counts: Counts, activation_bits_: Optional[int] = None, union: Optional[Counts] = None) -> QannCounts:
+    """The QANN's counts per inference (per sample), derived from the SNN ``counts``. With ``union``
+    (the same graph counted once on "non-zero at any step", ``run.union_traces``), each layer also
+    gets the work of a QANN that skips zero activations: ``effective_macs`` (non-zero activations x
+    fan-out), ``nonzero_values`` and ``effective_adds``."""
     b = activation_bits_ or activation_bits(counts.steps)
     T, B = counts.steps, max(counts.samples, 1)
+    u = {r.name: r for r in union.rows} if union is not None else {}
     layers = {}
     for r in counts.rows:
         if r.kind == "synapse":
@@ -71,24 +75,40 @@ def qann_counts(counts: Counts, activation_bits_: Optional[int] = None) -> QannC
             layers[r.name] = {"kind": "synapse", "macs": macs, "weight_bits": r.weight_bits,
                               "weight_bits_read": macs * (r.weight_bits or FLOAT_BITS),
                               "input": "real" if r.value_class == "real" else "activation"}
+            if r.name in u:
+                layers[r.name]["effective_macs"] = u[r.name].total("synops") / B
         elif r.kind == "neuron":
             layers[r.name] = {"kind": "activation", "values": r.size, "activation_bits_moved": r.size * b}
+            if r.name in u:
+                layers[r.name]["nonzero_values"] = u[r.name].total("spikes") / B
         elif r.kind == "product":
             layers[r.name] = {"kind": "product", "macs": r.total("products") // (T * B)}
+            if r.name in u:
+                layers[r.name]["effective_macs"] = u[r.name].total("coincidences") / B
         elif r.kind == "reduction":
             layers[r.name] = {"kind": "reduction", "adds": r.total("values") // (T * B)}
+            if r.name in u:
+                layers[r.name]["effective_adds"] = u[r.name].total("accumulates") / B
     return QannCounts(b, layers)
 
 
 def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir.Graph] = None,
-               constants: Optional[Constants] = None, accumulator_bits_: Optional[int] = None) -> EnergyReport:
-    """Price the QANN baseline with ``model`` (paper, step or horowitz), per one sample."""
+               constants: Optional[Constants] = None, accumulator_bits_: Optional[int] = None,
+               zero_skipping: bool = False) -> EnergyReport:
+    """Price the QANN baseline with ``model`` (paper, step or horowitz), per one sample; dense, or
+    with ``zero_skipping`` only the products of non-zero activations (and their weight reads)."""
     if model not in QANN_MODELS:
         raise EnergyModelError(f"the QANN baseline is priced with {', '.join(QANN_MODELS)}; {model!r} prices "
                                f"spike events on a neuromorphic chip, where a QANN has no equivalent run")
     c = constants if constants is not None else load_constants()
     c.used = {}
     b = q.activation_bits
+    if zero_skipping:
+        missing = [n for n, r in q.layers.items() if r["kind"] in ("synapse", "product") and "effective_macs" not in r]
+        if missing:
+            raise EnergyModelError(f"the zero-skipping QANN needs the union counts (layer {missing[0]!r} has none): "
+                                   "count with energy.run.count_dataset, which records them")
+        q = QannCounts(b, {n: _skipping(r) for n, r in q.layers.items()})
     acc = accumulator_bits_ or accumulator_bits(snn_counts)
     rows = []
     if model in ("paper", "step"):
@@ -126,9 +146,22 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
             else:
                 comp = {"reductions": add * r["adds"]}
             rows.append(LayerEnergy(name, r["kind"], comp))
-    return EnergyReport(f"{model} (QANN, {b}-bit activations)", c.description(model), 1, tuple(rows), dict(c.used),
-                        (f"activations of ceil(log2(T+1)) = {b} bits, dense (no zero skipping), run once",),
+    how = "skipping zero activations" if zero_skipping else "dense (no zero skipping)"
+    return EnergyReport(f"{model} (QANN, {b}-bit activations, {how})", c.description(model), 1, tuple(rows),
+                        dict(c.used), (f"activations of ceil(log2(T+1)) = {b} bits, {how}, run once",),
                         {"activation_bits": b, "accumulator_bits": acc, "number_format": counts_format(snn_counts)})
+
+
+def _skipping(r: dict) -> dict:
+    """A QANN layer as a zero-skipping accelerator runs it: effective MACs (and their weight reads)."""
+    r = dict(r)
+    if r["kind"] in ("synapse", "product"):
+        r["macs"] = r["effective_macs"]
+        if r["kind"] == "synapse":
+            r["weight_bits_read"] = r["macs"] * (r["weight_bits"] or FLOAT_BITS)
+    elif r["kind"] == "reduction" and "effective_adds" in r:
+        r["adds"] = r["effective_adds"]
+    return r
 
 
 @dataclass(frozen=True)

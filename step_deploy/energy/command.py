@@ -112,7 +112,8 @@ def compute(ckpt, o: EnergyOptions, prep=None):
               "source": o.source, "samples": len(x), "steps": T, "accuracy": run.accuracy,
               "widths_int": {"from": f"quantize-fpga, {o.weight_bits}-bit weights, membranes calibrated on "
                                      f"{len(data.x_calib)} samples"}}
-    res = price_all(run.counts, run.graph, folded, models, bit_widths(q_fpga), constants, header, notes)
+    res = price_all(run.counts, run.graph, folded, models, bit_widths(q_fpga), constants, header, notes,
+                    union=run.union)
     res.neurobench = _neurobench(run.counts, run.graph)
     points = None
     if o.sweep:
@@ -167,7 +168,7 @@ def run_command(ckpt, out, o: EnergyOptions, force: bool = False) -> list[str]:
     lines = [f"counted {h['samples']} sample(s) through {h['source']}, T = {h['steps']} (data: {h['data']})"
              + (f", accuracy {h['accuracy']:.4f}" if h['accuracy'] is not None else ""),
              summary_line(res)]
-    lines += [b.sentence() for b in res.comparison.values()]
+    lines += [b.sentence() for b in list(res.comparison.values()) + list(res.comparison_skipping.values())]
     if points is not None:
         lines.append(f"sweep: {len(points)} points (weight bits x T), Pareto front in {Path(out) / 'sweep.md'}")
     lines.append(f"report: {Path(out) / 'energy.md'} (energy.json, energy_per_layer.png, firing_rate.png, "

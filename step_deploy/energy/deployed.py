@@ -30,7 +30,7 @@ def deployed_energy(model, qgraph: ir.Graph, folded: ir.Graph, source: str, x: t
               "steps": int(model.step), "accuracy": run.accuracy,
               "widths_int": {"from": "the exported network's own widths (counted on its golden model)"}}
     return price_all(run.counts, run.graph, folded, list(MODELS), "as-counted", load_constants(), header,
-                     widths=("int",))
+                     widths=("int",), union=run.union)
 
 
 def write_deployed(res: EnergyResult, out: Path) -> None:
@@ -44,11 +44,13 @@ def report_section(res: EnergyResult) -> str:
              f"The exported integer network, counted by its golden model on {res.counts.samples} sample(s), "
              f"priced with the deployed widths; QANN = the same network with "
              f"{res.to_dict()['qann']['activation_bits']}-bit activations.", "",
-             "| model | SNN µJ/sample | QANN µJ/sample | winner |", "|---|---:|---:|---|"]
+             "| model | SNN µJ/sample | QANN dense | QANN zero-skipping | winner vs dense / zero-skipping |",
+             "|---|---:|---:|---:|---|"]
     for v, r in res.snn.items():
-        b = res.comparison.get(v)
+        b, bs = res.comparison.get(v), res.comparison_skipping.get(v)
         lines.append(f"| {v} | {r.per_sample_pj * 1e-6:.4g} | " +
-                     (f"{b.qann_pj * 1e-6:.4g} | {b.winner} |" if b else "n/a | |"))
+                     (f"{b.qann_pj * 1e-6:.4g} | {bs.qann_pj * 1e-6:.4g} | {b.winner} / {bs.winner} |" if b and bs
+                      else "n/a | n/a | |"))
     return "\n".join(lines) + "\n"
 
 

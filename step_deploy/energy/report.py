@@ -30,16 +30,21 @@ class EnergyResult:
     header: dict
     neurobench: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    union: Optional[Counts] = None
+    qann_skipping: dict = field(default_factory=dict)        # variant -> EnergyReport (zero-skipping QANN)
+    comparison_skipping: dict = field(default_factory=dict)  # variant -> BreakEven against it
 
     def to_dict(self) -> dict:
-        q = qann_counts(self.counts)
+        q = qann_counts(self.counts, union=self.union)
         return {**self.header,
                 "firing_rate": overall_firing_rate(self.counts),
                 "counts": self.counts.to_dict(),
                 "energy": {k: v.to_dict() for k, v in self.snn.items()},
                 "qann": {"activation_bits": q.activation_bits, "counts_per_sample": q.totals(),
-                         "energy": {k: v.to_dict() for k, v in self.qann.items()}},
+                         "energy": {k: v.to_dict() for k, v in self.qann.items()},
+                         "energy_zero_skipping": {k: v.to_dict() for k, v in self.qann_skipping.items()}},
                 "comparison": {k: v.to_dict() for k, v in self.comparison.items()},
+                "comparison_zero_skipping": {k: v.to_dict() for k, v in self.comparison_skipping.items()},
                 "neurobench": self.neurobench, "notes": self.notes, "conventions": CONVENTIONS}
 
 
@@ -52,13 +57,14 @@ def variants(models: list[str], widths: tuple = ("float32", "int")) -> list[str]
 
 def price_all(counts: Counts, graph, folded_graph, models: list[str], int_widths: Optional[tuple],
               constants: Constants, header: dict, notes: Optional[list] = None,
-              widths: tuple = ("float32", "int")) -> EnergyResult:
+              widths: tuple = ("float32", "int"), union: Optional[Counts] = None) -> EnergyResult:
     """Price ``counts`` with every model (and width variant), and the QANN baseline where it applies.
     ``int_widths``: ``(weight_bits, membrane_bits)`` per node of the deployed network (None: the
     ``/int`` variants are skipped, with a note; ``"as-counted"``: the counts already have the deployed
     widths, e.g. from a golden model). ``widths``: the variants to price. ``folded_graph``: the BN-folded float graph the
-    Loihi mapping is made from."""
-    snn, qann, comp = {}, {}, {}
+    Loihi mapping is made from. ``union``: the one-step count of "non-zero at any step"
+    (``run.union_traces``), for the zero-skipping QANN (skipped when None)."""
+    snn, qann, comp, qs, cs = {}, {}, {}, {}, {}
     notes = list(notes or [])
     for v in variants(models, widths):
         base, _, width = v.partition("/")
@@ -73,9 +79,14 @@ def price_all(counts: Counts, graph, folded_graph, models: list[str], int_widths
         g = folded_graph if base == "loihi" else graph
         snn[v] = price(c, base, g, constants)
         if base in QANN_MODELS:
-            qann[v] = price_qann(qann_counts(c), base, c, graph, constants)
+            qc = qann_counts(c, union=union)
+            qann[v] = price_qann(qc, base, c, graph, constants)
             comp[v] = dataclasses.replace(break_even(snn[v], qann[v], c), model=v)
-    return EnergyResult(counts, snn, qann, comp, header, notes=notes)
+            if union is not None:
+                qs[v] = price_qann(qc, base, c, graph, constants, zero_skipping=True)
+                cs[v] = dataclasses.replace(break_even(snn[v], qs[v], c), model=v + " vs zero-skipping QANN")
+    return EnergyResult(counts, snn, qann, comp, header, notes=notes, union=union, qann_skipping=qs,
+                        comparison_skipping=cs)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -112,17 +123,26 @@ def markdown(res: EnergyResult) -> str:
              f"| membrane bits read + written | {(neu.get('membrane_bits_read', 0) + neu.get('membrane_bits_written', 0)) / n:,.0f} |",
              "", "## SNN against the quantized ANN (Bit Budget)", "",
              f"QANN: the same network run once with ceil(log2(T+1)) = {qann_counts(c).activation_bits}-bit activations, "
-             "dense, same weight and accumulator widths.", "",
-             "| model | SNN µJ/sample | QANN µJ/sample | winner | break-even firing rate |", "|---|---:|---:|---|---:|"]
+             "same weight and accumulator widths; *dense* does every MAC, *zero-skipping* only those of non-zero "
+             "activations (an activation is zero where no step had a spike).", "",
+             "| model | SNN µJ/sample | QANN dense | QANN zero-skipping | winner vs dense / vs zero-skipping | "
+             "SNN breaks even below (vs dense / vs zero-skipping) |", "|---|---:|---:|---:|---|---:|"]
+
+    def be(b: Optional[BreakEven]) -> str:
+        if b is None:
+            return "n/a"
+        return "never" if b.break_even_rate is None else (
+            ">100%" if b.break_even_rate >= 1 else f"{b.break_even_rate:.2%}")
     for v, r in res.snn.items():
         b: Optional[BreakEven] = res.comparison.get(v)
+        bs: Optional[BreakEven] = res.comparison_skipping.get(v)
         if b is None:
-            lines.append(f"| {v} | {_uj(r.per_sample_pj)} | n/a (event-priced chip) | | |")
+            lines.append(f"| {v} | {_uj(r.per_sample_pj)} | n/a (event-priced chip) | | | |")
         else:
-            be = "never" if b.break_even_rate is None else (
-                ">100%" if b.break_even_rate >= 1 else f"{b.break_even_rate:.2%}")
-            lines.append(f"| {v} | {_uj(b.snn_pj)} | {_uj(b.qann_pj)} | **{b.winner}** | {be} |")
-    lines += [""] + [f"- {b.sentence()}" for b in res.comparison.values()]
+            qs = _uj(bs.qann_pj) if bs else "n/a"
+            lines.append(f"| {v} | {_uj(b.snn_pj)} | {_uj(b.qann_pj)} | {qs} | **{b.winner}** / "
+                         f"**{bs.winner if bs else 'n/a'}** | {be(b)} / {be(bs)} |")
+    lines += [""] + [f"- {b.sentence()}" for b in list(res.comparison.values()) + list(res.comparison_skipping.values())]
     lines += ["", "## Energy by component (µJ per sample)", ""]
     comps = sorted({k for r in res.snn.values() for k in r.by_component()})
     lines += ["| model | " + " | ".join(comps) + " |", "|---|" + "---:|" * len(comps)]
@@ -234,8 +254,15 @@ def plot_qann(res: EnergyResult, path) -> None:
     xs = range(len(vs))
     snn = [res.comparison[v].snn_pj * 1e-6 for v in vs]
     qa = [res.comparison[v].qann_pj * 1e-6 for v in vs]
-    ax.bar([x - 0.2 for x in xs], snn, 0.4, label=f"SNN (T = {res.counts.steps})")
-    ax.bar([x + 0.2 for x in xs], qa, 0.4, label=f"QANN ({qann_counts(res.counts).activation_bits}-bit activations)")
+    bits = qann_counts(res.counts).activation_bits
+    w = 0.27 if res.comparison_skipping else 0.4
+    ax.bar([x - w / 2 - (w / 2 if res.comparison_skipping else 0) for x in xs], snn, w, label=f"SNN (T = {res.counts.steps})")
+    ax.bar([x + w / 2 - (w / 2 if res.comparison_skipping else 0) for x in xs], qa, w,
+           label=f"QANN dense ({bits}-bit activations)")
+    if res.comparison_skipping:
+        qz = [res.comparison_skipping[v].qann_pj * 1e-6 for v in vs]
+        ax.bar([x + w for x in xs], qz, w, label="QANN skipping zero activations")
+        qa = qa + qz
     for x, v in zip(xs, vs):
         b = res.comparison[v]
         txt = "never" if b.break_even_rate is None else (">100%" if b.break_even_rate >= 1 else
@@ -259,7 +286,9 @@ def summary_line(res: EnergyResult) -> str:
     parts = []
     for v, r in res.snn.items():
         b = res.comparison.get(v)
-        parts.append(f"{v} {r.per_sample_pj * 1e-6:.3g} µJ" + (f" ({b.winner} wins vs QANN)" if b else ""))
+        bs = res.comparison_skipping.get(v)
+        vs = f" ({b.winner} wins vs dense QANN" + (f"; {bs.winner} wins vs zero-skipping QANN)" if bs else ")") if b else ""
+        parts.append(f"{v} {r.per_sample_pj * 1e-6:.3g} µJ{vs}")
     return "energy per sample: " + "; ".join(parts)
 
 

@@ -40,6 +40,18 @@ class CountedRun:
     counts: Counts
     predictions: torch.Tensor
     accuracy: Optional[float]
+    union: Optional[Counts] = None  # the same graph counted once on "non-zero at any step" (see union_traces)
+
+
+def union_traces(traces: dict) -> dict:
+    """Each ``(T, B, ...)`` trace reduced to one step: non-zero where the value is non-zero at any step.
+    Counted with ``steps=1`` this gives the work of the quantized ANN that skips zero activations: an
+    activation (a spike count over T) is zero exactly where no step had a non-zero value."""
+    out = {}
+    for k, v in traces.items():
+        v = v if torch.is_tensor(v) else torch.as_tensor(v)
+        out[k] = (v != 0).any(0, keepdim=True)
+    return out
 
 
 def quantized_graph(source: str, folded: ir.Graph, calib_encoded: torch.Tensor, steps: int, weight_bits: int = 8):
@@ -66,7 +78,7 @@ def count_dataset(model, graph: ir.Graph, x: torch.Tensor, y: Optional[torch.Ten
     T = int(model.step)
     counted_graph = graph if source == "torch" else qgraph
     wb, mb = widths if widths is not None else (None, None)
-    parts, preds = [], []
+    parts, unions, preds = [], [], []
     starts = range(0, len(x), batch_size)
     if progress:
         from tqdm import tqdm
@@ -83,15 +95,17 @@ def count_dataset(model, graph: ir.Graph, x: torch.Tensor, y: Optional[torch.Ten
                 h.remove()
             logits = out[-1]
             parts.append(count_graph(graph, traces, T, weight_bits=wb, membrane_bits=mb))
+            unions.append(count_graph(graph, union_traces(traces), 1, weight_bits=wb, membrane_bits=mb))
         else:
             from step_deploy.simulators.golden import run_golden
             res = run_golden(qgraph, encoded_input(model, xb), steps=T, record=needed_traces(qgraph))
             logits = res.final()
             parts.append(count_graph(qgraph, res.traces, T))
+            unions.append(count_graph(qgraph, union_traces(res.traces), 1))
         preds.append(logits.argmax(-1))
     p = torch.cat(preds)
     acc = float((p == y[:len(p)]).float().mean()) if y is not None else None
-    return CountedRun(source, counted_graph, Counts.concat(parts), p, acc)
+    return CountedRun(source, counted_graph, Counts.concat(parts), p, acc, Counts.concat(unions))
 
 
-__all__ = ["CountedRun", "EnergyRunError", "SOURCES", "count_dataset", "quantized_graph"]
+__all__ = ["CountedRun", "EnergyRunError", "SOURCES", "count_dataset", "quantized_graph", "union_traces"]
