@@ -124,7 +124,9 @@ def plot_sweep(points: list[SweepPoint], model: str, path) -> None:
     if front:
         ax.plot([p.energy_uj[model] for p in front], [p.accuracy for p in front], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel(f"energy per sample, {model} model (µJ)")
+    from matplotlib.ticker import NullFormatter
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
+    ax.set_xlabel(f"energy per sample, {model} model at the deployed integer widths (µJ)")
     ax.set_ylabel("test accuracy (integer golden model)")
     ax.set_title("Accuracy against energy: weight bits x time steps", fontsize=9)
     ax.legend(fontsize=7)
