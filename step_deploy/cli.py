@@ -145,7 +145,7 @@ def export_main(argv=None) -> int:
 def energy_main(argv=None) -> int:
     """``step-energy``: exit 0 ok, 2 usage or user error (bad checkpoint, data, model name or constants)."""
     from step_deploy.energy.models import MODELS
-    from step_deploy.energy.run import SOURCES
+    from step_deploy.energy_eval.run import SOURCES
 
     ap = argparse.ArgumentParser(
         prog="step-energy", description="Count operations and memory traffic of a Spiking Transformer per layer and "
@@ -173,7 +173,7 @@ def energy_main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     a = ap.parse_args(argv)
     try:
-        from step_deploy.energy.command import EnergyOptions, run_command
+        from step_deploy.energy_eval.command import EnergyOptions, run_command
 
         o = EnergyOptions(samples=a.samples, models=a.model, source=a.source, data=a.data, root=a.root,
                           weight_bits=a.weight_bits, constants=a.constants, sweep=a.sweep,

@@ -155,7 +155,7 @@ def test_zero_skipping_qann_counts_the_union_of_non_zeros_over_the_steps():
 
     from step_deploy import ir
     from step_deploy.energy import count_graph
-    from step_deploy.energy.run import union_traces
+    from step_deploy.energy_eval.run import union_traces
 
     g = ir.Graph()
     g.add(ir.Input("input", shape=(4,)))
@@ -313,7 +313,7 @@ def test_golden_source_counts_the_integer_network(demo_ckpt, tmp_path):
 @pytest.mark.slow
 def test_sweep_grid_and_pareto_front(trained_ckpt, tmp_path):
     from step_deploy.cli import energy_main
-    from step_deploy.energy.sweep import SweepPoint, pareto
+    from step_deploy.energy_eval.sweep import SweepPoint, pareto
     out = tmp_path / "s"
     assert energy_main([str(trained_ckpt), "-o", str(out), "--samples", "48", "--calib-samples", "16", "--model",
                         "paper", "--sweep", "--sweep-weight-bits", "2,8", "--sweep-steps", "1,4"]) == 0

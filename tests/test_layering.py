@@ -9,14 +9,14 @@ beside or above it):
 1. ``ir``, ``atomic``: the graph IR (it imports nothing else of the project) and atomic output
 2. ``fixedpoint`` (fixed-point formats: node types + constants), ``models`` (the PyTorch
    reference), ``data``
-3. ``frontend`` (capture), ``targets`` (hardware specs as data, core mapping, constraint rules),
-   ``energy``
-4. ``simulators``: the executable semantics (float reference interpreter, integer golden model
+3. ``frontend`` (capture), ``targets`` (hardware specs as data, core mapping, constraint rules)
+4. ``energy``: counting (from traces of any source) and pricing (the Loihi model prices the core mapping)
+5. ``simulators``: the executable semantics (float reference interpreter, integer golden model
    and the op functions of each fixed-point format)
-5. ``passes``: graph rewrites and analyses (calibration runs the reference interpreter)
-6. ``exporters`` (each backend: writer, kernels and the runner of what it wrote) and ``fpga``
-7. orchestration: ``export`` (targets as plug-ins), ``cli``, ``evaluation``, ``training``,
-   ``opmatrix`` and the package root
+6. ``passes``: graph rewrites and analyses (calibration runs the reference interpreter)
+7. ``exporters`` (each backend: writer, kernels and the runner of what it wrote) and ``fpga``
+8. orchestration: ``export`` (targets as plug-ins), ``cli``, ``evaluation``, ``energy_eval``
+   (energy over data sets, step-energy), ``training``, ``opmatrix`` and the package root
 """
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ LAYERS = [
     {"errors"},
     {"ir", "atomic"},
     {"fixedpoint", "models", "data"},
-    {"frontend", "targets", "energy"},
+    {"frontend", "targets"},
+    {"energy"},
     {"simulators"},
     {"passes"},
     {"exporters", "fpga"},
-    {"export", "cli", "evaluation", "training", "opmatrix", ""},
+    {"export", "cli", "evaluation", "energy_eval", "training", "opmatrix", ""},
 ]
 RANK = {name: r for r, names in enumerate(LAYERS) for name in names}
 
@@ -162,7 +163,7 @@ def test_the_checks_can_fail():
     GRAPH["step_deploy.simulators.golden"].add("step_deploy.exporters.lava_runner")
     try:
         assert _violations() == ["step_deploy.simulators.golden -> step_deploy.exporters.lava_runner  "
-                                 "(simulators, layer 4 -> exporters, layer 6)"]
+                                 "(simulators, layer 5 -> exporters, layer 7)"]
     finally:
         GRAPH["step_deploy.simulators.golden"].discard("step_deploy.exporters.lava_runner")
     assert "step_deploy.simulators.reference" in GRAPH["step_deploy.simulators.golden"]

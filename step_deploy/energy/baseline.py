@@ -62,7 +62,7 @@ class QannCounts:
 
 def qann_counts(counts: Counts, activation_bits_: Optional[int] = None, union: Optional[Counts] = None) -> QannCounts:
     """The QANN's counts per inference (per sample), derived from the SNN ``counts``. With ``union``
-    (the same graph counted once on "non-zero at any step", ``run.union_traces``), each layer also
+    (the same graph counted once on "non-zero at any step", ``energy_eval.run.union_traces``), each layer also
     gets the work of a QANN that skips zero activations: ``effective_macs`` (non-zero activations x
     fan-out), ``nonzero_values`` and ``effective_adds``."""
     b = activation_bits_ or activation_bits(counts.steps)
@@ -107,7 +107,7 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
         missing = [n for n, r in q.layers.items() if r["kind"] in ("synapse", "product") and "effective_macs" not in r]
         if missing:
             raise EnergyModelError(f"the zero-skipping QANN needs the union counts (layer {missing[0]!r} has none): "
-                                   "count with energy.run.count_dataset, which records them")
+                                   "count with step_deploy.energy_eval.run.count_dataset, which records them")
         q = QannCounts(b, {n: _skipping(r) for n, r in q.layers.items()})
     acc = accumulator_bits_ or accumulator_bits(snn_counts)
     rows = []

@@ -63,7 +63,7 @@ def price_all(counts: Counts, graph, folded_graph, models: list[str], int_widths
     ``/int`` variants are skipped, with a note; ``"as-counted"``: the counts already have the deployed
     widths, e.g. from a golden model). ``widths``: the variants to price. ``folded_graph``: the BN-folded float graph the
     Loihi mapping is made from. ``union``: the one-step count of "non-zero at any step"
-    (``run.union_traces``), for the zero-skipping QANN (skipped when None)."""
+    (``energy_eval.run.union_traces``), for the zero-skipping QANN (skipped when None)."""
     snn, qann, comp, qs, cs = {}, {}, {}, {}, {}
     notes = list(notes or [])
     for v in variants(models, widths):

@@ -128,7 +128,7 @@ class FpgaTarget(Target):
 
     def run(self, prep: Prepared, out, options: dict, force: bool = False) -> TargetResult:
         from step_deploy.data.calibration import resolve_calibration
-        from step_deploy.energy.deployed import deployed_energy, report_section, write_deployed
+        from step_deploy.energy_eval.deployed import deployed_energy, report_section, write_deployed
         from step_deploy.energy.report import summary_line
         from step_deploy.fpga.csim import CSimModel
         from step_deploy.passes.fold_batchnorm import fold_batchnorm

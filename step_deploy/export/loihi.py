@@ -115,7 +115,7 @@ class LoihiTarget(Target):
 
     def run(self, prep: Prepared, out, options: dict, force: bool = False) -> TargetResult:
         from step_deploy.data.calibration import resolve_calibration
-        from step_deploy.energy.deployed import deployed_energy, report_section, write_deployed
+        from step_deploy.energy_eval.deployed import deployed_energy, report_section, write_deployed
         from step_deploy.energy.report import summary_line
 
         calib = None

@@ -11,9 +11,9 @@ import torch
 
 from step_deploy import ir
 
-from .constants import load_constants
-from .models import MODELS
-from .report import EnergyResult, markdown, price_all
+from step_deploy.energy.constants import load_constants
+from step_deploy.energy.models import MODELS
+from step_deploy.energy.report import EnergyResult, markdown, price_all
 
 EXPORT_SAMPLES = 64
 

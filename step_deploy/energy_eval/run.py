@@ -20,9 +20,9 @@ from step_deploy import ir
 from step_deploy.errors import StepDeployError
 from step_deploy.frontend.capture import encoded_input
 
-from .counters import count_graph, needed_traces
-from .counts import Counts
-from .torch_hooks import hook_traces
+from step_deploy.energy.counters import count_graph, needed_traces
+from step_deploy.energy.counts import Counts
+from step_deploy.energy.torch_hooks import hook_traces
 
 SOURCES = ("torch", "golden-fpga", "golden-loihi")
 

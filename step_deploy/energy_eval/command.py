@@ -10,8 +10,8 @@ from typing import Optional
 
 from step_deploy.errors import UsageError
 
-from .constants import load_constants
-from .models import resolve_models
+from step_deploy.energy.constants import load_constants
+from step_deploy.energy.models import resolve_models
 
 DEFAULT_SWEEP_WEIGHT_BITS = (2, 4, 8)
 
@@ -71,7 +71,7 @@ def validate(o: EnergyOptions) -> None:
 
 def _neurobench(counts, graph) -> dict:
     try:
-        from .neurobench_names import neurobench_metrics
+        from step_deploy.energy.neurobench_names import neurobench_metrics
     except ImportError:
         return {}
     return neurobench_metrics(counts, graph)
@@ -85,8 +85,8 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     from step_deploy.frontend.capture import encoded_input
     from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
-    from .counters import bit_widths
-    from .report import price_all
+    from step_deploy.energy.counters import bit_widths
+    from step_deploy.energy.report import price_all
     from .run import count_dataset, quantized_graph
 
     constants = load_constants(o.constants)
@@ -130,7 +130,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
 
 def write(res, points, out: Path) -> list[str]:
     """Write the report files into ``out`` (a temporary folder); returns the file names."""
-    from .report import markdown, plot_firing, plot_layers, plot_qann
+    from step_deploy.energy.report import markdown, plot_firing, plot_layers, plot_qann
     from .sweep import plot_sweep, sweep_markdown
 
     (out / "energy.json").write_text(json.dumps(res.to_dict(), indent=1, sort_keys=True) + "\n")
@@ -152,7 +152,7 @@ def run_command(ckpt, out, o: EnergyOptions, force: bool = False) -> list[str]:
     """The whole command: validate, check ``out`` up front, compute, write atomically; the lines to print."""
     from step_deploy.atomic import atomic_output_dir, check_output_dir
 
-    from .report import summary_line
+    from step_deploy.energy.report import summary_line
 
     validate(o)
     ck = Path(str(ckpt))

@@ -19,9 +19,9 @@ from step_deploy import ir
 from step_deploy.errors import StepDeployError
 from step_deploy.frontend.capture import encoded_input
 
-from .baseline import overall_firing_rate
-from .constants import Constants
-from .models import price
+from step_deploy.energy.baseline import overall_firing_rate
+from step_deploy.energy.constants import Constants
+from step_deploy.energy.models import price
 from .run import count_dataset, quantized_graph
 
 SWEEP_MODELS = ("paper", "step", "horowitz", "loihi")
@@ -110,7 +110,7 @@ def sweep_markdown(points: list[SweepPoint], model: str) -> str:
 
 
 def plot_sweep(points: list[SweepPoint], model: str, path) -> None:
-    from .report import _plt
+    from step_deploy.energy.report import _plt
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     pts = [p for p in points if p.accuracy is not None]
