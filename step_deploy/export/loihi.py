@@ -178,7 +178,7 @@ class LoihiTarget(Target):
 def _result_lines(report: dict, n_err: int, out, chip: str) -> list[str]:
     acc = report["accuracy"]
     msg = [f"wrote {out}: network/ (quantized IR + layers.json), quantization.json, constraints.{{json,md}}, "
-           f"report.{{json,md}}, summary.{{json,md}}"]
+           f"report.{{json,md}}, energy.{{json,md}}, summary.{{json,md}}"]
     if report["data_is_noise"]:
         msg.append(f"WARNING: calibrated and evaluated on NOISE ({report['data']})")
     if "float_pytorch" in acc:
