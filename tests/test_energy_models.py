@@ -330,3 +330,16 @@ def test_sweep_grid_and_pareto_front(trained_ckpt, tmp_path):
     mk = lambda a, e: SweepPoint(8, 1, a, 0.1, {"m": e}, (1, 1))  # noqa: E731
     p1, p2, p3 = mk(0.9, 1.0), mk(0.95, 2.0), mk(0.9, 3.0)
     assert pareto([p1, p2, p3], "m") == [p1, p2]
+
+
+def test_a_loihi_golden_run_is_priced_at_loihis_own_widths(demo_ckpt, tmp_path):
+    from step_deploy.cli import energy_main
+    out = tmp_path / "l"
+    assert energy_main([str(demo_ckpt), "-o", str(out), "--samples", "4", "--calib-samples", "16",
+                        "--source", "golden-loihi", "--model", "horowitz"]) == 0
+    rep = json.loads((out / "energy.json").read_text())
+    lifs = [r for r in rep["counts"]["layers"] if r["op"] == "LoihiLIF"]
+    assert lifs and all(r["membrane_bits"] == 48 for r in lifs)
+    # u and v are 24-bit registers: the integer variant adds at 24 bits (priced at the 32-bit entry)
+    assert rep["energy"]["horowitz/int"]["assumptions"] == {"accumulator_bits": 24, "number_format": "int"}
+    assert rep["energy"]["horowitz/float32"]["assumptions"]["number_format"] == "float"

@@ -112,8 +112,11 @@ def compute(ckpt, o: EnergyOptions, prep=None):
               "source": o.source, "samples": len(x), "steps": T, "accuracy": run.accuracy,
               "widths_int": {"from": f"quantize-fpga, {o.weight_bits}-bit weights, membranes calibrated on "
                                      f"{len(data.x_calib)} samples"}}
-    res = price_all(run.counts, run.graph, folded, models, bit_widths(q_fpga), constants, header, notes,
-                    union=run.union)
+    # a golden run's counts already have the deployed widths (Loihi's or the FPGA's); the PyTorch run gets the FPGA's
+    widths = bit_widths(q_fpga) if o.source == "torch" else "as-counted"
+    if o.source != "torch":
+        header["widths_int"] = {"from": f"the {o.source} network's own widths"}
+    res = price_all(run.counts, run.graph, folded, models, widths, constants, header, notes, union=run.union)
     res.neurobench = _neurobench(run.counts, run.graph)
     points = None
     if o.sweep:
