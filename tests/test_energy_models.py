@@ -343,3 +343,22 @@ def test_a_loihi_golden_run_is_priced_at_loihis_own_widths(demo_ckpt, tmp_path):
     # u and v are 24-bit registers: the integer variant adds at 24 bits (priced at the 32-bit entry)
     assert rep["energy"]["horowitz/int"]["assumptions"] == {"accumulator_bits": 24, "number_format": "int"}
     assert rep["energy"]["horowitz/float32"]["assumptions"]["number_format"] == "float"
+
+
+def test_loihi_model_counts_the_messages_of_every_spikformer_adder():
+    """Spikformer's residual adders send graded spikes: their messages are the non-zero values the
+    next synapse or the token mean reads, so no mapped layer is left without its output events."""
+    from conftest import random_model
+    from test_energy_counters import digits
+
+    from step_deploy.energy import count_graph, hook_traces
+    from step_deploy.frontend import capture
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+
+    m = random_model("spikformer-2-64-digits")
+    g = capture(m)
+    c = count_graph(g, hook_traces(m, digits(2), g), m.step)
+    r = price(c, "loihi", fold_batchnorm(g))
+    assert not [n for n in r.notes if "not counted" in n], r.notes
+    adders = [l for l in r.layers if l.name.endswith("_res:compartments")]
+    assert len(adders) == 4 and all(l.components["spike_out"] > 0 for l in adders)

@@ -303,6 +303,9 @@ def _loihi(counts: Counts, graph, c: Constants, opts: dict) -> list:
         src = graph[graph[r.name].inputs[0]]
         src = src.inputs[0] if src.op == "TemporalMean" else src.name
         sent.setdefault(origin(src), r.total("nonzero_inputs"))
+    for r in counts.of_kind("reduction"):  # a spike-map reduction reads the non-zero values it adds
+        if r.name in graph.nodes and r.value_class != "real":
+            sent.setdefault(origin(graph[r.name].inputs[0]), r.total("accumulates"))
     out, notes = [], []
     host = [r.name for r in counts.rows if mp.nodes.get(r.name, {}).get("placement") == "host"]
     for r in counts.rows:
