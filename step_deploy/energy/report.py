@@ -195,6 +195,14 @@ def _plt():
     return plt
 
 
+def save(fig, path) -> None:
+    """Write ``fig`` as a PNG with no software/date metadata (byte-identical reruns) and close it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
 def plot_layers(res: EnergyResult, path) -> None:
     """Energy per layer stacked by component, one panel per model variant."""
     plt = _plt()
@@ -225,9 +233,7 @@ def plot_layers(res: EnergyResult, path) -> None:
     axes[0][0].set_yticklabels(names, fontsize=5)
     axes[0][0].invert_yaxis()
     fig.suptitle(f"Energy per layer by component ({res.header.get('arch', '')}, {res.header.get('source')})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_firing(res: EnergyResult, path) -> None:
@@ -241,9 +247,7 @@ def plot_firing(res: EnergyResult, path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("firing rate (% of neurons per step)")
     ax.set_title(f"Firing rate per layer (overall {overall_firing_rate(res.counts):.2%}, T = {res.counts.steps})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 def plot_qann(res: EnergyResult, path) -> None:
@@ -276,9 +280,7 @@ def plot_qann(res: EnergyResult, path) -> None:
     ax.set_ylim(top=top * 4)
     ax.set_title(f"SNN vs quantized ANN at equal bit budget (firing rate now {overall_firing_rate(res.counts):.2%})", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 def summary_line(res: EnergyResult) -> str:

@@ -110,7 +110,7 @@ def sweep_markdown(points: list[SweepPoint], model: str) -> str:
 
 
 def plot_sweep(points: list[SweepPoint], model: str, path) -> None:
-    from step_deploy.energy.report import _plt
+    from step_deploy.energy.report import _plt, save
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     pts = [p for p in points if p.accuracy is not None]
@@ -130,9 +130,7 @@ def plot_sweep(points: list[SweepPoint], model: str, path) -> None:
     ax.set_ylabel("test accuracy (integer golden model)")
     ax.set_title("Accuracy against energy: weight bits x time steps", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 __all__ = ["SWEEP_MODELS", "SweepPoint", "pareto", "plot_sweep", "run_sweep", "sweep_markdown"]
