@@ -23,10 +23,10 @@ from typing import Any, Mapping, Optional, Union
 import yaml
 
 from step_deploy.errors import StepDeployError
+from step_deploy.targets.spec import check_provenance
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
 BUNDLED = ("loihi1", "loihi2")
-CONFIDENCES = ("primary", "secondary", "to-verify")
 
 #: geometry key -> (unit the file must state, what it is)
 GEOMETRY: dict[str, tuple[str, str]] = {
@@ -261,10 +261,7 @@ def _check_common(key: str, raw: dict, fields: tuple, problems: list[str]) -> bo
     if missing:
         problems.append(f"{key!r}: missing field(s) {', '.join(missing)}")
         return False
-    if raw["confidence"] not in CONFIDENCES:
-        problems.append(f"{key!r}: confidence {raw['confidence']!r} is not one of {', '.join(CONFIDENCES)}")
-    if not isinstance(raw["source"], str) or not raw["source"].strip():
-        problems.append(f"{key!r}: 'source' must be a non-empty string: every number needs one")
+    check_provenance(repr(key), raw, problems)
     return True
 
 

@@ -86,7 +86,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
     from step_deploy.energy.counters import bit_widths
-    from step_deploy.energy.report import price_all
+    from step_deploy.energy.report import WIDTH_DEPENDENT, price_all
     from .run import count_dataset, quantized_graph
 
     constants = load_constants(o.constants)
@@ -101,9 +101,15 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     folded = fold_batchnorm(prep.graph)
     T = int(model.step)
     calib_enc = encoded_input(model, data.x_calib)
-    q_fpga = quantized_graph("golden-fpga", folded, calib_enc, T, weight_bits=o.weight_bits)
-    qgraph = q_fpga if o.source != "golden-loihi" else quantized_graph("golden-loihi", folded, calib_enc, T)
-    run = count_dataset(model, prep.graph, x, y, source=o.source, qgraph=None if o.source == "torch" else qgraph,
+    # quantize only for what is used: a golden source's graph, or the deployed widths of a PyTorch run
+    # (needed by the width-dependent models only)
+    if o.source == "torch":
+        qgraph = None
+        need_widths = any(m in WIDTH_DEPENDENT for m in models)
+        q_fpga = quantized_graph("golden-fpga", folded, calib_enc, T, weight_bits=o.weight_bits) if need_widths else None
+    else:
+        qgraph = q_fpga = quantized_graph(o.source, folded, calib_enc, T, weight_bits=o.weight_bits)
+    run = count_dataset(model, prep.graph, x, y, source=o.source, qgraph=qgraph,
                         batch_size=o.batch_size, progress=o.progress, desc="counting")
     notes = []
     if data.is_noise:
@@ -113,7 +119,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
               "widths_int": {"from": f"quantize-fpga, {o.weight_bits}-bit weights, membranes calibrated on "
                                      f"{len(data.x_calib)} samples"}}
     # a golden run's counts already have the deployed widths (Loihi's or the FPGA's); the PyTorch run gets the FPGA's
-    widths = bit_widths(q_fpga) if o.source == "torch" else "as-counted"
+    widths = (bit_widths(q_fpga) if q_fpga is not None else None) if o.source == "torch" else "as-counted"
     if o.source != "torch":
         header["widths_int"] = {"from": f"the {o.source} network's own widths"}
     res = price_all(run.counts, run.graph, folded, models, widths, constants, header, notes, union=run.union)

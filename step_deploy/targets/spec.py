@@ -25,6 +25,15 @@ from typing import Any, Mapping
 import yaml
 
 CONFIDENCES = ("primary", "secondary", "to-verify")
+
+
+def check_provenance(label: str, raw: dict, problems: list[str]) -> None:
+    """Every number in a hardware file says where it comes from: ``raw['confidence']`` is one of
+    :data:`CONFIDENCES` and ``raw['source']`` a non-empty string; what is wrong goes to ``problems``."""
+    if raw["confidence"] not in CONFIDENCES:
+        problems.append(f"{label}: confidence {raw['confidence']!r} is not one of {', '.join(CONFIDENCES)}")
+    if not isinstance(raw["source"], str) or not raw["source"].strip():
+        problems.append(f"{label}: 'source' must be a non-empty string: every number needs one")
 SPEC_DIR = Path(__file__).resolve().parent
 BUILTIN = ("loihi2", "loihi1", "zcu102", "zcu104", "vcu118", "pynq-z2")
 KINDS = ("neuromorphic", "fpga")
@@ -185,10 +194,7 @@ def _entry(key: str, raw: Any, where: str, base: Limit | None, problems: list[st
     if missing:
         problems.append(f"limit {key!r}: missing field(s) {', '.join(missing)}")
         return None
-    if raw["confidence"] not in CONFIDENCES:
-        problems.append(f"limit {key!r}: confidence {raw['confidence']!r} is not one of {CONFIDENCES}")
-    if not isinstance(raw["source"], str) or not raw["source"].strip():
-        problems.append(f"limit {key!r}: source must be a non-empty string")
+    check_provenance(f"limit {key!r}", raw, problems)
     kind = schema.get(key, (None,))[0]
     if kind is not None and not _type_ok(kind, raw["value"]):
         problems.append(f"limit {key!r}: value must be {kind}, got {type(raw['value']).__name__} {raw['value']!r}")
