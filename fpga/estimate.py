@@ -12,7 +12,9 @@ Schedule. Time steps outermost; inside a step the layers run one after another i
 with ``PIPELINE_DEPTH = 8`` cycles of pipeline fill per layer per step;
 ``latency_ms = cycles_per_sample / (clock_mhz · 1000)``. All state (membranes, readout sums) and
 every layer's output buffer stay on chip for the whole sample; state is cleared on the fly in
-step 0 (no extra cycles). Weights are ``const`` ROMs on chip.
+step 0 (no extra cycles). Weights are ``const`` ROMs on chip. The cycle-level FPGA simulator
+(``simulators.cycle.fpga_dataflow``) times every kernel with the same per-layer formula
+(``resource_model.step_cycles``), so its ``'step'`` schedule reproduces these cycles exactly.
 
 Per compute node, ``P`` lanes in parallel (``P`` capped at the parallel dimension ``N``):
   * ``FpgaConv2d`` / ``FpgaConv1d`` / ``FpgaLinear``: P output channels, inner loop II = 1 over the

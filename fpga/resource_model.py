@@ -4,7 +4,7 @@ and ``DesignModel``, the layer models of one graph that ``estimate`` and ``auto_
 Every number is an estimate, not a synthesis result."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil, prod
 from numbers import Integral
 from typing import Mapping, Optional
@@ -112,7 +112,7 @@ class DesignEstimate:
 
     @property
     def cycles_per_step(self) -> int:
-        return sum(l.cycles_per_step + PIPELINE_DEPTH for l in self.layers)
+        return sum(step_cycles(l) for l in self.layers)
 
     @property
     def cycles_per_sample(self) -> int:
@@ -160,6 +160,13 @@ class DesignEstimate:
             if l.node == node:
                 return l
         raise KeyError(f"no compute node {node!r} in the estimate")
+
+
+def step_cycles(layer: LayerEstimate) -> int:
+    """Cycles one layer's kernel takes per time step in the generated design: its II = 1 loop
+    (``cycles_per_step``) plus ``PIPELINE_DEPTH`` of pipeline fill. The one per-layer time formula of
+    the estimate and of the cycle-level FPGA simulator (``simulators.cycle.fpga_dataflow``)."""
+    return layer.cycles_per_step + PIPELINE_DEPTH
 
 
 def fit_message(est: DesignEstimate, over: list, budget: float = 1.0) -> str:
@@ -342,6 +349,13 @@ class DesignModel:
             self._cache[key] = _layer_estimate(self.nodes[name], self.shapes[name], p, self.has_uram)
         return self._cache[key]
 
+    def layer_variant(self, name: str, p: int, memories: tuple) -> LayerEstimate:
+        """The model of layer ``name`` at ``p`` with other ``memories`` (``(role, bits, word_bits, rom)``
+        tuples, as ``shapes[name].memories``): what another schedule (the cycle simulator's time-step
+        batching) changes, priced by the same rules."""
+        return _layer_estimate(self.nodes[name], replace(self.shapes[name], memories=tuple(memories)), p,
+                               self.has_uram)
+
     def resolve(self, parallelism) -> dict[str, int]:
         """``{node: P}`` for every compute node from None, an int or ``{node: P}`` (others 1)."""
         if parallelism is None:
@@ -402,6 +416,6 @@ def check_clock(clock_mhz) -> float:
 
 
 __all__ = ["LayerEstimate", "DesignEstimate", "DesignModel", "FitError", "ParallelismError", "EstimateError",
-           "fit_message", "check_clock", "positive", "MODEL_RULES", "ESTIMATE_LABEL", "PIPELINE_DEPTH",
+           "step_cycles", "fit_message", "check_clock", "positive", "MODEL_RULES", "ESTIMATE_LABEL", "PIPELINE_DEPTH",
            "DESIGN_CONTROL_LUT", "DESIGN_CONTROL_FF", "LAYER_CONTROL_LUT", "FF_PER_LUT", "DEFAULT_KEY", "AUTO_KEY",
            "COMPUTE_OPS", "HOST_OPS", "PORT_OPS"]

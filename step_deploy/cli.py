@@ -1,4 +1,5 @@
-"""Command-line entry points (argument parsing only): ``step-train``, ``step-export`` and ``step-energy``."""
+"""Command-line entry points (argument parsing only): ``step-train``, ``step-export``, ``step-energy`` and
+``step-sim``."""
 from __future__ import annotations
 
 import argparse
@@ -187,6 +188,56 @@ def energy_main(argv=None) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def sim_main(argv=None) -> int:
+    """``step-sim``: exit 0 ok, 1 when the simulated spikes differ from the golden model's (the
+    report is still written), 2 usage or user error."""
+    ap = argparse.ArgumentParser(
+        prog="step-sim", description="Cycle-level simulation of a quantized Spiking Transformer on a Loihi-style "
+        "core mesh or on the FPGA dataflow of the generated HLS design: spikes checked bit for bit against the "
+        "integer golden model, cycles, latency, memory traffic and energy per layer and step.",
+        epilog="exit codes: 0 ok; 1 the simulated spikes differ from the golden model's; 2 a usage or user error")
+    ap.add_argument("checkpoint", help="checkpoint file (step-deploy or STEP)")
+    ap.add_argument("--arch", default="loihi2", choices=("loihi1", "loihi2", "fpga"),
+                    help="loihi1 (Davies et al. 2018 per-event costs), loihi2 (Loihi 2 core count; per-event costs "
+                         "ASSUMED equal to Loihi 1's: Intel published none) or fpga (the generated HLS design)")
+    ap.add_argument("--hardware", help="mesh description YAML (default: the bundled one of --arch); may 'extends' one")
+    ap.add_argument("--part", default="zcu104", help="FPGA part (zcu102, zcu104, vcu118, pynq-z2 or a spec file)")
+    ap.add_argument("--clock-mhz", type=float, default=200.0, help="FPGA clock (default 200)")
+    ap.add_argument("--parallelism", default="auto", help="FPGA per-layer parallelism: auto, an integer, or "
+                                                         "node=P pairs (as step-export)")
+    ap.add_argument("--schedule", default="step", choices=("step", "batched"),
+                    help="FPGA schedule: step (the generated design: steps outermost) or batched (all T steps of a "
+                         "layer at once)")
+    ap.add_argument("--weight-bits", type=int, default=8, help="FPGA weight bits, 2..8")
+    ap.add_argument("--samples", type=int, default=16, help="test samples to simulate (default 16)")
+    ap.add_argument("--data", help="evaluation data: a bundled data set, a tensor file, or noise (default: the "
+                                   "checkpoint's own data set)")
+    ap.add_argument("--root", help="folder holding an on-disk data set (cifar10, cifar10-dvs)")
+    ap.add_argument("--calib-samples", type=int, help="calibration samples for the quantization (default 256)")
+    ap.add_argument("--trace", action="store_true", help="also write steps.csv (time of every sample and step) "
+                                                          "and spikes.npz (the simulated spikes)")
+    ap.add_argument("--explore", action="store_true", help="FPGA: sweep parallelism x schedule on --part and write "
+                                                          "the Pareto front of latency x resources x energy")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("-o", "--output", help="output directory (default: <checkpoint without suffix>-sim-<arch>/)")
+    ap.add_argument("--force", action="store_true", help="replace an output directory step-deploy did not write")
+    a = ap.parse_args(argv)
+    try:
+        from step_deploy.sim_eval.command import SimOptions, run_command
+
+        o = SimOptions(arch=a.arch, hardware=a.hardware, part=a.part, clock_mhz=a.clock_mhz,
+                       parallelism=a.parallelism, schedule=a.schedule, weight_bits=a.weight_bits, samples=a.samples,
+                       data=a.data, root=a.root, calib_samples=a.calib_samples, trace=a.trace, explore=a.explore,
+                       batch_size=a.batch_size, progress=sys.stderr.isatty())
+        out = a.output or f"{Path(a.checkpoint).with_suffix('')}-sim-{a.arch}"
+        lines, code = run_command(a.checkpoint, out, o, force=a.force)
+    except _our_errors() as e:
+        return _fail(str(e))
+    for line in lines:
+        print(line)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

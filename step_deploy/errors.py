@@ -26,4 +26,22 @@ class DataError(StepDeployError):
     """A data set that is missing or unusable (on-disk data not found under ``--root``, ...)."""
 
 
-__all__ = ["StepDeployError", "UsageError", "OutputError", "DataError"]
+def require_counts(**options) -> None:
+    """Raise :class:`UsageError` for the first count option below 1 (``None`` means "not given"):
+    ``require_counts(samples=o.samples, batch_size=o.batch_size)`` -> ``--samples must be at least 1, got 0``."""
+    for name, value in options.items():
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def require_checkpoint_file(ckpt) -> None:
+    """Raise :class:`UsageError` unless ``ckpt`` is an existing file (a directory or a missing path
+    is named as such), before a command does any work."""
+    from pathlib import Path
+    p = Path(str(ckpt))
+    if not p.is_file():
+        raise UsageError(f"checkpoint {ckpt}: " + ("is a directory, expected a checkpoint file" if p.is_dir()
+                                                    else "no such file"))
+
+
+__all__ = ["StepDeployError", "UsageError", "OutputError", "DataError", "require_counts", "require_checkpoint_file"]

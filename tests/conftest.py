@@ -64,6 +64,26 @@ def fpga_digits(trained_digits):
     return get
 
 
+@pytest.fixture(scope="session")
+def fpga_tiny():
+    """``fpga_tiny(arch)``: a tiny digits architecture with random weights (``random_model``), BatchNorm
+    folded, FPGA-quantized (T = 4) on 4 random images, once per session (the estimate and the
+    cycle-level simulator tests share it)."""
+    from step_deploy.frontend.capture import capture
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+    from step_deploy.passes.quantize_fpga import quantize_fpga
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            g = fold_batchnorm(capture(random_model(arch)))
+            cache[arch] = quantize_fpga(g, torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                        steps=4)[0]
+        return cache[arch]
+    return get
+
+
 def reuse_quantized(qgraph, report, calib):
     """A ``quantize`` callable for ``accuracy_float_vs_golden`` that hands back an already quantized
     graph; it first checks that it is asked for the same calibration data (else the reuse would be wrong)."""

@@ -53,7 +53,7 @@ def test_loihi1_energies_match_the_energy_model_constants():
 def test_every_number_has_a_source_and_confidence(name):
     hw = load_hardware(name)
     srcs = hw.sources()
-    assert set(srcs) == set(GEOMETRY) | set(EVENTS) | {"barrier_sync"}
+    assert set(srcs) == set(GEOMETRY) | set(EVENTS) | set(hw.extra_events) | {"barrier_sync"}
     for key, (conf, src) in srcs.items():
         assert conf in ("primary", "secondary", "to-verify"), key
         assert src.strip(), key

@@ -15,8 +15,10 @@ beside or above it):
    and the op functions of each fixed-point format)
 6. ``passes``: graph rewrites and analyses (calibration runs the reference interpreter)
 7. ``exporters`` (each backend: writer, kernels and the runner of what it wrote) and ``fpga``
-8. orchestration: ``export`` (targets as plug-ins), ``cli``, ``evaluation``, ``energy_eval``
-   (energy over data sets, step-energy), ``training``, ``opmatrix`` and the package root
+8. ``simulators.cycle``: the cycle-level simulator (it runs the quantized network the passes made,
+   on the core mapping and on the FPGA design ``fpga`` generates, with the energy tables)
+9. orchestration: ``export`` (targets as plug-ins), ``cli``, ``evaluation``, ``energy_eval``
+   (energy over data sets, step-energy), ``sim_eval`` (step-sim), ``training``, ``opmatrix`` and the package root
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ LAYERS = [
     {"simulators"},
     {"passes"},
     {"exporters", "fpga"},
-    {"export", "cli", "evaluation", "energy_eval", "training", "opmatrix", ""},
+    {"cycle"},
+    {"export", "cli", "evaluation", "energy_eval", "sim_eval", "training", "opmatrix", ""},
 ]
 RANK = {name: r for r, names in enumerate(LAYERS) for name in names}
 
@@ -80,6 +83,8 @@ def imports(name: str, path: Path) -> set[str]:
 
 def layer(module: str) -> str:
     parts = module.split(".")
+    if parts[1:3] == ["simulators", "cycle"]:
+        return "cycle"
     return parts[1] if len(parts) > 1 else ""
 
 

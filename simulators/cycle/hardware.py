@@ -7,6 +7,8 @@ whose entries it overrides), and three sections:
 * ``geometry``: ``mesh_width``, ``mesh_height`` (tiles), ``cores_per_tile``, ``cores_per_chip``,
   ``chips``; each ``{value, unit, source, confidence[, note]}`` with the unit the schema names;
 * ``events``: per event kind (``EVENTS``) ``{energy_pj, latency_ns, source, confidence[, note]}``;
+  the kinds in ``OPTIONAL_EVENTS`` (``embedded_op``) may be left out (``MeshHardware.extra_events``
+  holds those given; a simulator that needs a missing one refuses, naming it);
 * ``barrier_sync``: ``{latency_ns: {chip count: ns, ...}, source, confidence[, note]}``.
 
 A value may be ``null`` (not published) only with confidence ``to-verify``; :meth:`MeshHardware.require`
@@ -26,7 +28,7 @@ from step_deploy.errors import StepDeployError
 from step_deploy.targets.spec import check_provenance
 
 ARCH_DIR = Path(__file__).resolve().parent / "arch"
-BUNDLED = ("loihi1", "loihi2")
+BUNDLED = ("loihi1", "loihi2", "loihi2-assumed")
 
 #: geometry key -> (unit the file must state, what it is)
 GEOMETRY: dict[str, tuple[str, str]] = {
@@ -48,6 +50,10 @@ EVENTS: dict[str, str] = {
     "axon_out": "one spike message sent to one destination core",
     "hop_east_west": "one packet crossing one tile east or west",
     "hop_north_south": "one packet crossing one tile north or south",
+}
+#: event kinds a file may give (a simulator that needs one refuses a file without it, naming it)
+OPTIONAL_EVENTS: dict[str, str] = {
+    "embedded_op": "one operation (AND-popcount accumulate) of a product of two live tensors on an embedded core",
 }
 SYNOP_KINDS = ("dense", "sparse", "conv")
 _EVENT_FIELDS = ("energy_pj", "latency_ns", "source", "confidence", "note")
@@ -105,6 +111,8 @@ class MeshHardware:
     events: Mapping[str, EventCost] = field(hash=False, compare=False)
     barrier_sync: SyncTable = field(hash=False, compare=False)
     path: str = ""
+    extra_events: Mapping[str, EventCost] = field(default_factory=lambda: MappingProxyType({}), hash=False,
+                                                  compare=False)  # the OPTIONAL_EVENTS the file gives
 
     def require(self, key: str) -> Union[int, float]:
         """The value of ``key``: a geometry key (``'mesh_width'``) or ``'<event>.energy_pj'`` /
@@ -113,8 +121,8 @@ class MeshHardware:
         if key in self.geometry:
             q = self.geometry[key]
             value, conf, src = q.value, q.confidence, q.source
-        elif event in self.events and fld in ("energy_pj", "latency_ns"):
-            ev = self.events[event]
+        elif (event in self.events or event in self.extra_events) and fld in ("energy_pj", "latency_ns"):
+            ev = self.events.get(event) or self.extra_events[event]
             value, conf, src = getattr(ev, fld), ev.confidence, ev.source
         else:
             known = list(self.geometry) + [f"{e}.energy_pj|latency_ns" for e in self.events]
@@ -126,11 +134,13 @@ class MeshHardware:
 
     def event(self, kind: str) -> EventCost:
         """The cost of one event of ``kind`` (``EVENTS``), both numbers required (not null)."""
-        if kind not in self.events:
-            raise HardwareError(f"hardware {self.name!r} ({self.path}) has no event {kind!r}; known: {', '.join(self.events)}")
+        if kind not in self.events and kind not in self.extra_events:
+            raise HardwareError(f"hardware {self.name!r} ({self.path}) has no event {kind!r}; known: "
+                                f"{', '.join(list(self.events) + list(self.extra_events))}"
+                                + (f" (add '{kind}' under 'events' in your own file)" if kind in OPTIONAL_EVENTS else ""))
         self.require(f"{kind}.energy_pj")
         self.require(f"{kind}.latency_ns")
-        return self.events[kind]
+        return self.events.get(kind) or self.extra_events[kind]
 
     def synop(self, connection: str) -> EventCost:
         """The synaptic-operation cost of a connection type (``'dense'``, ``'sparse'``, ``'conv'``)."""
@@ -176,6 +186,7 @@ class MeshHardware:
         """Every entry -> (confidence, source), for reports."""
         out = {k: (q.confidence, q.source) for k, q in self.geometry.items()}
         out.update({k: (e.confidence, e.source) for k, e in self.events.items()})
+        out.update({k: (e.confidence, e.source) for k, e in self.extra_events.items()})
         out["barrier_sync"] = (self.barrier_sync.confidence, self.barrier_sync.source)
         return out
 
@@ -359,10 +370,10 @@ def load_hardware(name_or_path: Union[str, Path, MeshHardware], _seen: tuple = (
             problems.append(f"{key!r}: unknown geometry key (known: {', '.join(GEOMETRY)})")
         elif (q := _quantity(key, raw, problems)) is not None:
             geometry[key] = q
-    events: dict[str, EventCost] = dict(base.events) if base else {}
+    events: dict[str, EventCost] = {**base.events, **base.extra_events} if base else {}
     for key, raw in _section(data, "events", problems).items():
-        if key not in EVENTS:
-            problems.append(f"{key!r}: unknown event (known: {', '.join(EVENTS)})")
+        if key not in EVENTS and key not in OPTIONAL_EVENTS:
+            problems.append(f"{key!r}: unknown event (known: {', '.join(list(EVENTS) + list(OPTIONAL_EVENTS))})")
         elif (e := _event(key, raw, problems)) is not None:
             events[key] = e
     sync = base.barrier_sync if base else None
@@ -381,7 +392,8 @@ def load_hardware(name_or_path: Union[str, Path, MeshHardware], _seen: tuple = (
         raise HardwareError(f"invalid hardware file {where}: " + "; ".join(problems))
     desc = data.get("description") or (base.description if base else "")
     return MeshHardware(name, str(desc), MappingProxyType({k: geometry[k] for k in GEOMETRY}),
-                        MappingProxyType({k: events[k] for k in EVENTS}), sync, where)
+                        MappingProxyType({k: events[k] for k in EVENTS}), sync, where,
+                        MappingProxyType({k: events[k] for k in OPTIONAL_EVENTS if k in events}))
 
 
 def _check_mesh(geometry: dict[str, Quantity], problems: list[str]) -> None:
@@ -391,5 +403,5 @@ def _check_mesh(geometry: dict[str, Quantity], problems: list[str]) -> None:
                         f"{w} x {h} x {cpt} = {w * h * cpt}")
 
 
-__all__ = ["ARCH_DIR", "BUNDLED", "EVENTS", "GEOMETRY", "SYNOP_KINDS", "EventCost", "HardwareError", "Hops",
+__all__ = ["ARCH_DIR", "BUNDLED", "EVENTS", "GEOMETRY", "OPTIONAL_EVENTS", "SYNOP_KINDS", "EventCost", "HardwareError", "Hops",
            "MeshHardware", "Quantity", "SyncTable", "core_xy", "hops", "load_hardware"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from step_deploy.errors import UsageError
+from step_deploy.errors import UsageError, require_checkpoint_file, require_counts
 
 from step_deploy.energy.constants import load_constants
 from step_deploy.energy.models import resolve_models
@@ -48,18 +48,12 @@ def _int_list(text: str, option: str, lo: int, hi: int) -> list[int]:
 def validate(o: EnergyOptions) -> None:
     """Everything checkable before loading anything (a mistake never costs a run)."""
     from .run import SOURCES
-    if o.samples is not None and o.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {o.samples}")
-    if o.sweep_samples is not None and o.sweep_samples < 1:
-        raise UsageError(f"--sweep-samples must be at least 1, got {o.sweep_samples}")
+    require_counts(samples=o.samples, sweep_samples=o.sweep_samples, calib_samples=o.calib_samples,
+                   batch_size=o.batch_size)
     if o.source not in SOURCES:
         raise UsageError(f"--source {o.source!r}: choose from {', '.join(SOURCES)}")
     if not 2 <= o.weight_bits <= 8:
         raise UsageError(f"--weight-bits {o.weight_bits}: the FPGA format takes 2..8")
-    if o.calib_samples is not None and o.calib_samples < 1:
-        raise UsageError(f"--calib-samples must be at least 1, got {o.calib_samples}")
-    if o.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {o.batch_size}")
     resolve_models(o.models)
     if o.sweep_weight_bits:
         _int_list(o.sweep_weight_bits, "--sweep-weight-bits", 2, 8)
@@ -164,10 +158,7 @@ def run_command(ckpt, out, o: EnergyOptions, force: bool = False) -> list[str]:
     from step_deploy.energy.report import summary_line
 
     validate(o)
-    ck = Path(str(ckpt))
-    if not ck.is_file():
-        raise UsageError(f"checkpoint {ckpt}: " + ("is a directory, expected a checkpoint file" if ck.is_dir()
-                                                    else "no such file"))
+    require_checkpoint_file(ckpt)
     check_output_dir(out, force, inputs=[ckpt])
     load_constants(o.constants)  # a bad constants file fails before any work
     res, points, _ = compute(ckpt, o)

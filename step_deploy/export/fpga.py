@@ -6,6 +6,7 @@ layer's output at every step of N samples. Exit codes: 0 ok; 1 when the design d
 part with ``--check-only`` or the C simulation differs from the golden model."""
 from __future__ import annotations
 
+from pathlib import Path
 
 from step_deploy.atomic import atomic_output_dir
 from step_deploy.errors import StepDeployError, UsageError
@@ -131,6 +132,9 @@ class FpgaTarget(Target):
         from step_deploy.energy_eval.deployed import deployed_energy, report_section, write_deployed
         from step_deploy.energy.report import summary_line
         from step_deploy.fpga.csim import CSimModel
+        from step_deploy.sim_eval.deployed import deployed_simulation, write_deployed_sim
+        from step_deploy.sim_eval.deployed import report_section as sim_section
+        from step_deploy.simulators.cycle.report import summary_line as sim_line
         from step_deploy.passes.fold_batchnorm import fold_batchnorm
         from step_deploy.fpga.hls_writer import HlsProject
         from step_deploy.fpga.parity import csim_parity, golden_run, write_tb_data
@@ -173,6 +177,8 @@ class FpgaTarget(Target):
         n_tb = min(max(options["csim"], TB_SAMPLES[0]), TB_SAMPLES[1], len(calib.x_eval))
         energy = deployed_energy(prep.model, qgraph, fold_batchnorm(prep.graph), "golden-fpga", calib.x_eval,
                                  calib.y_eval, calib.source, prep.info.path, prep.info.arch)
+        sim, sim_parity = deployed_simulation(qgraph, fold_batchnorm(prep.graph), encoded_input(prep.model, calib.x_eval),
+                                              arch="fpga", part=part, clock_mhz=clock, parallelism=est.parallelism())
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             files = proj.files()
@@ -205,15 +211,23 @@ class FpgaTarget(Target):
             if parity:
                 report["csim"] = parity
             report["energy_uj_per_sample"] = {v: r.per_sample_pj * 1e-6 for v, r in energy.snn.items()}
+            report["simulated"] = {"arch": sim.arch, "schedule": sim.schedule, "samples": sim.samples,
+                                   "latency_ms_per_sample": round(sim.mean_latency_ns * 1e-6, 6),
+                                   "energy_uj_per_sample": round(sim.energy_per_sample_pj * 1e-6, 6),
+                                   "spike_mismatches_vs_golden": sum(v["mismatches"] for v in sim_parity.values())}
             write_deployed(energy, tmp)
+            write_deployed_sim(sim, sim_parity, tmp, {"checkpoint": Path(str(prep.info.path)).name,
+                                                      "arch": prep.info.arch, "samples": sim.samples, "steps": T})
             write_json(tmp / "report.json", report)
-            (tmp / "report.md").write_text(_report_md(report, table, parity) + report_section(energy))
+            (tmp / "report.md").write_text(_report_md(report, table, parity) + report_section(energy)
+                                           + sim_section(sim, sim_parity))
             summary = {**base_summary(self, prep, prep.graph, calib.source, bool(calib.is_noise)),
                        "part": part.name, "quantized_ir": {"nodes": len(qgraph), "op_counts": qgraph.op_counts()},
                        "estimate": report["estimate"], "self_check": check}
             write_summary(tmp, summary, _summary_md(summary, report))
         lines += _result_lines(report, out)
         lines.append(summary_line(energy) + " (energy.md)")
+        lines.append("simulated: " + sim_line(sim, sim_parity) + " (sim.md)")
         if parity:
             lines.append(f"g++ build {timing['build_seconds']} s ({'cached' if timing['build_cached'] else 'compiled'}); "
                          f"C simulation {timing['csim_samples_per_s']} samples/s (not written: files stay "

@@ -7,6 +7,8 @@ weight precision and the fixed-point neuron parameters. Exit codes: 0 ok; 1 when
 check has errors (unless ``--allow-errors``) or Lava differs from the golden model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from step_deploy import ir
 from step_deploy.atomic import atomic_output_dir
 from step_deploy.errors import UsageError
@@ -117,6 +119,9 @@ class LoihiTarget(Target):
         from step_deploy.data.calibration import resolve_calibration
         from step_deploy.energy_eval.deployed import deployed_energy, report_section, write_deployed
         from step_deploy.energy.report import summary_line
+        from step_deploy.sim_eval.deployed import deployed_simulation, write_deployed_sim
+        from step_deploy.sim_eval.deployed import report_section as sim_section
+        from step_deploy.simulators.cycle.report import summary_line as sim_line
 
         calib = None
         if not options["check_only"]:  # resolve the data first: a missing data set fails before any work
@@ -143,6 +148,8 @@ class LoihiTarget(Target):
         qreport = ctx.results["quantize-loihi"]
         energy = deployed_energy(prep.model, qgraph, graph, "golden-loihi", calib.x_eval, calib.y_eval, calib.source,
                                  prep.info.path, prep.info.arch)
+        sim, sim_parity = deployed_simulation(qgraph, graph, encoded_input(prep.model, calib.x_eval), arch="mesh",
+                                              chip=spec.name)
         with atomic_output_dir(out, force=force, writer=f"step-export --target {self.name}",
                                inputs=[prep.info.path]) as tmp:
             write_json(tmp / "constraints.json", report_dict(mapping, diags, spec))
@@ -160,9 +167,16 @@ class LoihiTarget(Target):
             if "lava" in check:
                 report["lava"] = check["lava"]
             report["energy_uj_per_sample"] = {v: r.per_sample_pj * 1e-6 for v, r in energy.snn.items()}
+            report["simulated"] = {"arch": sim.arch, "samples": sim.samples,
+                                   "latency_us_per_sample": round(sim.mean_latency_ns * 1e-3, 6),
+                                   "energy_uj_per_sample": round(sim.energy_per_sample_pj * 1e-6, 6),
+                                   "spike_mismatches_vs_golden": sum(v["mismatches"] for v in sim_parity.values())}
             write_deployed(energy, tmp)
+            write_deployed_sim(sim, sim_parity, tmp, {"checkpoint": Path(str(prep.info.path)).name,
+                                                      "arch": prep.info.arch, "samples": sim.samples, "steps": T})
             write_json(tmp / "report.json", report)
-            (tmp / "report.md").write_text(art.report_markdown(report) + report_section(energy))
+            (tmp / "report.md").write_text(art.report_markdown(report) + report_section(energy)
+                                           + sim_section(sim, sim_parity))
             counts = {s: sum(d.severity == s for d in diags) for s in ("error", "warning", "info")}
             summary = {**base_summary(self, prep, graph, calib.source, bool(calib.is_noise)), "chip": spec.name,
                        "quantized_ir": {"nodes": len(qgraph), "op_counts": qgraph.op_counts()},
@@ -172,13 +186,14 @@ class LoihiTarget(Target):
             write_summary(tmp, summary, _summary_md(summary, report))
         lines += _result_lines(report, n_err, out, spec.name)
         lines.append(summary_line(energy) + " (energy.md)")
+        lines.append("simulated: " + sim_line(sim, sim_parity) + " (sim.md)")
         return TargetResult(0 if check["ok"] else 1, summary, tuple(lines))
 
 
 def _result_lines(report: dict, n_err: int, out, chip: str) -> list[str]:
     acc = report["accuracy"]
     msg = [f"wrote {out}: network/ (quantized IR + layers.json), quantization.json, constraints.{{json,md}}, "
-           f"report.{{json,md}}, energy.{{json,md}}, summary.{{json,md}}"]
+           f"report.{{json,md}}, energy.{{json,md}}, sim.{{json,md}}, summary.{{json,md}}"]
     if report["data_is_noise"]:
         msg.append(f"WARNING: calibrated and evaluated on NOISE ({report['data']})")
     if "float_pytorch" in acc:

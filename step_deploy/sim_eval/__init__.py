@@ -1,0 +1,1 @@
+"""Orchestration of the cycle-level simulator: ``step-sim``."""
