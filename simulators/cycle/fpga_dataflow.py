@@ -242,7 +242,11 @@ def notes(plan: DesignPlan, port_pressure: int = 0) -> list[str]:
            "loops are dense at II = 1, so the design's time does not depend on the spikes",
            "the input quantizer runs on the host; moving the input and output through the ports is counted as "
            "DRAM traffic but takes no cycles (as in fpga.estimate)",
-           "register traffic is reported, not priced (no Horowitz register figure)"]
+           "register traffic is reported, not priced (no Horowitz register figure)",
+           "memory energy is that of the generated (dense) design: it reads a weight for every MAC of its loops, "
+           "spiking or not, where step-energy's horowitz model prices an event-driven design (a weight read per "
+           "synaptic event); with sparse spikes the simulated energy is therefore the larger, and the gap is the "
+           "price of dense loops"]
     if plan.schedule == "step":
         out.append("schedule 'step' (the generated design): no overlap between samples, throughput = 1 / latency")
     else:
