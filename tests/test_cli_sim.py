@@ -77,3 +77,22 @@ def test_step_sim_refuses_bad_input_with_one_line(demo_ckpt, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     for d in "abcde":
         assert not (tmp_path / d).exists()
+
+
+@pytest.mark.slow
+def test_step_sim_explore_and_batched_auto_fit_the_part(demo_ckpt, tmp_path):
+    """``--explore`` writes the design space with its Pareto front; ``--schedule batched`` with ``auto``
+    picks a parallelism whose batched design fits the part (the step design's auto does not)."""
+    from step_deploy.cli import sim_main
+    out = tmp_path / "x"
+    assert sim_main([str(demo_ckpt), "-o", str(out), "--arch", "fpga", "--schedule", "batched", "--samples", "2",
+                     "--calib-samples", "16", "--explore"]) == 0
+    ex = json.loads((out / "explore.json").read_text())
+    pts = ex["points"]
+    assert {p["schedule"] for p in pts} == {"step", "batched"} and ex["front"]
+    assert all(pts[i]["fits"] for i in ex["front"])
+    assert (out / "explore.png").stat().st_size > 0 and "**front**" in (out / "explore.md").read_text()
+    rep = json.loads((out / "sim.json").read_text())
+    assert rep["schedule"] == "batched"
+    note = next(n for n in rep["notes"] if n.startswith("parallelism:"))
+    assert "fits on chip" in note and not any("read from DRAM" in n for n in rep["notes"])

@@ -113,6 +113,34 @@ def _acc(dst: dict, src: dict) -> None:
             dst.setdefault(k, v)
 
 
+#: budgets ``--schedule batched --parallelism auto`` tries, largest first (see ``fpga_parallelism``)
+BATCHED_AUTO_BUDGETS = (0.8, 0.5, 0.25, 0.125, 0.0625)
+
+
+def fpga_parallelism(qgraph, o: SimOptions) -> tuple[dict, str]:
+    """``({node: P}, how)``: ``--parallelism`` resolved once for the whole run. ``auto`` is the FPGA
+    target's ``auto_parallelism`` (tuned for the generated step-by-step design, budget 0.8); under
+    ``--schedule batched``, whose buffers hold T steps twice, it is that search at the largest budget of
+    :data:`BATCHED_AUTO_BUDGETS` whose batched design fits the part with every weight on chip (else
+    the largest that fits at all, else P = 1 everywhere)."""
+    from step_deploy.fpga.parallelism import resolve_parallelism
+    from step_deploy.simulators.cycle.fpga_schedule import plan_design
+
+    if o.parallelism != "auto" or o.schedule == "step":
+        par = resolve_parallelism(o.parallelism, qgraph, o.part, o.clock_mhz)
+        return par, "--parallelism " + str(o.parallelism)
+    fallback = None
+    for b in BATCHED_AUTO_BUDGETS:
+        par = resolve_parallelism("auto", qgraph, o.part, o.clock_mhz, budget=b)
+        plan = plan_design(qgraph, o.part, clock_mhz=o.clock_mhz, parallelism=par, schedule="batched")
+        if plan.fits() and not any(k.spilled for k in plan.kernels):
+            return par, f"auto at budget {b} (the largest of {BATCHED_AUTO_BUDGETS} whose batched design fits on chip)"
+        if plan.fits() and fallback is None:
+            fallback = (par, f"auto at budget {b}: no budget of {BATCHED_AUTO_BUDGETS} keeps every weight on chip")
+    return fallback or (resolve_parallelism(1, qgraph, o.part, o.clock_mhz),
+                        "P = 1: no auto budget gives a batched design that fits")
+
+
 def simulate(qgraph, folded, x_enc, o: SimOptions):
     """Run the chosen simulator over ``x_enc`` in batches, with the golden model beside it:
     ``(SimResult, parity, golden predictions)``."""
@@ -121,6 +149,7 @@ def simulate(qgraph, folded, x_enc, o: SimOptions):
     from step_deploy.simulators.golden import run_golden
 
     parts, parity_parts, preds = [], [], []
+    par, how = fpga_parallelism(qgraph, o) if o.arch == "fpga" else (None, "")
     spans = _batches(len(x_enc), o.batch_size)
     it = spans
     if o.progress:
@@ -130,8 +159,9 @@ def simulate(qgraph, folded, x_enc, o: SimOptions):
         xb = x_enc[s:e]
         if o.arch == "fpga":
             from step_deploy.simulators.cycle.fpga_dataflow import simulate_fpga
-            r = simulate_fpga(qgraph, xb, part=o.part, clock_mhz=o.clock_mhz, parallelism=o.parallelism,
+            r = simulate_fpga(qgraph, xb, part=o.part, clock_mhz=o.clock_mhz, parallelism=par,
                               schedule=o.schedule, record=True)
+            r.notes.insert(0, f"parallelism: {how}")
         else:
             from step_deploy.simulators.cycle.mesh import simulate_mesh
             r = simulate_mesh(qgraph, folded, xb, hardware=o.hardware or DEFAULT_HARDWARE[o.arch], target=o.arch,
