@@ -137,15 +137,19 @@ def full_size(sim_arch: str) -> dict:
     t0 = time.perf_counter()
     if sim_arch == "loihi2":
         from step_deploy.simulators.cycle.mesh import simulate_mesh
-        res = simulate_mesh(q, folded, x_enc, hardware="loihi2-assumed", target="loihi2", record=False)
+        res = simulate_mesh(q, folded, x_enc, hardware="loihi2-assumed", target="loihi2", record=True)
     else:
         from step_deploy.fpga.estimate import auto_parallelism
         from step_deploy.simulators.cycle.fpga_dataflow import simulate_fpga
-        res = simulate_fpga(q, x_enc, part=sim_arch, parallelism=auto_parallelism(q, sim_arch), record=False)
+        res = simulate_fpga(q, x_enc, part=sim_arch, parallelism=auto_parallelism(q, sim_arch), record=True)
     t_sim = time.perf_counter() - t0
+    from step_deploy.simulators.cycle.report import parity_table
+    from step_deploy.simulators.golden import run_golden
+    parity = parity_table(res.spikes, run_golden(q, x_enc, record=sorted(res.spikes)).traces)
     return {"arch": sim_arch, "quantize_s": round(t_quant, 2), "simulate_s": round(t_sim, 2),
             "latency_ns": float(res.mean_latency_ns), "energy_uj": res.energy_per_sample_pj * 1e-6,
-            "units": len(res.units)}
+            "units": len(res.units), "spikes_compared": sum(v["elements"] for v in parity.values()),
+            "mismatches": sum(v["mismatches"] for v in parity.values())}
 
 
 def main(argv=None) -> int:
@@ -182,12 +186,13 @@ def main(argv=None) -> int:
     full = []
     if a.full_size:
         print(f"\n{FULL_SIZE_ARCH}, one CIFAR-10-size sample (random weights)")
-        print(f"{'arch':<8} {'quantize s':>10} {'simulate s':>10} {'latency':>12} {'energy uJ':>10} {'units':>6}")
+        print(f"{'arch':<8} {'quantize s':>10} {'simulate s':>10} {'latency':>12} {'energy uJ':>10} {'units':>6} "
+              f"{'spikes compared':>16} {'mismatches':>10}")
         for sa in ("loihi2", "zcu102"):
             r = full_size(sa)
             full.append(r)
             print(f"{sa:<8} {r['quantize_s']:>10.1f} {r['simulate_s']:>10.1f} {r['latency_ns'] * 1e-3:>10.1f}us "
-                  f"{r['energy_uj']:>10.2f} {r['units']:>6}")
+                  f"{r['energy_uj']:>10.2f} {r['units']:>6} {r['spikes_compared']:>16,} {r['mismatches']:>10}")
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "full_size": full}, indent=1) + "\n")
     return 0

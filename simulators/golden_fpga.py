@@ -15,7 +15,7 @@ from step_deploy.fixedpoint import fpga as fx
 from step_deploy.fixedpoint.format import FixedPointFormat, count_event, register_format
 
 from .golden_loihi import _bias, quantize_input
-from .integer_ops import f64, i64, weight
+from .integer_ops import exact_product, i64, int_weight
 
 EVENTS = {
     "input_clip": "analog input clamped to its bits (FpgaQuantizeInput)",
@@ -30,6 +30,10 @@ EVENTS = {
 def saturate(x: torch.Tensor, bits: int, state: dict, event: str) -> torch.Tensor:
     """Clamp to a signed ``bits``-bit range (``AP_SAT``), counting the clamped values as ``event``."""
     lo, hi = fx.signed_bounds(int(bits))
+    if x.numel():
+        x_lo, x_hi = torch.aminmax(x)
+        if int(x_lo) >= lo and int(x_hi) <= hi:  # nothing to clamp: no event, the values unchanged
+            return x
     y = torch.clamp(x, lo, hi)
     count_event(state, event, y != x)
     return y
@@ -51,11 +55,22 @@ def _channel_shift(n, state, rank: int, channel_axis: int) -> torch.Tensor:
     return state["k"]
 
 
+def _round_shift_terms(k: torch.Tensor, state: dict):
+    """``(half, pos)`` of :func:`round_shift` for a node whose shifts are all positive (the usual
+    case), computed once per run; None when some ``k <= 0`` (then :func:`round_shift` runs as is)."""
+    if "k_terms" not in state:
+        pos = bool((k > 0).all())
+        state["k_terms"] = (torch.ones_like(k) << (k - 1), k) if pos else None
+    return state["k_terms"]
+
+
 def _synapse(n, acc: torch.Tensor, state: dict, channel_axis: int) -> torch.Tensor:
-    acc = i64(acc)
+    acc = i64(acc) if acc.is_floating_point() else acc
     b = _bias(n, state, acc.dim(), channel_axis)
     acc = saturate(acc + b if b is not None else acc, n.acc_bits, state, "acc_overflow")
-    y = round_shift(acc, _channel_shift(n, state, acc.dim(), channel_axis))
+    k = _channel_shift(n, state, acc.dim(), channel_axis)
+    terms = _round_shift_terms(k, state)
+    y = (acc + terms[0]) >> terms[1] if terms is not None else round_shift(acc, k)
     return saturate(y, n.out_bits, state, "out_sat")
 
 
@@ -67,18 +82,19 @@ def op_quantize_input(n: fx.FpgaQuantizeInput, xs, state, t):
 
 
 def op_fpga_linear(n: fx.FpgaLinear, xs, state, t):
-    acc = F.linear(f64(xs[0]), weight(state, "w", n.weight))
+    acc = exact_product(F.linear, xs[0], int_weight(state, "w", n.weight))
     return _synapse(n, acc, state, acc.dim() - 1)
 
 
 def op_fpga_conv2d(n: fx.FpgaConv2d, xs, state, t):
-    acc = F.conv2d(f64(xs[0]), weight(state, "w", n.weight), None, tuple(n.stride), tuple(n.padding),
-                   tuple(n.dilation), n.groups)
+    acc = exact_product(lambda x, w: F.conv2d(x, w, None, tuple(n.stride), tuple(n.padding), tuple(n.dilation),
+                                              n.groups), xs[0], int_weight(state, "w", n.weight))
     return _synapse(n, acc, state, 1)
 
 
 def op_fpga_conv1d(n: fx.FpgaConv1d, xs, state, t):
-    acc = F.conv1d(f64(xs[0]), weight(state, "w", n.weight), None, n.stride, n.padding, n.dilation, n.groups)
+    acc = exact_product(lambda x, w: F.conv1d(x, w, None, n.stride, n.padding, n.dilation, n.groups), xs[0],
+                        int_weight(state, "w", n.weight))
     return _synapse(n, acc, state, 1)
 
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from step_deploy.fixedpoint import loihi as fx
-from step_deploy.fixedpoint.format import FixedPointFormat, count_event, register_format
+from step_deploy.fixedpoint.format import EVENTS_STATE_KEY, FixedPointFormat, count_event, register_format
 
-from .integer_ops import f64, i64, shift, weight
+from .integer_ops import exact_product, int_weight, shift
 
 MAX_UV = 1 << 23
 _I32 = (1 << 31) - 1
@@ -77,22 +77,23 @@ def op_quantize_input(n: fx.QuantizeInput, xs, state, t):
 
 
 def op_fixed_linear(n: fx.FixedLinear, xs, state, t):
-    acc = i64(F.linear(f64(xs[0]), weight(state, "w", n.weight)))
+    acc = exact_product(F.linear, xs[0], int_weight(state, "w", n.weight))
     b = _bias(n, state, acc.dim(), acc.dim() - 1)
     y = shift(acc, int(n.weight_exp))
     return y + b if b is not None else y
 
 
 def op_fixed_conv2d(n: fx.FixedConv2d, xs, state, t):
-    acc = i64(F.conv2d(f64(xs[0]), weight(state, "w", n.weight), None, tuple(n.stride), tuple(n.padding),
-                       tuple(n.dilation), n.groups))
+    acc = exact_product(lambda x, w: F.conv2d(x, w, None, tuple(n.stride), tuple(n.padding), tuple(n.dilation),
+                                              n.groups), xs[0], int_weight(state, "w", n.weight))
     b = _bias(n, state, acc.dim(), 1)
     y = shift(acc, int(n.weight_exp))
     return y + b if b is not None else y
 
 
 def op_fixed_conv1d(n: fx.FixedConv1d, xs, state, t):
-    acc = i64(F.conv1d(f64(xs[0]), weight(state, "w", n.weight), None, n.stride, n.padding, n.dilation, n.groups))
+    acc = exact_product(lambda x, w: F.conv1d(x, w, None, n.stride, n.padding, n.dilation, n.groups), xs[0],
+                        int_weight(state, "w", n.weight))
     b = _bias(n, state, acc.dim(), 1)
     y = shift(acc, int(n.weight_exp))
     return y + b if b is not None else y

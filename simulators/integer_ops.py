@@ -3,12 +3,23 @@
 One small function per op, ``(node, inputs, state, t) -> int64 tensor``, like
 ``reference_ops``. Layout and elementwise ops reuse the float definitions unchanged (they are
 exact on integers); ``MatMul`` (``scale`` must be 1) and ``MaxPool2d`` are evaluated in float64,
-exact below 2^53. Float-only ops (convolutions with float weights, float neurons, means, scales)
+exact below 2^53.
+
+**Exact float32 fast path** (:func:`exact_product`): a synapse or ``MatMul`` runs in float32 only
+when a bound computed from the actual operands proves every product and partial sum an integer of
+magnitude below 2^24 (``max over outputs of Σ|w| × max|x|``; for ``MatMul`` ``K × max|a| × max|b|``),
+where float32 represents every integer exactly, so any summation order gives the exact sum; and only
+while float32 runs in IEEE single precision (:func:`float32_is_ieee`: no bf16/tf32 matmul modes,
+oneDNN enabled so that no Winograd convolution is chosen). Otherwise float64, as before. A float
+computation on integer-valued operands only ever produces integer-valued floats (an exact integer
+below 2^53, or a rounded one at or above it, which is an integer too), so converting such a result
+to int64 needs no ``round``. Float-only ops (convolutions with float weights, float neurons, means, scales)
 are not here: a quantization pass replaces them with its format's node types, and the golden
 model refuses a graph that still has them before it runs (``ir.require_ops``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -33,6 +44,75 @@ def i64(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x).to(torch.int64)
 
 
+#: float32 represents every integer of magnitude below this exactly
+F32_EXACT = 1 << 24
+
+
+def float32_is_ieee() -> bool:
+    """Whether float32 matmuls and convolutions run in IEEE single precision here: the matmul
+    precision is ``'highest'``, no oneDNN reduced-precision mode is set, and oneDNN is on (without
+    it, a batched 3x3 float32 convolution may go to NNPACK, whose Winograd transform is not exact)."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    mk = torch.backends.mkldnn
+    if not (mk.is_available() and mk.enabled):
+        return False
+    for obj in (torch.backends, mk, getattr(mk, "matmul", None), getattr(mk, "conv", None)):
+        if str(getattr(obj, "fp32_precision", "none")) not in ("none", "ieee"):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class IntWeight:
+    """An integer weight array prepared once per run: float64, float32 (None unless every weight is
+    an integer below 2^24) and the bound factor ``max over outputs of Σ|w|`` (axis 0 = outputs)."""
+
+    f64: torch.Tensor
+    f32: Optional[torch.Tensor]
+    integral: bool
+    row_abs_sum: int
+
+    @classmethod
+    def of(cls, array) -> "IntWeight":
+        w = np.asarray(array, np.float64)
+        integral = bool(np.all(np.isfinite(w)) and np.all(w == np.round(w)))
+        rows = np.abs(w).reshape(w.shape[0], -1).sum(axis=1) if w.size else np.zeros(1)
+        row_abs_sum = int(rows.max()) if integral and rows.size else -1
+        fits = integral and np.abs(w).max(initial=0) < F32_EXACT and row_abs_sum < F32_EXACT
+        t64 = torch.from_numpy(w)
+        return cls(t64, t64.to(torch.float32) if fits else None, integral, row_abs_sum)
+
+
+def int_weight(state: dict, key: str, array) -> Optional[IntWeight]:
+    """``array`` as an :class:`IntWeight`, converted once per run into the node's state."""
+    if key not in state:
+        state[key] = None if array is None else IntWeight.of(array)
+    return state[key]
+
+
+def max_abs(x: torch.Tensor) -> int:
+    """``max |x|`` of an integer tensor as a Python int (0 when empty)."""
+    if x.numel() == 0:
+        return 0
+    lo, hi = torch.aminmax(x)
+    return max(-int(lo), int(hi))
+
+
+def exact_product(fn, x: torch.Tensor, w: IntWeight) -> torch.Tensor:
+    """``fn(x, w)`` (a linear map: ``F.linear``, ``F.conv2d``...) of an integer tensor ``x`` as int64,
+    exactly: in float32 when ``max over outputs of Σ|w| × max|x| < 2^24`` proves every partial sum an
+    integer float32 holds (see the module docstring), else in float64 as before."""
+    if x.is_floating_point():  # not an integer input: the float64 definition, rounded
+        return i64(fn(f64(x), w.f64))
+    if w.f32 is not None:
+        m = max_abs(x)
+        if m < F32_EXACT and m * w.row_abs_sum < F32_EXACT and float32_is_ieee():
+            return fn(x.to(torch.float32), w.f32).to(torch.int64)
+    y = fn(f64(x), w.f64)
+    return y.to(torch.int64) if w.integral else i64(y)
+
+
 def weight(state: dict, key: str, array) -> Optional[torch.Tensor]:
     """An integer weight array as a float64 tensor, converted once per run into the node's state."""
     if key not in state:
@@ -48,16 +128,22 @@ def shift(acc: torch.Tensor, exp: int) -> torch.Tensor:
 def op_matmul(n: ir.MatMul, xs, state, t):
     if n.scale != 1.0:
         raise GoldenError(f"{n.name}: MatMul scale {n.scale} in an integer graph (the quantization pass folds it)")
-    a, b = (f64(x) for x in xs)
+    a, b = xs
     if n.transpose_a:
         a = a.transpose(-2, -1)
     if n.transpose_b:
         b = b.transpose(-2, -1)
-    return i64(a @ b)
+    if a.is_floating_point() or b.is_floating_point():
+        return i64(f64(a) @ f64(b))
+    ma, mb = max_abs(a), max_abs(b)
+    if ma < F32_EXACT and mb < F32_EXACT and a.shape[-1] * ma * mb < F32_EXACT and float32_is_ieee():
+        return (a.to(torch.float32) @ b.to(torch.float32)).to(torch.int64)
+    return (f64(a) @ f64(b)).to(torch.int64)  # integer-valued floats: no rounding needed
 
 
 def op_maxpool2d(n: ir.MaxPool2d, xs, state, t):
-    return i64(F.max_pool2d(f64(xs[0]), tuple(n.kernel_size), tuple(n.stride), tuple(n.padding)))
+    y = F.max_pool2d(f64(xs[0]), tuple(n.kernel_size), tuple(n.stride), tuple(n.padding))
+    return i64(y) if xs[0].is_floating_point() else y.to(torch.int64)  # the max is one of the integer inputs
 
 
 #: core ops whose float definition is exact on integers
@@ -67,5 +153,5 @@ EXACT_ON_INTEGERS = ("Input", "Output", "Mul", "Sum", "Add", "Reshape", "Transpo
 CORE_INTEGER_OPS = {k: FLOAT_OPS[k] for k in EXACT_ON_INTEGERS}
 CORE_INTEGER_OPS.update({"MatMul": op_matmul, "MaxPool2d": op_maxpool2d})
 
-__all__ = ["GoldenError", "CORE_INTEGER_OPS", "EXACT_ON_INTEGERS", "f64", "i64", "weight", "shift", "op_matmul",
-           "op_maxpool2d"]
+__all__ = ["GoldenError", "CORE_INTEGER_OPS", "EXACT_ON_INTEGERS", "F32_EXACT", "IntWeight", "f64", "i64", "weight",
+           "int_weight", "max_abs", "exact_product", "float32_is_ieee", "shift", "op_matmul", "op_maxpool2d"]
