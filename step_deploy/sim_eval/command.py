@@ -257,6 +257,19 @@ def write(res, parity, header, explored, out: Path, trace: bool = False) -> list
     return sorted(p.name for p in out.iterdir())
 
 
+def explore_lines(explored, where) -> list[str]:
+    """The Pareto front as printed lines (``--explore``)."""
+    pts = explored.points
+    lines = [f"explore: {len(pts)} designs on {explored.part} at {explored.clock_mhz:g} MHz "
+             f"({sum(p.fits for p in pts)} fit); Pareto front (latency x largest utilisation x energy):"]
+    for p in explored.front_points():
+        lines.append(f"  {p.schedule:<8} {p.label:<10} latency {p.latency_ns * 1e-3:>10.4g} µs  "
+                     f"{p.throughput_sps:>9.4g} samples/s  util {p.max_utilisation:>6.1%}  "
+                     f"{p.energy_pj * 1e-6:>8.4g} µJ/sample")
+    lines.append(f"  every design: {where} (explore.json, explore.png)")
+    return lines
+
+
 def run_command(ckpt, out, o: SimOptions, force: bool = False) -> tuple[list[str], int]:
     """The whole command: validate, check ``out``, simulate, write atomically; ``(lines, exit code)``
     (1 when the simulated spikes differ from the golden model's: the report is still written)."""
@@ -273,8 +286,7 @@ def run_command(ckpt, out, o: SimOptions, force: bool = False) -> tuple[list[str
              + (f", golden accuracy {header['accuracy']:.4f}" if header["accuracy"] is not None else ""),
              summary_line(res, parity)]
     if explored is not None:
-        lines.append(explored.summary_line() if hasattr(explored, "summary_line") else
-                     f"explore: Pareto front in {Path(out) / 'explore.md'}")
+        lines += explore_lines(explored, Path(out) / "explore.md")
     lines.append(f"report: {Path(out) / 'sim.md'} (sim.json, units.csv, timeline.png, layers.png)")
     return lines, 0 if parity_ok(parity) else 1
 
