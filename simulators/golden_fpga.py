@@ -8,6 +8,9 @@ counted (``run_golden(..., events=True)``), never silent: see :data:`EVENTS`.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +18,7 @@ from step_deploy.fixedpoint import fpga as fx
 from step_deploy.fixedpoint.format import FixedPointFormat, count_event, register_format
 
 from .golden_loihi import _bias, quantize_input
-from .integer_ops import exact_product, i64, int_weight
+from .integer_ops import FusedAffine, exact_product, float32_is_ieee, fused_affine, i64, int_weight, per_node
 
 EVENTS = {
     "input_clip": "analog input clamped to its bits (FpgaQuantizeInput)",
@@ -56,11 +59,13 @@ def _channel_shift(n, state, rank: int, channel_axis: int) -> torch.Tensor:
 
 
 def _round_shift_terms(k: torch.Tensor, state: dict):
-    """``(half, pos)`` of :func:`round_shift` for a node whose shifts are all positive (the usual
-    case), computed once per run; None when some ``k <= 0`` (then :func:`round_shift` runs as is)."""
+    """``(half, pos, neg)`` with ``round_shift(acc, k) == ((acc + half) >> pos) << neg``, computed once
+    per run (``neg`` None when every ``k >= 0``, the usual case)."""
     if "k_terms" not in state:
-        pos = bool((k > 0).all())
-        state["k_terms"] = (torch.ones_like(k) << (k - 1), k) if pos else None
+        pos = k.clamp(min=0)
+        half = torch.where(pos > 0, torch.ones_like(pos) << (pos - 1).clamp(min=0), torch.zeros_like(pos))
+        neg = (-k).clamp(min=0)
+        state["k_terms"] = (half, pos, neg if bool((neg > 0).any()) else None)
     return state["k_terms"]
 
 
@@ -69,9 +74,44 @@ def _synapse(n, acc: torch.Tensor, state: dict, channel_axis: int) -> torch.Tens
     b = _bias(n, state, acc.dim(), channel_axis)
     acc = saturate(acc + b if b is not None else acc, n.acc_bits, state, "acc_overflow")
     k = _channel_shift(n, state, acc.dim(), channel_axis)
-    terms = _round_shift_terms(k, state)
-    y = (acc + terms[0]) >> terms[1] if terms is not None else round_shift(acc, k)
+    half, pos, neg = _round_shift_terms(k, state)
+    y = (acc + half) >> pos  # round_shift(acc, k): for k > 0 this, for k <= 0 half = pos = 0 and ...
+    if neg is not None:
+        y = y << neg  # ... the left shift
     return saturate(y, n.out_bits, state, "out_sat")
+
+
+def _fused(n, state) -> Optional[FusedAffine]:
+    """The synapse as one float32 pass: ``floor((W·x + bias + half) / 2^k)``, ``half = 2^(k-1)`` for
+    ``k > 0`` else 0 (``round_shift``; see ``integer_ops.FusedAffine``), built once per run; None
+    when float32 cannot hold it."""
+    if "fused" not in state:
+        k = np.broadcast_to(n.shifts(), (n.weight.shape[0],))
+        half = np.where(k > 0, np.left_shift(1, np.maximum(k - 1, 0)), 0)
+        b = n.effective_bias()
+
+        def build():
+            return fused_affine(n.weight, half if b is None else np.asarray(b, np.int64).reshape(-1) + half, k)
+
+        fused = per_node(n, "fused", (n.weight, b, n.shifts()), build)
+        state["fused"] = fused if fused is not None and float32_is_ieee() else None
+        state["half_max"] = int(half.max(initial=0))
+    return state["fused"]
+
+
+def _synapse_op(n, x: torch.Tensor, state: dict, fn, channel_axis: int) -> torch.Tensor:
+    """``_synapse`` of ``fn(x, W)``; in one float32 pass (``_fused``) when exact and nothing
+    saturates, else as defined (``exact_product`` and ``_synapse``)."""
+    fused = _fused(n, state)
+    zy = fused.run(fn, x, channel_axis) if fused is not None else None
+    if zy is not None:
+        z, y = zy
+        lo, hi = fx.signed_bounds(int(n.acc_bits))
+        z_lo, z_hi = torch.aminmax(z)  # z = acc + bias + half, half >= 0: acc + bias lies in [z_lo - half_max, z_hi]
+        if int(z_lo) - state["half_max"] >= lo and int(z_hi) <= hi:
+            return saturate(fused.to_int64(y), n.out_bits, state, "out_sat")
+    acc = exact_product(lambda a, w: fn(a, w, None), x, int_weight(state, "w", n.weight))
+    return _synapse(n, acc, state, channel_axis)
 
 
 def op_quantize_input(n: fx.FpgaQuantizeInput, xs, state, t):
@@ -82,20 +122,17 @@ def op_quantize_input(n: fx.FpgaQuantizeInput, xs, state, t):
 
 
 def op_fpga_linear(n: fx.FpgaLinear, xs, state, t):
-    acc = exact_product(F.linear, xs[0], int_weight(state, "w", n.weight))
-    return _synapse(n, acc, state, acc.dim() - 1)
+    return _synapse_op(n, xs[0], state, F.linear, xs[0].dim() - 1)
 
 
 def op_fpga_conv2d(n: fx.FpgaConv2d, xs, state, t):
-    acc = exact_product(lambda x, w: F.conv2d(x, w, None, tuple(n.stride), tuple(n.padding), tuple(n.dilation),
-                                              n.groups), xs[0], int_weight(state, "w", n.weight))
-    return _synapse(n, acc, state, 1)
+    return _synapse_op(n, xs[0], state, lambda x, w, b: F.conv2d(x, w, b, tuple(n.stride), tuple(n.padding),
+                                                                 tuple(n.dilation), n.groups), 1)
 
 
 def op_fpga_conv1d(n: fx.FpgaConv1d, xs, state, t):
-    acc = exact_product(lambda x, w: F.conv1d(x, w, None, n.stride, n.padding, n.dilation, n.groups), xs[0],
-                        int_weight(state, "w", n.weight))
-    return _synapse(n, acc, state, 1)
+    return _synapse_op(n, xs[0], state, lambda x, w, b: F.conv1d(x, w, b, n.stride, n.padding, n.dilation,
+                                                                 n.groups), 1)
 
 
 def lif_charge(n: fx.FpgaLIF, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -112,7 +149,7 @@ def op_fpga_lif(n: fx.FpgaLIF, xs, state, t):
     m = state.get("m")
     h = saturate(lif_charge(n, torch.zeros_like(a) if m is None else m, a), n.membrane_bits, state, "membrane_sat")
     s = h >= int(n.threshold)
-    state["m"] = torch.where(s, torch.zeros_like(h), h)
+    state["m"] = h * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
     return s.to(torch.int64)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from step_deploy.fixedpoint import loihi as fx
 from step_deploy.fixedpoint.format import EVENTS_STATE_KEY, FixedPointFormat, count_event, register_format
 
-from .integer_ops import exact_product, int_weight, shift
+from .integer_ops import FusedAffine, exact_product, float32_is_ieee, fused_affine, int_weight, per_node, shift
 
 MAX_UV = 1 << 23
 _I32 = (1 << 31) - 1
@@ -52,13 +53,24 @@ def trunc_decay(x: torch.Tensor, keep: int) -> torch.Tensor:
     """``x·keep / 4096`` rounded toward zero (Lava: ``sign(p)·(|p| >> 12)``)."""
     if keep == 0:
         return torch.zeros_like(x)
-    p = x * int(keep)
+    keep = int(keep)
+    if x.dtype in (torch.int64, torch.int32):  # the same: a floor shift after adding 2^j - 1 to a negative value
+        sign = 8 * x.element_size() - 1
+        if 0 < keep <= 4096 and keep & (keep - 1) == 0:  # keep = 2^m: x·2^m / 4096 = x / 2^j, j = 12 - m
+            j = 12 - (keep.bit_length() - 1)
+            return (x + ((x >> sign) & ((1 << j) - 1))) >> j
+        p = x * keep
+        return (p + ((p >> sign) & 4095)) >> 12
+    p = x * keep
     return torch.sign(p) * (p.abs() >> 12)
 
 
 def wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's current wrap: one ±2^24 correction outside ``(-2^23, 2^23]``."""
-    if u.numel() == 0 or (int(u.max()) <= MAX_UV and int(u.min()) > -MAX_UV):
+    if u.numel() == 0:
+        return u
+    lo, hi = torch.aminmax(u)
+    if int(hi) <= MAX_UV and int(lo) > -MAX_UV:
         return u
     w = torch.where(u > MAX_UV, u - 2 * MAX_UV, u)
     return torch.where(w <= -MAX_UV, u + 2 * MAX_UV, w)
@@ -76,53 +88,87 @@ def op_quantize_input(n: fx.QuantizeInput, xs, state, t):
     return quantize_input(n, xs[0])
 
 
-def op_fixed_linear(n: fx.FixedLinear, xs, state, t):
-    acc = exact_product(F.linear, xs[0], int_weight(state, "w", n.weight))
-    b = _bias(n, state, acc.dim(), acc.dim() - 1)
+def _fused(n, state) -> Optional[FusedAffine]:
+    """The synapse ``(W·X) << weight_exp + bias`` as one float32 pass (``integer_ops.FusedAffine``),
+    built once per run: ``W·2^e`` and ``bias`` for ``e >= 0``; for ``e < 0``, ``floor((W·X + bias·2^-e)
+    / 2^-e)``, equal to ``(W·X >> -e) + bias`` as the bias is an integer. None when float32 cannot
+    hold it."""
+    if "fused" not in state:
+        e, b = int(n.weight_exp), n.effective_bias()
+
+        def build():
+            w = np.asarray(n.weight, np.float64)
+            if e >= 0:
+                return fused_affine(np.ldexp(w, e), b)
+            c = None if b is None else np.ldexp(np.asarray(b, np.float64), -e)
+            return fused_affine(w, c, np.full(w.shape[0], -e))
+
+        fused = per_node(n, "fused", (n.weight, b, e), build)
+        state["fused"] = fused if fused is not None and float32_is_ieee() else None
+    return state["fused"]
+
+
+def _synapse_op(n, x: torch.Tensor, state: dict, fn, channel_axis: int) -> torch.Tensor:
+    """``(fn(x, W)) << weight_exp + bias``: in one float32 pass when exact (``_fused``), else with the
+    accumulation in ``exact_product`` and the shift and bias on int64."""
+    fused = _fused(n, state)
+    zy = fused.run(fn, x, channel_axis) if fused is not None else None
+    if zy is not None:
+        return fused.to_int64(zy[1])
+    acc = exact_product(lambda a, w: fn(a, w, None), x, int_weight(state, "w", n.weight))
+    b = _bias(n, state, acc.dim(), channel_axis)
     y = shift(acc, int(n.weight_exp))
     return y + b if b is not None else y
+
+
+def op_fixed_linear(n: fx.FixedLinear, xs, state, t):
+    return _synapse_op(n, xs[0], state, F.linear, xs[0].dim() - 1)
 
 
 def op_fixed_conv2d(n: fx.FixedConv2d, xs, state, t):
-    acc = exact_product(lambda x, w: F.conv2d(x, w, None, tuple(n.stride), tuple(n.padding), tuple(n.dilation),
-                                              n.groups), xs[0], int_weight(state, "w", n.weight))
-    b = _bias(n, state, acc.dim(), 1)
-    y = shift(acc, int(n.weight_exp))
-    return y + b if b is not None else y
+    return _synapse_op(n, xs[0], state, lambda x, w, b: F.conv2d(x, w, b, tuple(n.stride), tuple(n.padding),
+                                                                 tuple(n.dilation), n.groups), 1)
 
 
 def op_fixed_conv1d(n: fx.FixedConv1d, xs, state, t):
-    acc = exact_product(lambda x, w: F.conv1d(x, w, None, n.stride, n.padding, n.dilation, n.groups), xs[0],
-                        int_weight(state, "w", n.weight))
-    b = _bias(n, state, acc.dim(), 1)
-    y = shift(acc, int(n.weight_exp))
-    return y + b if b is not None else y
+    return _synapse_op(n, xs[0], state, lambda x, w, b: F.conv1d(x, w, b, n.stride, n.padding, n.dilation,
+                                                                 n.groups), 1)
 
 
 def lif_step(n: fx.LoihiLIF, a: torch.Tensor, state: dict):
     """One LoihiLIF step; returns ``(spikes, u_wrapped_mask, v_saturated_mask)``."""
+    return lif_update(n, a, state, masks=True)
+
+
+def lif_update(n: fx.LoihiLIF, a: torch.Tensor, state: dict, masks: bool = False):
+    """:func:`lif_step`; the two masks are None unless ``masks`` (the spikes and state are the same).
+    A zero state or a zero decay factor contributes nothing, so its term is left out."""
     a = a.to(torch.int64)
     u = state.get("u")
     v = state.get("v")
-    if u is None:
-        u = torch.zeros_like(a)
-        v = torch.zeros_like(a)
-    u_raw = trunc_decay(u, 4096 - (int(n.du) + 1)) + (a << 6)
+    keep_u, keep_v = 4096 - (int(n.du) + 1), 4096 - int(n.dv)
+    u_raw = a << 6
+    if u is not None and keep_u != 0:
+        u_raw = trunc_decay(u, keep_u) + u_raw
     u = wrap24(u_raw)
-    v_raw = trunc_decay(v, 4096 - int(n.dv)) + u
+    v_raw = trunc_decay(v, keep_v) + u if v is not None and keep_v != 0 else u
     v = torch.clamp(v_raw, -MAX_UV + 1, MAX_UV - 1)
     thr = int(n.vth) << 6
     s = v >= thr if n.compare == ">=" else v > thr
     state["u"] = u
-    state["v"] = torch.where(s, torch.zeros_like(v), v)
+    state["v"] = v * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
+    if not masks:
+        return s.to(torch.int64), None, None
     return s.to(torch.int64), u != u_raw, v != v_raw
 
 
 def op_loihi_lif(n: fx.LoihiLIF, xs, state, t):
-    s, wrapped, sat = lif_step(n, xs[0], state)
-    count_event(state, "u_wrap", wrapped)
-    count_event(state, "v_sat", sat)
-    count_event(state, "a_shift_int32_overflow", xs[0].abs() >= (1 << 25))
+    counting = state.get(EVENTS_STATE_KEY) is not None
+    s, wrapped, sat = lif_update(n, xs[0], state, masks=counting)
+    if counting:
+        count_event(state, "u_wrap", wrapped)
+        count_event(state, "v_sat", sat)
+        count_event(state, "a_shift_int32_overflow", xs[0].abs() >= (1 << 25))
     return s
 
 
@@ -168,4 +214,5 @@ LOIHI_FIXED_PT = register_format(FixedPointFormat(
     doc=__doc__.split("\n\n")[1],
 ))
 
-__all__ = ["LOIHI_FIXED_PT", "EVENTS", "MAX_UV", "lif_step", "trunc_decay", "wrap24", "quantize_input", "observe"]
+__all__ = ["LOIHI_FIXED_PT", "EVENTS", "MAX_UV", "lif_step", "lif_update", "trunc_decay", "wrap24", "quantize_input",
+           "observe"]

@@ -27,14 +27,18 @@ Events per kernel and step (``SimResult.events``, summed over samples): ``cycles
 """
 from __future__ import annotations
 
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass
 from math import ceil
+from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
 
 from step_deploy import ir
-from step_deploy.energy.constants import load_constants
+from step_deploy.energy.constants import BUNDLED, Constants, load_constants
 from step_deploy.energy.counters import count_graph, needed_traces
 from step_deploy.energy.models import price
 from step_deploy.errors import UsageError
@@ -47,7 +51,7 @@ from step_deploy.simulators.reference import as_time_major
 
 from .fpga_memory import (COMPUTE_COMPONENTS, TRAFFIC, SramPrices, kernel_traffic, level_bits, memory_energy,
                           port_bits, storage_source)
-from .fpga_schedule import DesignPlan, plan_design
+from .fpga_schedule import BOARDS_FILE, DesignPlan, plan_design
 from .result import LEVELS, SimResult, Unit
 
 #: counters taken from the energy module's rows, per kind of row: event name -> counter
@@ -105,6 +109,64 @@ def _bar(progress: bool, total: int, schedule: str):
     return tqdm(total=total, desc=f"fpga {schedule}", unit="step" if schedule == "step" else "kernel", leave=False)
 
 
+# ---------------------------------------------------------------------------------------------
+# Per-call fixed costs, kept for the last few designs: repeated runs of one design (benchmarks,
+# sweeps over inputs) neither re-plan it, nor re-read the energy constants, nor redo the parts of
+# its accounting that do not depend on the spikes. Each cache holds the objects its key names by
+# identity, and a graph's key includes the identity of every node (nodes are frozen: an edited
+# graph has new node objects), so a key cannot outlive or mistake what it stands for.
+
+_PLANS: "OrderedDict[tuple, tuple]" = OrderedDict()
+_STATIC: "OrderedDict[tuple, tuple]" = OrderedDict()
+_CONSTANTS: dict = {}
+_CACHE_SIZE = 8
+
+
+def _graph_key(g: ir.Graph) -> tuple:
+    return (id(g), tuple((k, id(n)) for k, n in g.nodes.items()))
+
+
+def _arg_key(x) -> tuple:
+    """A part / parallelism argument as a cache key: plain values as they are, a dict as its sorted
+    items, a file name with its modification time, any other object by identity."""
+    if x is None or isinstance(x, (bool, int, float)):
+        return (x,)
+    if isinstance(x, str):
+        p = Path(x)
+        return (x, p.stat().st_mtime_ns if p.is_file() else None)
+    if isinstance(x, dict) and all(isinstance(k, str) and isinstance(v, int) for k, v in x.items()):
+        return ("dict",) + tuple(sorted(x.items()))
+    return ("id", id(x))
+
+
+def _remember(cache: OrderedDict, key: tuple, held: tuple, value):
+    cache[key] = (held, value)  # held: the objects whose ids are in the key stay alive
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+    return value
+
+
+def _cached_plan(qgraph: ir.Graph, part, **kw) -> DesignPlan:
+    """``plan_design(qgraph, part, **kw)``, kept for the last few designs."""
+    key = (_graph_key(qgraph), _arg_key(part), _arg_key(kw["parallelism"]),
+           kw["clock_mhz"], kw["schedule"], kw["steps"], _arg_key(str(BOARDS_FILE)))
+    hit = _PLANS.get(key)
+    if hit is not None:
+        _PLANS.move_to_end(key)
+        return hit[1]
+    return _remember(_PLANS, key, (qgraph, part, kw["parallelism"]), plan_design(qgraph, part, **kw))
+
+
+def bundled_constants() -> Constants:
+    """A fresh ``load_constants()`` (its own ``used`` record) from the bundled file, parsed once per
+    modification of the file."""
+    stamp = BUNDLED.stat().st_mtime_ns
+    if _CONSTANTS.get("stamp") != stamp:
+        c = load_constants()
+        _CONSTANTS.update(stamp=stamp, path=c.path, blob=pickle.dumps(c.data))
+    return Constants(pickle.loads(_CONSTANTS["blob"]), _CONSTANTS["path"])
+
+
 def simulate_fpga(qgraph: ir.Graph, inputs, *, part: Union[str, FpgaPart] = "zcu104", clock_mhz: float = 200.0,
                   parallelism=None, schedule: str = "step", steps: Optional[int] = None,
                   record: Union[bool, Iterable[str]] = True, progress: bool = False) -> SimResult:
@@ -112,7 +174,7 @@ def simulate_fpga(qgraph: ir.Graph, inputs, *, part: Union[str, FpgaPart] = "zcu
     ``run_golden`` takes them). ``parallelism`` as ``fpga.estimate`` takes it (None, an int,
     ``{node: P}``, ``'auto'``); ``schedule`` ``'step'`` or ``'batched'``; ``record`` True (every
     spiking node) or node names. See the module docstring for the semantics."""
-    plan = plan_design(qgraph, part, clock_mhz=clock_mhz, parallelism=parallelism, schedule=schedule, steps=steps)
+    plan = _cached_plan(qgraph, part, clock_mhz=clock_mhz, parallelism=parallelism, schedule=schedule, steps=steps)
     names = spiking_nodes(qgraph) if record is True else list(record or ())
     missing = [k for k in names if k not in qgraph.nodes]
     if missing:
@@ -121,8 +183,69 @@ def simulate_fpga(qgraph: ir.Graph, inputs, *, part: Union[str, FpgaPart] = "zcu
     needed = needed_traces(qgraph)
     outputs, traces, T = execute(qgraph, inputs, steps or plan.steps, schedule, set(names) | set(needed), progress)
     if T != plan.steps:  # the inputs carry their own time axis
-        plan = plan_design(qgraph, part, clock_mhz=clock_mhz, parallelism=parallelism, schedule=schedule, steps=T)
+        plan = _cached_plan(qgraph, part, clock_mhz=clock_mhz, parallelism=parallelism, schedule=schedule, steps=T)
     return account(qgraph, plan, traces, outputs, T, names)
+
+
+@dataclass(frozen=True)
+class _Static:
+    """What ``account`` needs of a design that does not depend on the spikes, per sample: busy
+    cycles ``(K, T)``, traffic counters per kernel ``{counter: (K, T)}``, level bits per kernel and
+    step, memory energy per kernel and step (pJ), port bits, the summary and notes, and the energy
+    constants these read (``used``)."""
+
+    busy: np.ndarray
+    traffic: dict
+    levels: list
+    memory_pj: list
+    ports: dict
+    summary_blob: bytes
+    notes: tuple
+    used: dict
+
+
+def _static(qgraph: ir.Graph, plan: DesignPlan, T: int, c: Constants) -> _Static:
+    K = len(plan.kernels)
+    prices = SramPrices(c)
+    tt = tensor_types(qgraph)
+    shapes = qgraph.infer_shapes()
+    busy = np.array([[plan.busy_cycles(k, t) for t in range(T)] for k in range(K)], np.int64).reshape(K, T)
+    traffic_ = {name: np.zeros((K, T), np.int64) for name in TRAFFIC}
+    levels, memory_pj = [], []
+    for k in range(K):
+        per_step = kernel_traffic(qgraph, plan, k, tt, shapes)
+        lv_k, pj_k = [], []
+        for t in range(T):
+            lv = level_bits(plan, k, per_step, t)
+            for name in TRAFFIC:
+                v = per_step[name]
+                if name == "weight_bits_read":
+                    v = lv["weights"]
+                elif name == "dram_bits":
+                    v = lv["dram"]
+                traffic_[name][k, t] = v
+            lv_k.append(lv)
+            pj_k.append(tuple(memory_energy(plan, k, per_step, t, prices, tt, qgraph).items()))
+        levels.append(lv_k)
+        memory_pj.append(pj_k)
+    ports = port_bits(qgraph, tt, T)
+    prices.dram_bit()
+    summary = hardware_summary(plan, qgraph)
+    return _Static(busy, traffic_, levels, memory_pj, ports, pickle.dumps(summary),
+                   tuple(notes(plan, len(summary["port_pressure"]))), dict(c.used))
+
+
+def _cached_static(qgraph: ir.Graph, plan: DesignPlan, T: int, constants: Optional[Constants]) -> _Static:
+    """``_static`` of the design; kept for the last few designs when the constants are the bundled
+    ones (a caller's own ``constants`` are read afresh, so their ``used`` record is complete)."""
+    if constants is not None:
+        return _static(qgraph, plan, T, constants)
+    key = (_graph_key(qgraph), id(plan), T, _CONSTANTS.get("stamp"))
+    hit = _STATIC.get(key)
+    if hit is not None:
+        _STATIC.move_to_end(key)
+        return hit[1]
+    return _remember(_STATIC, key, (qgraph, plan), _static(qgraph, plan, T, bundled_constants()))
 
 
 def account(qgraph: ir.Graph, plan: DesignPlan, traces: dict, outputs: dict, steps: int,
@@ -135,37 +258,33 @@ def account(qgraph: ir.Graph, plan: DesignPlan, traces: dict, outputs: dict, ste
         raise ValueError(f"the streams have {T} steps, the plan {plan.steps}: plan the design with steps={T}")
     B = int(next(iter(traces.values())).shape[1])
     K = len(plan.kernels)
-    c = constants or load_constants()
+    c = constants or bundled_constants()
     counts = counts if counts is not None else count_graph(qgraph, traces, T)
     compute = {l.name: l.components for l in price(counts, "horowitz", qgraph, c).layers}
+    st = _cached_static(qgraph, plan, T, constants)
+    for k, v in st.used.items():  # the constants the design's memory prices read, as if read now
+        c.used.setdefault(k, v)
     prices = SramPrices(c)
-    tt = tensor_types(qgraph)
-    shapes = qgraph.infer_shapes()
 
-    busy = np.array([[plan.busy_cycles(k, t) for t in range(T)] for k in range(K)], np.int64).reshape(K, T)
+    busy = st.busy
     step_cycles = busy.sum(axis=0)
     events = {"cycles": busy * B}
-    for name in ("synops", "spikes_out", "neuron_updates", "accumulates") + TRAFFIC:
+    for name in ("synops", "spikes_out", "neuron_updates", "accumulates"):
         events[name] = np.zeros((K, T), np.int64)
+    for name in TRAFFIC:
+        events[name] = st.traffic[name] * B
+    counted = {r.name for r in counts.rows}
     layers, energy, traffic = {}, {}, dict.fromkeys(LEVELS, 0)
     for k, kp in enumerate(plan.kernels):
         lay_levels = dict.fromkeys(LEVELS, 0)
         lay_energy = {comp: float(v) for comp, v in compute.get(kp.node, {}).items() if comp in COMPUTE_COMPONENTS}
-        per_step = kernel_traffic(qgraph, plan, k, tt, shapes)
         for t in range(T):
-            lv = level_bits(plan, k, per_step, t)
+            lv = st.levels[k][t]
             for lvl in LEVELS:
                 lay_levels[lvl] += lv[lvl] * B
-            for name in TRAFFIC:
-                v = per_step[name]
-                if name == "weight_bits_read":
-                    v = lv["weights"]
-                elif name == "dram_bits":
-                    v = lv["dram"]
-                events[name][k, t] = v * B
-            for comp, pj in memory_energy(plan, k, per_step, t, prices, tt, qgraph).items():
+            for comp, pj in st.memory_pj[k][t]:
                 lay_energy[comp] = lay_energy.get(comp, 0.0) + pj * B
-        if kp.node in {r.name for r in counts.rows}:
+        if kp.node in counted:
             row = counts.row(kp.node)
             for ev, counter in COUNTED_EVENTS.get(row.kind, {}).items():
                 events[ev][k] = row.counters[counter].sum(axis=0)
@@ -176,7 +295,7 @@ def account(qgraph: ir.Graph, plan: DesignPlan, traces: dict, outputs: dict, ste
             energy[comp] = energy.get(comp, 0.0) + pj
         for lvl in LEVELS:
             traffic[lvl] += lay_levels[lvl]
-    ports = port_bits(qgraph, tt, T)
+    ports = st.ports
     traffic["dram"] += (ports["input"] + ports["output"]) * B
     energy["dram_ports"] = (ports["input"] + ports["output"]) * B * prices.dram_bit()
 
@@ -187,15 +306,14 @@ def account(qgraph: ir.Graph, plan: DesignPlan, traces: dict, outputs: dict, ste
     sources = dict(plan.board.sources)
     sources.update({f"energy.{k}": f"{v.confidence}: {v.source}" for k, v in sorted(c.used.items())})
     sources.update({f"part.{k}": v for k, v in plan.part.sources.items()})
-    summary = hardware_summary(plan, qgraph)
     return SimResult(
         arch="fpga", kind="fpga-dataflow", schedule=plan.schedule, steps=T, samples=B, hw_steps=T,
         units=[Unit(kp.node, "kernel", kp.node, i) for i, kp in enumerate(plan.kernels)],
         busy_ns=busy_ns, stall_ns=stall_ns, step_ns=step_ns,
         latency_ns=np.full(B, plan.latency_ns), throughput_sps=plan.throughput_sps,
         events=events, layers=layers, energy_pj=dict(sorted(energy.items())), traffic_bits=traffic,
-        spikes=spikes, outputs=outputs, hardware=summary, sources=dict(sorted(sources.items())),
-        notes=notes(plan, len(summary["port_pressure"])))
+        spikes=spikes, outputs=outputs, hardware=pickle.loads(st.summary_blob), sources=dict(sorted(sources.items())),
+        notes=list(st.notes))
 
 
 def port_pressure(qgraph: ir.Graph, plan: DesignPlan) -> list[dict]:

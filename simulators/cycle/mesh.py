@@ -22,7 +22,7 @@ reaches on that core (``synop_dense`` for a Linear, ``synop_conv`` for a convolu
 sums). A layer rebuilds its input from the packets it received (zeros elsewhere) and computes its
 synaptic currents with the format's op functions (``golden.integer_ops``: ``FixedLinear``,
 ``FixedConv2d``, ``Add``, ``Sum``...) on the rebuilt input; each core then runs its own neurons
-(``golden_loihi.lif_step`` on its slice, with its own state). The synaptic accumulation of a
+(``golden_loihi.lif_update`` on its slice, with its own state). The synaptic accumulation of a
 layer's cores is one vectorised call over the union of the packets they received: a core's
 currents depend only on the packets it has synapses from, which are exactly the ones it received
 (a test checks this per core). A synapse node several layers hold (SDT's membrane shortcuts) is computed once per step
@@ -67,12 +67,12 @@ import torch
 from step_deploy import ir
 from step_deploy.fixedpoint.format import format_of
 from step_deploy.simulators.golden import integer_inputs, integer_ops
-from step_deploy.simulators.golden_loihi import lif_step
+from step_deploy.simulators.golden_loihi import lif_update
 from step_deploy.simulators.reference import as_time_major
 from step_deploy.targets.mapping import map_to_cores
 
 from .hardware import HardwareError, MeshHardware, Quantity, load_hardware
-from .mesh_plan import HOST, MeshPlan, build_plan
+from .mesh_plan import HOST, MeshPlan, build_plan, row_product
 from .mesh_timing import BUSY_EVENTS, EVENT_COST, MeshCosts, traffic
 from .result import SimResult
 
@@ -96,35 +96,84 @@ def _with_chips(hw: MeshHardware, cores: int) -> MeshHardware:
 
 
 class _Book:
-    """Per-sample busy and stall time and summed event counts, per unit and hardware step."""
+    """Per-sample busy and stall time and summed event counts, per unit and hardware step (numpy
+    float64: the same IEEE operations as torch's, without a tensor call's fixed cost per event).
+
+    ``add`` only records; :meth:`settle` applies the records after the run, the i-th record of every
+    step in one vectorised operation. That is the same arithmetic in the same order for every
+    element: a priced unit's hardware step k receives records from one step only (k = t + depth),
+    in the order of that step's records; event counts are integer-valued sums (exact in any order).
+    Steps whose records do not line up are applied one by one, as recorded."""
 
     def __init__(self, samples: int, units: int, steps: int, costs: MeshCosts, priced: np.ndarray):
-        self.busy = torch.zeros((samples, units, steps), dtype=torch.float64)
-        self.stall = torch.zeros((samples, units, steps), dtype=torch.float64)
-        self.events = {k: torch.zeros((units, steps), dtype=torch.float64) for k in EVENT_NAMES}
-        self.costs, self.priced = costs, torch.from_numpy(priced.astype(np.float64))
+        self.busy = np.zeros((samples, units, steps), dtype=np.float64)
+        self.stall = np.zeros((samples, units, steps), dtype=np.float64)
+        self.events = {k: np.zeros((units, steps), dtype=np.float64) for k in EVENT_NAMES}
+        self.costs, self.priced = costs, priced.astype(np.float64)
+        #: ns per event on every unit (0 on unpriced ones), for the busy events that take time
+        self.ns_per_event = {k: costs.latency_ns[k] * self.priced for k in BUSY_EVENTS if costs.latency_ns[k]}
+        self._steps: list[list] = [[]]
 
-    def add(self, name: str, u0: int, k: int, counts: torch.Tensor) -> None:
+    def add(self, name: str, u0: int, k: int, counts: np.ndarray) -> None:
         """``counts`` ``(B, C)`` events of ``name`` on units ``u0 .. u0 + C - 1`` in hardware step ``k``."""
+        self._steps[-1].append((name, u0, k, counts))
+
+    def next_step(self) -> None:
+        self._steps.append([])
+
+    def _apply(self, name: str, u0: int, k: int, counts: np.ndarray) -> None:
         c = counts.shape[1]
         self.events[name][u0:u0 + c, k] += counts.sum(0)
-        if name in BUSY_EVENTS and self.costs.latency_ns[name]:
-            self.busy[:, u0:u0 + c, k] += counts * (self.costs.latency_ns[name] * self.priced[u0:u0 + c])
+        ns = self.ns_per_event.get(name)
+        if ns is not None:
+            self.busy[:, u0:u0 + c, k] += counts * ns[u0:u0 + c]
+
+    def settle(self) -> None:
+        steps = [s for s in self._steps if s]
+        self._steps = [[]]
+        if not steps:
+            return
+        sig = [(name, u0, counts.shape) for name, u0, _, counts in steps[0]]
+        if any([(name, u0, counts.shape) for name, u0, _, counts in s] != sig for s in steps):
+            for s in steps:
+                for rec in s:
+                    self._apply(*rec)
+            return
+        for i, (name, u0, shape) in enumerate(sig):
+            ks = [s[i][2] for s in steps]
+            if len(set(ks)) < len(ks):  # two steps into one hardware step (the host's last): in order
+                for s in steps:
+                    self._apply(*s[i])
+                continue
+            cs = np.stack([s[i][3] for s in steps])  # (steps, B, C)
+            c = shape[1]
+            ev = self.events[name][u0:u0 + c]
+            ev[:, ks] += cs.sum(1).T
+            ns = self.ns_per_event.get(name)
+            if ns is not None:
+                busy = self.busy[:, u0:u0 + c]
+                busy[:, :, ks] += (cs * ns[u0:u0 + c]).transpose(1, 2, 0)
 
 
-def _packets(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The packets of a value ``(B, ...)``: (sample, index) of every non-zero entry and its payload."""
-    flat = x.reshape(x.shape[0], -1)
-    b, j = (flat != 0).nonzero(as_tuple=True)
-    return b, j, flat[b, j]
+def _packets(x: torch.Tensor, nonzero: torch.Tensor, spikes: bool) -> tuple:
+    """The packets of a value ``(B, ...)`` given its flat non-zero mask ``nonzero``: for graded
+    values the flat (sample-major) index of every non-zero entry and its payload; for spikes (every
+    payload 1) the events as a bitmap, ``(nonzero, None)``."""
+    if spikes:
+        return nonzero, None
+    flat = x.reshape(-1)
+    idx = torch.from_numpy(np.flatnonzero(nonzero.numpy()))
+    return idx, flat[idx]
 
 
-def _rebuild(packets, shape: tuple) -> torch.Tensor:
-    """A receiver's input rebuilt from the packets it got: the payloads at their indices, zeros elsewhere."""
-    b, j, payload = packets
-    out = torch.zeros((shape[0], math.prod(shape[1:])), dtype=payload.dtype)
-    out[b, j] = payload
-    return out.reshape(shape)
+def _rebuild(packets: tuple, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """A receiver's input rebuilt from the packets it got: the payloads at their indices (1 at every
+    event of a spike bitmap), zeros elsewhere."""
+    idx, payload = packets
+    if payload is None:
+        return idx.to(dtype).reshape(shape)
+    out = torch.zeros(math.prod(shape), dtype=payload.dtype)
+    return out.scatter_(0, idx, payload).reshape(shape)
 
 
 _PREPARED: "OrderedDict[tuple, tuple]" = OrderedDict()
@@ -219,23 +268,37 @@ def simulate_mesh(qgraph: ir.Graph, graph: ir.Graph, inputs, *, steps: Optional[
                 traces[name].append(values[name])
             for name in outs:
                 outs[name].append(values[name])
+            book.next_step()
+    book.settle()
     return _result(plan, hw, costs, book, T, B, K, mapping, traces, outs, synops_by_node)
 
 
-def _delivered(src: str, values: dict, sent: dict):
+def _delivered(plan: MeshPlan, src: str, values: dict, sent: dict):
     """The packets of ``src``'s value this step and its non-zero mask (float32, ``(B, S)``), once per step."""
     if src not in sent:
         v = values[src]
-        sent[src] = (_packets(v), (v.reshape(v.shape[0], -1) != 0).to(torch.float32))
+        mask = v.reshape(-1) != 0
+        nz = mask.view(torch.uint8).to(torch.float32)  # 0/1 (through uint8: the fast conversion)
+        sent[src] = (_packets(v, mask, src in plan.spiking), nz.reshape(v.shape[0], -1))
     return sent[src]
+
+
+def _received(plan: MeshPlan, src: str, values: dict, sent: dict) -> torch.Tensor:
+    """``src``'s value as its receivers rebuild it from its packets, once per step (every receiver
+    of a value gets the same packets; the ops do not modify their inputs)."""
+    key = ("rebuilt", src)
+    if key not in sent:
+        v = values[src]
+        sent[key] = _rebuild(_delivered(plan, src, values, sent)[0], tuple(v.shape), v.dtype)
+    return sent[key]
 
 
 def _send(plan: MeshPlan, sender: str, values: dict, sent: dict, u0: int, book: _Book, k: int) -> None:
     """Book a sender's spikes (layers) and messages out (one per destination per non-zero value)."""
     if sender not in plan.send_mats:
         return
-    nz = _delivered(sender, values, sent)[1]
-    got = (nz @ plan.send_mats[sender]).to(torch.float64)
+    nz = _delivered(plan, sender, values, sent)[1]
+    got = row_product(nz, plan.send_mats[sender], plan.send_mats_t.get(sender)).numpy().astype(np.float64)
     if sender in plan.layers:
         c = plan.layers[sender].place.cores
         book.add("spikes_out", u0, k, got[:, :c])
@@ -248,26 +311,27 @@ def _run_layer(plan, L, qgraph, values, sent, states, ops, book, t, synops_by_no
     rebuilt = {}
     C = L.place.cores
     for e in L.edges:
-        packets, nz = _delivered(e.src, values, sent)
-        rebuilt[(e.member, e.k)] = (packets, tuple(values[e.src].shape))
-        got = (nz @ e.counts).to(torch.float64)  # (B, 4C): messages, synops, hops per core
+        nz = _delivered(plan, e.src, values, sent)[1]
+        rebuilt[(e.member, e.k)] = e.src
+        got = row_product(nz, e.counts, e.counts_t).numpy().astype(np.float64)  # (B, 4C): messages, synops, hops
         book.add("msgs_in", L.unit0, k, got[:, :C])
         book.add(f"synops_{e.kind}", L.unit0, k, got[:, C:2 * C])
         synops_by_node[e.member] = synops_by_node.get(e.member, 0) + int(got[:, C:2 * C].sum())
         if e.src_reach is not None:
             book.add("hops_east_west", L.unit0, k, got[:, 2 * C:3 * C])
             book.add("hops_north_south", L.unit0, k, got[:, 3 * C:])
-            arrived = (nz @ e.src_reach).reshape(nz.shape[0], -1, C) > 0  # (B, sending cores, C)
-            wait = (arrived * e.lat_sc).amax(1)
+            arrived = row_product(nz, e.src_reach, e.src_reach_t).reshape(nz.shape[0], -1, C) > 0  # (B, senders, C)
+            wait = (arrived * e.lat_sc).amax(1).numpy()
             sl = book.stall[:, L.unit0:L.unit0 + C, k]
-            torch.maximum(sl, wait, out=sl)
+            np.maximum(sl, wait, out=sl)
     local: dict = {}
     for m in L.members:
         n = qgraph[m]
         if n.op in SHAREABLE and ("member", m) in sent:  # the same synapses on another layer's cores
             local[m] = sent[("member", m)]
             continue
-        xs = [_rebuild(*rebuilt[(m, kk)]) if (m, kk) in rebuilt else local[i] for kk, i in enumerate(n.inputs)]
+        xs = [_received(plan, rebuilt[(m, kk)], values, sent) if (m, kk) in rebuilt else local[i]
+              for kk, i in enumerate(n.inputs)]
         if m == L.head and n.op == "LoihiLIF":
             local[m] = _lif_per_core(n, xs[0], L, states)
         else:
@@ -275,41 +339,46 @@ def _run_layer(plan, L, qgraph, values, sent, states, ops, book, t, synops_by_no
         if n.op in SHAREABLE:
             sent[("member", m)] = local[m]
     y = local[L.head]
-    per_core = torch.from_numpy(L.place.neurons_per_core).to(torch.float64).expand(y.shape[0], -1)
+    npc = L.place.neurons_per_core
+    per_core = np.broadcast_to(npc.astype(np.float64), (y.shape[0], len(npc)))
     book.add("neuron_updates", L.unit0, k, per_core)
     return y
 
 
 def _lif_per_core(n, a: torch.Tensor, L, states) -> torch.Tensor:
-    """Every core of the layer runs ``lif_step`` on its own neurons with its own state, vectorised
+    """Every core of the layer runs ``lif_update`` on its own neurons with its own state, vectorised
     across cores: the neurons in core-major order, so each core's state is its own segment."""
     if L.place.cores == 1 or L.core_order is None:  # one core, or cores own consecutive segments already
-        return lif_step(n, a, states.setdefault((L.name, "cores"), {}))[0]
+        return lif_update(n, a, states.setdefault((L.name, "cores"), {}))[0]
     flat = a.reshape(a.shape[0], -1)
     out = torch.empty_like(flat)
-    out[:, L.core_order] = lif_step(n, flat[:, L.core_order], states.setdefault((L.name, "cores"), {}))[0]
+    out[:, L.core_order] = lif_update(n, flat[:, L.core_order], states.setdefault((L.name, "cores"), {}))[0]
     return out.reshape(a.shape)
 
 
 def _run_embedded(plan, n, values, sent, states, ops, book, t) -> torch.Tensor:
     """A product of two live tensors on its embedded unit, from operands rebuilt from packets."""
     u, k = plan.embedded[n.name], t + plan.depth[n.name]
-    xs = [_rebuild(_delivered(i, values, sent)[0], tuple(values[i].shape)) for i in n.inputs]
-    a, b = ((x != 0).to(torch.float64) for x in xs)
+    xs = [_received(plan, i, values, sent) for i in n.inputs]
     if n.op == "MatMul":
+        a, b = ((x != 0).view(torch.uint8).to(torch.float32) for x in xs)
         a = a.transpose(-1, -2) if n.transpose_a else a
         b = b.transpose(-1, -2) if n.transpose_b else b
-        work = (a @ b).reshape(a.shape[0], -1).sum(1)  # Σ_k nz(A[:, k]) · nz(B[k, :]): the popcount increments
+        # Σ_k nz(A[:, k]) · nz(B[k, :]): the popcount increments; each at most K, exact in float32 below 2^24
+        ab = (a @ b).to(torch.float64) if a.shape[-1] < 2 ** 24 else a.to(torch.float64) @ b.to(torch.float64)
+        work = ab.reshape(a.shape[0], -1).sum(1)
     else:
+        a, b = ((x != 0).to(torch.float64) for x in xs)
         work = (a * b).reshape(a.shape[0], -1).sum(1)  # the ANDs that are 1 (broadcast as the op does)
-    book.add("embedded_ops", u, k, work[:, None])
+    book.add("embedded_ops", u, k, work[:, None].numpy())
     return ops[n.op](n, xs, states.setdefault(n.name, {}), t)
 
 
 def _result(plan: MeshPlan, hw, costs: MeshCosts, book: _Book, T, B, K, mapping, traces, outs, synops_by_node):
-    events = {k: v.round().to(torch.int64).numpy() for k, v in book.events.items()}
+    events = {k: np.round(v).astype(np.int64) for k, v in book.events.items()}
     events["synops"] = events["synops_dense"] + events["synops_conv"] + events["synops_sparse"]
-    total = book.busy + book.stall
+    busy = torch.from_numpy(book.busy)  # the reductions below in torch, as they always were
+    total = busy + torch.from_numpy(book.stall)
     step_ns = (total.amax(1) if total.shape[1] else torch.zeros((B, K), dtype=torch.float64)) + costs.sync_ns
     latency = step_ns.sum(1)
     layers, energy, bits = {}, {}, {"registers": 0, "sram": 0, "dram": 0}
@@ -319,7 +388,7 @@ def _result(plan: MeshPlan, hw, costs: MeshCosts, book: _Book, T, B, K, mapping,
         ev = {k: int(v[list(us)].sum()) for k, v in events.items()}
         e = costs.energy({k: v for k, v in ev.items() if k != "synops"})
         tr = traffic(ev, wb)
-        layers[name] = {"busy_ns": float(book.busy[:, list(us)].sum()), "events": ev, "energy_pj": e,
+        layers[name] = {"busy_ns": float(busy[:, list(us)].sum()), "events": ev, "energy_pj": e,
                         "traffic_bits": tr}
         if name in synops_by_node:
             layers[name]["synops_by_node"] = dict(synops_by_node[name])
@@ -343,7 +412,7 @@ def _result(plan: MeshPlan, hw, costs: MeshCosts, book: _Book, T, B, K, mapping,
               "target": mapping.target, "depth": plan.hw_depth}
     return SimResult(
         arch=hw.name, kind="mesh", schedule="pipelined", steps=T, samples=B, hw_steps=K, units=list(plan.units),
-        busy_ns=book.busy.sum(0).numpy(), stall_ns=book.stall.sum(0).numpy(), step_ns=step_ns.numpy(),
+        busy_ns=busy.sum(0).numpy(), stall_ns=torch.from_numpy(book.stall).sum(0).numpy(), step_ns=step_ns.numpy(),
         latency_ns=latency.numpy(), throughput_sps=float(1e9 / latency.mean()) if B else 0.0, events=events,
         layers=layers, energy_pj=energy, traffic_bits=bits,
         spikes={k: torch.stack(v) for k, v in traces.items()}, outputs={k: torch.stack(v) for k, v in outs.items()},
