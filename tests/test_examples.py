@@ -36,8 +36,12 @@ def readme_tour_commands():
 
 @pytest.mark.slow
 def test_readme_tour_commands_run(tmp_path):
+    """Every tour command runs as written, except that the training runs 2 epochs instead of the
+    tour's 10: what is tested here is that each command works on the checkpoint it is given, not the
+    accuracy (``make demo`` and the accuracy tests train fully)."""
     cmds = readme_tour_commands()
-    assert len(cmds) >= 4 and cmds[0].startswith("step-train")
+    assert len(cmds) >= 4 and cmds[0].startswith("step-train") and "--epochs 10" in cmds[0]
+    cmds[0] = cmds[0].replace("--epochs 10", "--epochs 2")
     for cmd in cmds:
         r = _run(cmd, cwd=tmp_path)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
