@@ -282,7 +282,7 @@ def _summary_md(summary: dict, report: dict) -> str:
 def _result_lines(report: dict, out) -> list[str]:
     acc = report["accuracy"]
     msg = [f"wrote {out}: firmware/, tb/, tb_data/, build_prj.tcl, Makefile, README.md, report.{{json,md}}, "
-           f"energy.{{json,md}}, estimate.json, quantization.json, summary.{{json,md}}"]
+           f"energy.{{json,md}}, sim.{{json,md}}, estimate.json, quantization.json, summary.{{json,md}}"]
     if report["data_is_noise"]:
         msg.append(f"WARNING: calibrated and evaluated on NOISE ({report['data']})")
     if "float_pytorch" in acc:
