@@ -11,6 +11,17 @@ def rng():
     return np.random.default_rng(0)
 
 
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (the benchmark scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def random_model(arch, seed=0, **over):
     torch.manual_seed(seed)
     return randomize_batchnorm(build_model(arch, **over).eval(), seed)

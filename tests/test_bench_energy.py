@@ -1,23 +1,18 @@
 """benchmarks/bench_energy.py: runs end to end on a tiny setting (every architecture in the table
 and the JSON, finite ratios, spiking networks), its argument errors, and the interleaved timing
 helper. Nothing here asserts a speed: the ratios are measured by hand (see the script's doc)."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_energy.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_energy", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_benchmark
+    return load_benchmark("bench_energy")
 
 
 def test_help_lists_the_options(bench, capsys):

@@ -1,6 +1,5 @@
 """benchmarks/bench_fpga.py: its command line and small helpers (the measurement itself is run by
 hand: it takes minutes and asserts nothing about speed)."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fpga.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_fpga", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_benchmark
+    return load_benchmark("bench_fpga")
 
 
 def test_help_lists_the_options():

@@ -1,23 +1,18 @@
 """benchmarks/bench_sim.py runs end to end on a tiny setting: every stage of both simulated
 architectures in the table and the JSON with finite ratios against the PyTorch forward and the golden
 model measured in the same run. Nothing here asserts a speed (the script's doc says how to measure)."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sim.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_sim", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_benchmark
+    return load_benchmark("bench_sim")
 
 
 def test_a_tiny_run_prints_and_writes_both_architectures(bench, tmp_path, capsys):

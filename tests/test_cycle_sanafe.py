@@ -151,13 +151,8 @@ def _toy_qgraph():
 
 
 def _bench():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sanafe_crosscheck.py"
-    spec = importlib.util.spec_from_file_location("sanafe_crosscheck", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_benchmark
+    return load_benchmark("sanafe_crosscheck")
 
 
 def test_toy_network_spikes_counts_and_energy_agree_with_the_mesh_simulator(tmp_path):
