@@ -240,5 +240,76 @@ def sim_main(argv=None) -> int:
     return code
 
 
+def parity_main(argv=None) -> int:
+    """``step-parity``: exit 0 when every pair of stages that must agree agrees, 1 when one does not
+    or a stage failed (the report is still written), 2 for a usage or user error."""
+    ap = argparse.ArgumentParser(
+        prog="step-parity", description="Run every stage of the pipeline (PyTorch, reference interpreter, ONNX, NIR, "
+        "golden Loihi, Lava, golden FPGA, HLS C simulation, cycle-level simulators) on the same samples and compare "
+        "every pair: integer stages bit for bit at every layer and step, float stages with the rounding attribution, "
+        "accuracy, prediction agreement and energy counters. Shards run on Dask (a local cluster by default).",
+        epilog="exit codes: 0 every pair that must agree agrees; 1 a pair differs or a stage failed (report written); "
+               "2 a usage or user error")
+    ap.add_argument("checkpoint", help="checkpoint file (step-deploy or STEP)")
+    ap.add_argument("--stages", default="all", help="all (default) or a comma list of: " + ", ".join(
+        ["torch", "reference", "onnx", "nir", "golden-loihi", "lava", "golden-fpga", "csim", "cycle-loihi",
+         "cycle-fpga"]))
+    ap.add_argument("--samples", default="all", help="test samples: a number or all (default)")
+    ap.add_argument("--limit", metavar="STAGE=N,...", help="run a stage on its first N samples only (defaults: lava=4, "
+                                                            "csim=64; STAGE=all lifts a default)")
+    ap.add_argument("--data", help="samples: a bundled data set, a tensor file, or noise (default: the checkpoint's "
+                                   "own test split)")
+    ap.add_argument("--root", help="folder holding an on-disk data set (cifar10, cifar10-dvs)")
+    ap.add_argument("--calib", help="calibration data for the quantizers (default: the checkpoint's training split)")
+    ap.add_argument("--calib-samples", type=int, default=256, help="calibration samples (default 256)")
+    ap.add_argument("--chip", default="loihi2", help="Loihi spec for the Loihi stages: loihi2 (default), loihi1 or a "
+                                                     "spec file")
+    ap.add_argument("--mesh-hardware", help="cycle-loihi mesh description (default: loihi2-assumed for loihi2, "
+                                            "loihi1 for loihi1)")
+    ap.add_argument("--part", default="zcu104", help="FPGA part for the FPGA stages (default zcu104)")
+    ap.add_argument("--clock-mhz", type=float, default=200.0)
+    ap.add_argument("--parallelism", default="auto", help="FPGA parallelism as step-export's (default auto)")
+    ap.add_argument("--weight-bits", type=int, default=8, help="FPGA weight bits (default 8)")
+    ap.add_argument("--workers", type=int, help="worker processes of the local Dask cluster (default: one per core; "
+                                                "0: run in this process without Dask)")
+    ap.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: Dask's "
+                                        "scheduler-address config / DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    ap.add_argument("--shard-size", type=int, default=32, help="samples per task (default 32)")
+    ap.add_argument("--resume", action="store_true", help="reuse the shard results a previous run of the same job "
+                                                          "left on disk; compute only the missing ones")
+    ap.add_argument("--work", help="where shard results are kept (default: $STEP_DEPLOY_CACHE/parity or "
+                                   "~/.cache/step-deploy/parity)")
+    ap.add_argument("--raster-layers", help="comma list of layers for the spike raster (default: 4 spread over the "
+                                            "network)")
+    ap.add_argument("--raster-sample", type=int, default=0, help="the sample shown in the raster (default 0)")
+    ap.add_argument("-o", "--output", help="output directory (default: <checkpoint without suffix>-parity/)")
+    ap.add_argument("--force", action="store_true", help="replace an output directory step-deploy did not write")
+    a = ap.parse_args(argv)
+    try:
+        from step_deploy.parity.command import RunOptions, parse_limits, parse_samples, run_command
+        from step_deploy.parity.context import ParityOptions
+
+        scheduler = a.scheduler
+        if scheduler is None and a.workers is None:
+            import importlib.util
+            if importlib.util.find_spec("dask") is not None:
+                import dask
+                scheduler = dask.config.get("scheduler-address", None)
+        po = ParityOptions(chip=a.chip, mesh_hardware=a.mesh_hardware, part=a.part, clock_mhz=a.clock_mhz,
+                           parallelism=a.parallelism, weight_bits=a.weight_bits, calib=a.calib, root=a.root,
+                           calib_samples=a.calib_samples)
+        ro = RunOptions(stages=a.stages, samples=parse_samples(a.samples), limits=parse_limits(a.limit), data=a.data,
+                        shard_size=a.shard_size, workers=a.workers, scheduler=scheduler, resume=a.resume,
+                        work=a.work, raster_layers=tuple(x.strip() for x in a.raster_layers.split(",") if x.strip())
+                        if a.raster_layers else None, raster_sample=a.raster_sample, progress=sys.stderr.isatty())
+        out = a.output or f"{Path(a.checkpoint).with_suffix('')}-parity"
+        lines, code = run_command(a.checkpoint, out, po, ro, force=a.force)
+    except _our_errors() as e:
+        return _fail(str(e))
+    for line in lines:
+        print(line)
+    return code
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(export_main())

@@ -135,7 +135,13 @@ def _structural_op(n: ir.Node, xs: list, internal: bool, state: dict) -> torch.T
 def edge_fans(qgraph: ir.Graph, members: list[str], head: str, edges: list[tuple[str, int, str]],
               shapes: dict, place: LayerPlacement) -> list[torch.Tensor]:
     """For each edge ``(member, input index, source)`` into the layer: int64 ``(source size, cores)``,
-    the synapses each source value reaches on each of the layer's cores."""
+    the synapses each source value reaches on each of the layer's cores (found by differentiating the
+    layer's structure, so gradients are enabled here even when the caller runs under ``no_grad``)."""
+    with torch.enable_grad():
+        return _edge_fans(qgraph, members, head, edges, shapes, place)
+
+
+def _edge_fans(qgraph, members, head, edges, shapes, place) -> list[torch.Tensor]:
     cores = place.cores
     mask = torch.zeros((cores, math.prod(place.shape)), dtype=torch.float64)
     mask[torch.from_numpy(place.core_of), torch.arange(mask.shape[1])] = 1.0
