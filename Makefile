@@ -30,8 +30,10 @@ demo: setup
 	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 10 -o $(DEMO)/model.ckpt --reuse
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target loihi -o $(DEMO)/loihi --run-lava 4
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target fpga -o $(DEMO)/fpga --csim 4
+	$(VENV)/bin/step-parity $(DEMO)/model.ckpt --limit lava=2,csim=64 -o $(DEMO)/parity
 	@echo "summary: $(DEMO)/loihi/summary.md; report: $(DEMO)/loihi/report.md (T, chip features, accuracy, Lava parity, energy, simulated latency: sim.md); constraints: $(DEMO)/loihi/constraints.md"
 	@echo "FPGA: $(DEMO)/fpga/README.md (HLS project: make csim, vitis_hls -f build_prj.tcl); report: $(DEMO)/fpga/report.md (accuracy, C-simulation parity per layer, resource/latency estimates, energy, simulated latency: sim.md)"
+	@echo "parity matrix of all stages: $(DEMO)/parity/parity.html (parity.md, matrix.png, raster.png, rates.png)"
 
 test: setup-test
 	$(PY) -m pytest -q

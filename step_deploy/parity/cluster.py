@@ -63,12 +63,16 @@ class ShardStore:
             return None
         return rec
 
-    def save(self, result: dict) -> None:
+    def save(self, result: dict) -> dict:
+        """Write ``result``; returns it as it reads back (JSON types, keys sorted), so that a fresh
+        shard and a resumed one merge into the same bytes."""
         self.dir.mkdir(parents=True, exist_ok=True)
         p = self.path(result["shard"])
         tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({**result, "job": self.key}, sort_keys=True))
+        text = json.dumps({**result, "job": self.key}, sort_keys=True)
+        tmp.write_text(text)
         os.replace(tmp, p)
+        return json.loads(text)
 
     def clear(self) -> None:
         if self.dir.is_dir():
@@ -138,8 +142,7 @@ def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers:
         if workers == 0 and not scheduler:
             for s in todo:
                 rec = run_shard(job, s, *part(s))
-                store.save(rec)
-                results[s.index] = rec
+                results[s.index] = store.save(rec)
                 bar.update(s.stop - s.start)
             where = "this process"
         else:
@@ -166,8 +169,7 @@ def _run_dask(job, todo, part, store, results, bar, workers, scheduler) -> str:
                     raise ClusterError(f"shard {s.index} (samples {s.start}..{s.stop - 1}) could not be computed: "
                                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
                                        f"(the shards already done are kept: rerun with --resume)")
-                store.save(rec)
-                results[s.index] = rec
+                results[s.index] = store.save(rec)
                 bar.update(s.stop - s.start)
         finally:
             for f in futures:

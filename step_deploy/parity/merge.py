@@ -19,6 +19,11 @@ class MergeError(StepDeployError):
     """The shard results do not cover the run's samples exactly once."""
 
 
+#: the attribution of a float pair on a shard where it was not needed (equal spikes, no PyTorch side)
+_NO_FLIPS = {"rounding_flips": 0, "non_tie_flips": 0, "cascade_mismatches": 0, "max_tie_distance": 0.0,
+             "first_non_tie": None, "logit_ok": True, "neurons_missing": 0, "ok": True}
+
+
 def check_coverage(shards: list[dict], n: int) -> None:
     seen = sorted((s["start"], s["stop"], s["shard"]) for s in shards)
     pos = 0
@@ -40,7 +45,13 @@ def _first(cands: list[Optional[dict]]) -> Optional[dict]:
     return {k: f[k] for k in ("layer", "step", "sample", "index", "a_value", "b_value")}
 
 
-def _stage_entry(name: str, recs: list[dict], steps: int, labelled: bool) -> dict:
+def _causal(keys, layers: list[str]) -> list[str]:
+    """``keys`` in the network's layer order (then any others, sorted): parity.json reads the same
+    whichever shard, fresh or resumed, came first."""
+    return [k for k in layers if k in keys] + sorted(k for k in keys if k not in layers)
+
+
+def _stage_entry(name: str, recs: list[dict], steps: int, labelled: bool, layers: list[str]) -> dict:
     st = registered_stages()[name]
     e = {"title": st.title, "kind": st.kind, "domain": st.domain, "status": "ok", "reason": None, "samples": 0,
          "accuracy": None, "firing_rate": {}, "firing_rate_per_step": {}, "counters": {}, "counter_source": None}
@@ -65,14 +76,15 @@ def _stage_entry(name: str, recs: list[dict], steps: int, labelled: bool) -> dic
             for t, c in enumerate(v):
                 acc[t] += c
             elements[k] = r["elements"][k]
-    for k, v in nz.items():
+    for k in _causal(nz, layers):
+        v = nz[k]
         denom = elements[k] * n
         e["firing_rate_per_step"][k] = [round(c / denom, 6) for c in v]
         e["firing_rate"][k] = round(sum(v) / (denom * len(v)), 6)
     return e
 
 
-def _pair_entry(a: str, b: str, recs: list[dict], stages: dict, steps: int) -> dict:
+def _pair_entry(a: str, b: str, recs: list[dict], stages: dict, steps: int, layers: list[str]) -> dict:
     reg = registered_stages()
     kind = pair_kind(reg[a], reg[b])
     e = {"a": a, "b": b, "kind": kind, "verdict": None, "ok": None, "reason": None, "samples": 0, "values": 0,
@@ -98,6 +110,7 @@ def _pair_entry(a: str, b: str, recs: list[dict], stages: dict, steps: int) -> d
             d["values"] += v["values"]
             d["mismatches"] += v["mismatches"]
             d["per_step"] = [x + y for x, y in zip(d["per_step"], v["per_step"])]
+    e["per_layer"] = {k: e["per_layer"][k] for k in _causal(e["per_layer"], layers)}
     e["first"] = _first([r["first"] for r in recs])
     totals: dict = {}
     for r in recs:
@@ -108,7 +121,8 @@ def _pair_entry(a: str, b: str, recs: list[dict], stages: dict, steps: int) -> d
     diffs = [{"key": k, "a": x, "b": y} for k, (x, y) in sorted(totals.items()) if x != y]
     e["counters"] = {"compared": len(totals), "equal": not diffs, "differences": diffs[:20]}
     if kind == "float":
-        fl = [r["float"] for r in recs]
+        # shards where the pair's spikes were equal and neither side is PyTorch carry no attribution
+        fl = [r.get("float") or _NO_FLIPS for r in recs]
         non_ties = [f["first_non_tie"] for f in fl if f["first_non_tie"]]
         e["float"] = {"rounding_flips": sum(f["rounding_flips"] for f in fl),
                       "non_tie_flips": sum(f["non_tie_flips"] for f in fl),
@@ -134,11 +148,11 @@ def merge(shards: list[dict], header: dict, chosen: list[str], layers: list[str]
     check_coverage(shards, header["samples"])
     steps = header["steps"]
     labelled = header.get("labelled", False)
-    stages = {s: _stage_entry(s, [sh["stages"][s] for sh in shards], steps, labelled) for s in chosen}
+    stages = {s: _stage_entry(s, [sh["stages"][s] for sh in shards], steps, labelled, layers) for s in chosen}
     pairs = []
     for i, a in enumerate(chosen):
         for b in chosen[i + 1:]:
-            pairs.append(_pair_entry(a, b, [sh["pairs"].get(f"{a}|{b}") for sh in shards], stages, steps))
+            pairs.append(_pair_entry(a, b, [sh["pairs"].get(f"{a}|{b}") for sh in shards], stages, steps, layers))
     raster = {"sample": raster_sample, "layers": list(raster_layers), "shape": {}, "stages": {}}
     for sh in shards:
         for s, rec in sh["stages"].items():

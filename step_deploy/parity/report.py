@@ -191,11 +191,27 @@ def _document(result: dict) -> list:
         doc.append(("h2", ["Differences between arithmetics (informational)"]))
         doc.append(("p", ["Float against integer, or Loihi against FPGA fixed point: these pairs are expected to "
                           "differ; where they first do is shown for orientation."]))
-    for p in informational:
+    shown = [p for p in _panel_pairs(result, bad) if _verdict(p) == "differs"]
+    for p in shown:
         doc += _divergence(result, p)
+    rest = [p for p in informational if p not in shown]
+    if rest:
+        doc.append(("p", ["The other informational pairs (their stages equal the ones above wherever the exact "
+                          "pairs hold):"]))
+        doc.append(("table", ["pair", "mismatches", "first divergence", "prediction agreement"],
+                    [[f"{p['a']} vs {p['b']}", f"{_int(p.get('mismatches', 0))} of {_int(p.get('values', 0))}",
+                      (f"{p['first']['layer']} step {p['first']['step']} sample {p['first']['sample']}"
+                       if p.get("first") else "—"),
+                      "—" if p.get("prediction_agreement") is None else f"{p['prediction_agreement']:.2%}"]
+                     for p in rest]))
 
     doc.append(("h2", ["Energy counters"]))
-    crows = [_counter_row(p) for p in result.get("pairs", []) if _verdict(p) != "n/a"]
+    doc.append(("p", ["Spikes per layer and synaptic operations per synapse, as each stage counts them (the PyTorch "
+                      "model through forward hooks, the interpreters through the energy module, the cycle-level "
+                      "simulators from their own events): equal wherever the spikes are equal. Pairs whose spikes "
+                      "differ are left out."]))
+    crows = [_counter_row(p) for p in result.get("pairs", [])
+             if _verdict(p) != "n/a" and (not (p.get("mismatches") or 0) or _verdict(p) == "MISMATCH")]
     doc.append(("table", ["pair", "keys compared", "equal", "differing keys (a vs b)"], crows) if crows
                else ("p", ["No pair ran on both sides."]))
 
@@ -601,6 +617,19 @@ def plot_rates(result: dict, path) -> None:
     _save(fig, path)
 
 
+def _panel_pairs(result: dict, bad: list) -> list:
+    """The pairs the heat map shows: every fault (MISMATCH, explained) first; of the informational
+    'differs' pairs only those between the first stage of each domain (e.g. torch vs golden-loihi),
+    since the other stages of a domain equal their first stage wherever the exact pairs hold."""
+    firsts: dict = {}
+    for name, st in result.get("stages", {}).items():
+        if _ran(st):
+            firsts.setdefault(st.get("domain"), name)
+    reps = set(firsts.values())
+    faults = [p for p in bad if _verdict(p) != "differs"]
+    return faults + [p for p in bad if _verdict(p) == "differs" and p["a"] in reps and p["b"] in reps]
+
+
 def plot_mismatch(result: dict, path) -> bool:
     """Layer x step heat map of mismatches, one panel per pair with any (most severe first, at most 6).
     Returns False and writes nothing when no pair has a mismatch."""
@@ -609,7 +638,7 @@ def plot_mismatch(result: dict, path) -> bool:
         return False
     plt = _plt()
     from matplotlib.patches import Rectangle
-    shown = bad[:MAX_MISMATCH_PANELS]
+    shown = _panel_pairs(result, bad)[:MAX_MISMATCH_PANELS]
     layers = [l for l in result.get("layers", []) if any(l in (p.get("per_layer") or {}) for p in shown)]
     steps = int(result.get("steps") or 1)
     ncol = min(3, len(shown))
