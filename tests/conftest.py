@@ -103,3 +103,17 @@ def reuse_quantized(qgraph, report, calib):
             "reuse_quantized: asked for another calibration than the shared graph was quantized with"
         return qgraph, report
     return quantize
+
+
+# ---- parity fixtures ----
+
+
+@pytest.fixture(scope="session")
+def parity_ckpt(tmp_path_factory):
+    """A digits checkpoint for ``step-parity`` tests: ``spikformer-2-64-digits`` with random
+    weights (BatchNorm statistics randomized so that it spikes), recorded as trained on the bundled
+    ``digits`` (so its samples are the digits test split), saved once per session."""
+    from step_deploy.frontend.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("parity_ckpt") / "sf.ckpt"
+    return save_checkpoint(random_model("spikformer-2-64-digits"), path, metadata={"dataset": "digits"})

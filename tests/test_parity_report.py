@@ -160,7 +160,9 @@ def test_counters_unequal_where_spikes_are_equal_are_flagged():
     p["counters"] = {"compared": 4, "equal": False, "differences": [{"key": "synops/blocks.0.mlp.fc", "a": 10, "b": 9}]}
     md = report.markdown(res)
     assert "| reference vs onnx | 4 | **no, although the spikes are equal** | synops/blocks.0.mlp.fc: 10 vs 9 |" in md
-    assert "| torch vs reference | 4 | yes | — |" in md
+    counters = md.split("## Energy counters", 1)[1].split("\n## ", 1)[0]
+    # torch vs reference differ by rounding ties: their counters may differ, so the table leaves them out
+    assert "| reference vs onnx |" in counters and "| torch vs reference |" not in counters
 
 
 def _read_png(path):

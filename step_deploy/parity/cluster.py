@@ -108,9 +108,15 @@ def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack
                                f"and `dask worker {scheduler}`), or drop --scheduler to use a local cluster") from None
         n = len(client.scheduler_info().get("workers", {}))
         return client, f"Dask scheduler {scheduler} ({n} worker{'s' if n != 1 else ''})"
-    stack.enter_context(dask.config.set({"distributed.worker.daemon": False}))
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers' environment by default; any explicit value
+    # turns off glibc's dynamic mmap threshold, so every large tensor is a fresh mmap: the golden model ran
+    # 3x slower in a worker than in this process (benchmarks/bench_parity.py). Our workers keep glibc's default.
+    stack.enter_context(dask.config.set({"distributed.worker.daemon": False,
+                                         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}))
+    # CRITICAL: a worker's heartbeat racing the scheduler's shutdown logs a traceback at ERROR level at
+    # the end of a good run; a shard that fails reaches the driver through its future and is reported there
     cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, silence_logs=logging.ERROR,
+                                               dashboard_address=None, silence_logs=logging.CRITICAL,
                                                env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}))
     client = stack.enter_context(Client(cluster, set_as_default=False))
     return client, f"local Dask cluster ({workers} worker process{'es' if workers != 1 else ''})"
