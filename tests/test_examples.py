@@ -19,7 +19,9 @@ def _run(cmd, cwd, timeout=900):
 
 @pytest.mark.slow
 def test_python_api_example(tmp_path):
-    r = _run([sys.executable, str(ROOT / "examples" / "python_api.py"), "--epochs", "2", "--out", str(tmp_path)],
+    """The example runs end to end and its three parity lines say 0 mismatches. One epoch of training:
+    the parity claims hold for any weights (the accuracy is the training tests' business)."""
+    r = _run([sys.executable, str(ROOT / "examples" / "python_api.py"), "--epochs", "1", "--out", str(tmp_path)],
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "reference interpreter vs PyTorch: 0 spike mismatches" in r.stdout
@@ -36,12 +38,13 @@ def readme_tour_commands():
 
 @pytest.mark.slow
 def test_readme_tour_commands_run(tmp_path):
-    """Every tour command runs as written, except that the training runs 2 epochs instead of the
+    """Every tour command runs as written, except that the training runs 1 epoch instead of the
     tour's 10: what is tested here is that each command works on the checkpoint it is given, not the
-    accuracy (``make demo`` and the accuracy tests train fully)."""
+    accuracy (``make demo`` and the accuracy tests train fully; the Lava and float self-checks hold
+    for any weights)."""
     cmds = readme_tour_commands()
     assert len(cmds) >= 4 and cmds[0].startswith("step-train") and "--epochs 10" in cmds[0]
-    cmds[0] = cmds[0].replace("--epochs 10", "--epochs 2")
+    cmds[0] = cmds[0].replace("--epochs 10", "--epochs 1")
     for cmd in cmds:
         r = _run(cmd, cwd=tmp_path)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"

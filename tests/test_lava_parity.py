@@ -48,16 +48,19 @@ def test_gap_strategy_runs_on_lavas_stock_lif(name):
     assert "LIF" in lv.counts and "FixedLIF" not in lv.counts
 
 
-@pytest.mark.slow  # two Lava runs of 2T steps
+@pytest.mark.slow  # one Lava run of 2T steps (the claim is about the run's length, not the sample count)
 def test_longer_runs_stay_in_parity():
     g, x = build("mlp")
     q, _ = quantize_loihi(g, x[:64], steps=T)
-    assert_parity(q, x[64:], samples=(0, 1), steps=2 * T)
+    lv = assert_parity(q, x[64:], samples=(0,), steps=2 * T)
+    assert lv.num_steps == 2 * T + lv.schedule["depth"]
 
 
-@pytest.mark.slow  # two Lava runs; the delay schedule itself is checked fast in test_quantize_loihi.py
+@pytest.mark.slow  # one Lava run; the delay schedule itself is checked fast in test_quantize_loihi.py
 def test_without_delay_balancing_the_residual_add_mixes_time_steps(monkeypatch):
-    """The residual join needs a one-step Delay on its short branch; without it Lava differs."""
+    """The residual join needs a one-step Delay on its short branch; without it Lava differs, and
+    only after the join (l3): the layers before it (l1, l2) still match. One sample shows it (the
+    inputs are seeded: 26 of l3's values differ on it)."""
     from step_deploy.exporters import lava_export
     from step_deploy.exporters.lava_runner import compare, run_lava
 
@@ -71,9 +74,9 @@ def test_without_delay_balancing_the_residual_add_mixes_time_steps(monkeypatch):
         return s
 
     monkeypatch.setattr(lava_export, "schedule", unbalanced)
-    gold = run_golden(q, x[64:66], steps=T)
-    diffs = [sum(compare(gold.traces, run_lava(q, x[64 + i], steps=T).traces, i).values()) for i in range(2)]
-    assert sum(diffs) > 0
+    gold = run_golden(q, x[64:65], steps=T)
+    diffs = compare(gold.traces, run_lava(q, x[64], steps=T).traces, 0)
+    assert diffs["l3"] > 0 and diffs["l1"] == diffs["l2"] == 0, diffs
 
 
 def _model_graph(arch):
