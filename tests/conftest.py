@@ -1,9 +1,21 @@
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from step_deploy.models import build_model
 from step_deploy.models.random_stats import randomize_batchnorm  # noqa: F401  (tests import it from here)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # parallel test workers (make test runs one per core): one intra-op thread each, or the workers'
+    # OpenMP threads oversubscribe the cores and spin against each other
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -35,15 +47,44 @@ DIGITS_EPOCHS = {"spikformer-2-64-digits": 8, "sdt-1-64-digits": 8, "qkformer-2-
 def trained_digits():
     """``trained_digits(arch)``: a tiny digits model trained for ``DIGITS_EPOCHS[arch]`` epochs
     (seed 0), trained once per test session and shared by every test that asks for it."""
-    from step_deploy.training import TrainArgs, train
-
     cache = {}
 
     def get(arch):
         if arch not in cache:
-            cache[arch] = train(TrainArgs(arch=arch, epochs=DIGITS_EPOCHS[arch]), progress=False)[0].eval()
+            cache[arch] = _trained_once(arch, DIGITS_EPOCHS[arch])
         return cache[arch]
     return get
+
+
+def _fixture_source_hash() -> str:
+    """What decides a trained fixture: the model, neuron, data and training code."""
+    h = hashlib.sha256()
+    src = ROOT / "step_deploy"
+    for p in sorted([*src.glob("models/*.py"), *src.glob("data/*.py"), src / "training.py"]):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _trained_once(arch: str, epochs: int):
+    """The digits model ``arch`` trained for ``epochs`` (seed 0), trained once per machine and code
+    version: saved as a checkpoint in the build cache (``$STEP_DEPLOY_CACHE/test-models``, keyed by the
+    training arguments and a hash of the code that decides them) under a file lock, so parallel test
+    workers (pytest-xdist) and later runs load it instead of training again."""
+    from step_deploy.frontend.checkpoint import load_checkpoint, save_checkpoint
+    from step_deploy.training import TrainArgs, train
+
+    root = Path(os.environ.get("STEP_DEPLOY_CACHE") or Path.home() / ".cache" / "step-deploy") / "test-models"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{arch}-e{epochs}-seed0-{_fixture_source_hash()}.ckpt"
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            model, metrics = train(TrainArgs(arch=arch, epochs=epochs), progress=False)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            save_checkpoint(model, tmp, metadata={**metrics, "arch_name": arch})
+            os.replace(tmp, path)
+        model, _ = load_checkpoint(path)
+    return model.eval()
 
 
 #: calibration samples (the first N training digits) the FPGA quantization of the trained models uses;
