@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from step_deploy.parity import plots as parity_plots
 from step_deploy.parity import report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -298,7 +299,7 @@ def test_plots_cope_with_one_and_ten_stages(tmp_path, n_stages):
         report.plot_raster(res, tmp_path / "raster.png")
         for name in ("matrix.png", "raster.png"):   # the size is capped
             h, w = _read_png(tmp_path / name).shape[:2]
-            assert h <= 10 * report.DPI + 1 and w <= 16 * report.DPI + 1, (name, h, w)
+            assert h <= 10 * parity_plots.DPI + 1 and w <= 16 * parity_plots.DPI + 1, (name, h, w)
     lines = report.summary_lines(res)
     assert 2 <= len(lines) <= 6
     if n_stages == 10:
