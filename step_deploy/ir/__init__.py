@@ -6,7 +6,7 @@ from .diagnostics import Diagnostic, IRError, errors
 from .graph import Graph
 from .nodes import (NODE_TYPES, Add, AvgPool2d, BatchNorm, Conv1d, Conv2d, Delay, Flatten, Input, Linear,
                     MatMul, MaxPool2d, Mean, Mul, Neuron, Node, Output, Reshape, Scale, ShapeError, Sum,
-                    TemporalMean, Transpose, node_fields, replace)
+                    KLIFNeuron, EIFNeuron, CLIFNeuron, GLIFNeuron, TemporalLinear, Heaviside, TemporalMean, Transpose, node_fields, replace)
 from .serialize import FORMAT_KEY, SCHEMA_VERSION, load, nodes_equal, save
 from .verify import RULES, Rule, check, verify
 
@@ -14,6 +14,7 @@ __all__ = [
     "BACKENDS", "Backend", "UnsupportedOpError", "register_backend", "require_ops",
     "Diagnostic", "IRError", "errors", "Graph", "NODE_TYPES", "Add", "AvgPool2d", "BatchNorm", "Conv1d",
     "Conv2d", "Delay", "Flatten", "Input", "Linear", "MatMul", "MaxPool2d", "Mean", "Mul", "Neuron", "Node",
-    "Output", "Reshape", "Scale", "ShapeError", "Sum", "TemporalMean", "Transpose", "node_fields", "replace",
+    "Output", "Reshape", "Scale", "ShapeError", "Sum", "TemporalMean",
+    "KLIFNeuron", "EIFNeuron", "CLIFNeuron", "GLIFNeuron", "TemporalLinear", "Heaviside", "Transpose", "node_fields", "replace",
     "FORMAT_KEY", "SCHEMA_VERSION", "load", "nodes_equal", "save", "RULES", "Rule", "check", "verify",
 ]
