@@ -252,7 +252,7 @@ def test_soft_reset_and_compare_propagate():
     m = build_model("spikformer-2-64-digits", reset="soft", compare=">")
     params = {n: mod.neuron_params() for n, mod in iter_neurons(m)}
     assert all(p["reset"] == "soft" and p["compare"] == ">" for p in params.values())
-    assert params["block.1.attn.attn_lif"]["threshold"] == 0.5
+    assert params["block.1.attn.attn_lif"]["v_threshold"] == 0.5
 
 
 class _NeuronLeafTracer(torch.fx.Tracer):

@@ -69,7 +69,7 @@ def test_if_node():
     assert v == pytest.approx([0.25, 0.75, 0.0, 1.0])
     assert run(IFNode(step=4, compare=">="), [0.25, 0.5, 0.5, 1.0])[0] == [0, 0, 1, 1]
     p = IFNode().neuron_params()
-    assert p["kind"] == "if" and p["tau"] is None and p["compare"] == ">" and p["decay_input"] is False
+    assert p["op"] == "Neuron" and p["kind"] == "IF" and p["compare"] == ">" and p["decay_input"] is False
 
 
 def test_plif_w0_equals_lif_tau2():
@@ -93,8 +93,8 @@ def test_state_dict_and_params_of_neuron():
     assert sd["threshold"].shape == () and not n.threshold.requires_grad
     assert not n.act_fun.alpha.requires_grad
     assert n.neuron_params() == {
-        "kind": "lif", "tau": 2.0, "threshold": 0.5, "v_reset": 0.0, "reset": "hard",
-        "compare": ">=", "decay_input": True, "step": 4,
+        "op": "Neuron", "kind": "LIF", "tau": 2.0, "v_threshold": 0.5, "v_reset": 0.0, "reset": "hard",
+        "compare": ">=", "decay_input": True, "output": "binary", "max_level": 1, "fire": "threshold", "round_d": 0,
     }
     assert n.reset == "hard" and n.detach_reset
     with pytest.raises(ValueError):

@@ -21,7 +21,8 @@ from step_deploy.simulators.reference import run
 
 TINY = dict(img_size=8, in_channels=1, num_classes=10, embed_dim=64, num_heads=4, mlp_ratio=4, attn_scale=0.125)
 STEP_NAME = {"spikformer": "spikformer_cifar", "sdt": "sdt_cifar", "qkformer": "qkformer_cifar"}
-PLANNED = ["ILIFNode", "NILIFNode", "EIFNode", "GLIFTorch", "HDLIFNode", "KLIFNode", "ComplementaryLIFNeuron", "PSNTorch"]
+ZOO_NODE_TYPES = ["ILIFNode", "NILIFNode", "EIFNode", "GLIFTorch", "HDLIFNode", "KLIFNode", "ComplementaryLIFNeuron",
+                  "PSNTorch"]  # STEP's neuron ablations beyond LIF/IF/PLIF (round trips: tests/test_neuron_zoo.py)
 
 
 def step_args(family, **over):
@@ -230,22 +231,54 @@ def test_layer_name_step_itself_cannot_build(tmp_path):
         load_checkpoint(write_step_checkpoint(tmp_path / "ssa.pth.tar", args, weights("sdt", depths=1)))
 
 
-@pytest.mark.parametrize("node_type", PLANNED)
-def test_neuron_ablations_name_node_type_and_plan(tmp_path, node_type):
-    args = step_args("spikformer", node_type=node_type)
-    sd = dict(weights("spikformer"))
-    sd["patch_embed.proj_lif.k"] = torch.ones(())  # e.g. KLIF's learned scale: the keys differ
-    with pytest.raises(CheckpointError) as err:
-        load_checkpoint(write_step_checkpoint(tmp_path / "n.pth.tar", args, sd))
-    msg = str(err.value)
-    assert f"args.node_type={node_type!r}" in msg and "supported: IFNode, LIFNode, PLIFNode" in msg
-    assert "planned" in msg and "missing keys" not in msg and "unexpected keys" not in msg
+@pytest.mark.parametrize("node_type", ZOO_NODE_TYPES)
+def test_every_neuron_ablation_is_planned_with_its_node(node_type):
+    from step_deploy.models import plan_from_step_args
+    from step_deploy.models.neurons import neuron_class
+
+    plan = plan_from_step_args("spikformer_cifar", step_args("spikformer", node_type=node_type))
+    assert neuron_class(plan.kwargs["node"]).__name__ == node_type
 
 
-def test_unknown_node_type(tmp_path):
-    args = step_args("sdt", node_type="LIFNode_Spikingjelly", depths=1)
-    with pytest.raises(CheckpointError, match=r"args\.node_type='LIFNode_Spikingjelly'.*supported: IFNode"):
-        load_checkpoint(write_step_checkpoint(tmp_path / "n.pth.tar", args, weights("sdt", depths=1)))
+@pytest.mark.parametrize("family, node_type, over, needs", [
+    ("sdt", "HDLIFNode", {}, r"HDLIFNode requires input_dims.*only in Spikformer's SPS stem, SSA and MLP"),
+    ("qkformer", "HDLIFNode", {}, r"HDLIFNode requires input_dims.*cannot have built"),
+    ("spikformer", "HDLIFNode", {"attn_layer": "repconv_attn"}, r"attn_layer='repconv_attn'.*requires input_dims"),
+    ("sdt", "ComplementaryLIFNeuron", {}, r"head_lif.*only 3-D and 4-D inputs"),
+    ("spikformer", "ILIFNode", {"dataset": "dvsc10"}, r"train_dvs\.py resolves node_type among BrainCog"),
+])
+def test_neuron_ablations_step_cannot_run_are_refused(tmp_path, family, node_type, over, needs):
+    """Pairs STEP itself cannot build or evaluate are refused before any key comparison."""
+    args = step_args(family, node_type=node_type, depths=3 if family == "qkformer" else 1, **over)
+    with pytest.raises(CheckpointError, match=rf"args\.node_type='{node_type}'.*{needs}") as err:
+        load_checkpoint(write_step_checkpoint(tmp_path / "n.pth.tar", args, {"x": torch.zeros(1)}))
+    assert "missing keys" not in str(err.value) and "unexpected keys" not in str(err.value)
+
+
+@pytest.mark.parametrize("node_type, says", [
+    ("ComplementaryLIFNeuron", "ignores threshold: v_threshold stays 1.0, also in attention"),
+    ("GLIFTorch", "ignores threshold and tau"),
+    ("PSNTorch", "ignores threshold and tau"),
+    ("ILIFNode", "D=2"),
+])
+def test_neuron_ablation_quirks_are_stated(tmp_path, node_type, says):
+    args = step_args("spikformer", node_type=node_type, depths=1)
+    sd = build_family("spikformer", **{**TINY, "depths": 1, "node": node_type}).state_dict()
+    model, info = load_checkpoint(write_step_checkpoint(tmp_path / "n.pth.tar", args, sd))
+    assert any(says in q for q in info.metadata["step_quirks"]), info.metadata["step_quirks"]
+    if node_type == "ComplementaryLIFNeuron":  # STEP's attn_lif gets threshold=0.5, which CLIF ignores
+        assert model.block[0].attn.attn_lif.v_threshold == 1.0
+
+
+def test_qkformer_glif_q_lif_runs_10_steps(tmp_path):
+    """``tssa.q_lif = node()``: GLIFTorch's default step is 10, so only T = 10 is consistent."""
+    sd = weights("qkformer", node="glif")
+    with pytest.raises(CheckpointError, match=r"args\.step=4.*default 10 steps"):
+        load_checkpoint(write_step_checkpoint(tmp_path / "a.pth.tar", step_args("qkformer", node_type="GLIFTorch"), sd))
+    sd10 = weights("qkformer", node="glif", step=10)
+    model, _ = load_checkpoint(write_step_checkpoint(tmp_path / "b.pth.tar",
+                                                     step_args("qkformer", node_type="GLIFTorch", step=10), sd10))
+    assert model.stage1[0].tssa.q_lif.T == 10 and tuple(sd10["stage1.0.tssa.q_lif.tau"].shape) == (10,)
 
 
 def _bn_keys(prefix, c):

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from .encoders import make_encoder
-from .neurons import BaseNeuron, make_neuron
+from .neurons import SpikingNeuron, make_neuron, neuron_class
+from . import neuron_zoo  # noqa: F401  (registers STEP's other neurons with make_neuron)
 
 __all__ = [
     "SPSLayers",
@@ -35,13 +36,17 @@ __all__ = [
 class NeuronSpec:
     """Model-wide neuron settings; ``spec(threshold=..., tau=...)`` builds one neuron.
 
+    ``node`` is a short name (``lif``, ``if``, ``plif``, ``ilif``, ``nilif``, ``eif``, ``klif``,
+    ``hdlif``, ``clif``, ``glif``, ``psn``) or STEP's class name; ``levels`` is ILIF/NILIF's ``D``.
+
     Keeps every neuron of a model built from the same recipe (kind, T,
     surrogate, compare, reset) while individual layers override the threshold
     (attention neurons use 0.5) or tau (STEP's hard-coded ``tau=2`` places).
     """
 
     def __init__(self, node="lif", step=4, tau=2.0, threshold=1.0, surrogate="sigmoid",
-                 alpha=4.0, compare=None, reset="hard"):
+                 alpha=4.0, compare=None, reset="hard", levels=None):
+        neuron_class(node)  # an unknown name fails here, naming the known ones
         self.node = node
         self.step = int(step)
         self.tau = float(tau)
@@ -50,13 +55,18 @@ class NeuronSpec:
         self.alpha = float(alpha)
         self.compare = compare
         self.reset = reset
+        self.levels = None if levels is None else int(levels)
 
     def with_tau(self, tau: float) -> "NeuronSpec":
         """The same recipe with another default ``tau`` (STEP's hard-coded ``tau=2.0`` blocks)."""
         return NeuronSpec(node=self.node, step=self.step, tau=tau, threshold=self.threshold,
-                          surrogate=self.surrogate, alpha=self.alpha, compare=self.compare, reset=self.reset)
+                          surrogate=self.surrogate, alpha=self.alpha, compare=self.compare, reset=self.reset,
+                          levels=self.levels)
 
-    def __call__(self, threshold: float | None = None, tau: float | None = None) -> BaseNeuron:
+    def __call__(self, threshold: float | None = None, tau: float | None = None,
+                 input_dims: int | None = None) -> SpikingNeuron:
+        """One neuron; ``input_dims`` (the channel count) reaches only neurons that take it (HDLIF),
+        and is given where STEP's models pass it."""
         return make_neuron(
             self.node,
             tau=self.tau if tau is None else float(tau),
@@ -66,6 +76,8 @@ class NeuronSpec:
             alpha=self.alpha,
             compare=self.compare,
             reset=self.reset,
+            levels=self.levels,
+            input_dims=input_dims,
         )
 
 
@@ -151,7 +163,7 @@ class SpikingTransformerBase(nn.Module):
         self.make_node = NeuronSpec(
             node=c["node"], step=self.step, tau=c["tau"], threshold=c["threshold"],
             surrogate=c["surrogate"], alpha=c["alpha"], compare=c.get("compare"),
-            reset=c.get("reset", "hard"),
+            reset=c.get("reset", "hard"), levels=c.get("levels"),
         )
 
     @staticmethod
@@ -187,21 +199,21 @@ class SPSLayers(nn.Module):
         pools = pool_flags(patch_size, 2)
         self.proj_conv = _conv3x3(in_channels, d // 8)
         self.proj_bn = nn.BatchNorm2d(d // 8)
-        self.proj_lif = make_node()
+        self.proj_lif = make_node(input_dims=d // 8)
         self.proj_conv1 = _conv3x3(d // 8, d // 4)
         self.proj_bn1 = nn.BatchNorm2d(d // 4)
-        self.proj_lif1 = make_node()
+        self.proj_lif1 = make_node(input_dims=d // 4)
         self.proj_conv2 = _conv3x3(d // 4, d // 2)
         self.proj_bn2 = nn.BatchNorm2d(d // 2)
-        self.proj_lif2 = make_node()
+        self.proj_lif2 = make_node(input_dims=d // 2)
         self.maxpool2 = maxpool_or_identity(pools[0])
         self.proj_conv3 = _conv3x3(d // 2, d)
         self.proj_bn3 = nn.BatchNorm2d(d)
-        self.proj_lif3 = make_node()
+        self.proj_lif3 = make_node(input_dims=d)
         self.maxpool3 = maxpool_or_identity(pools[1])
         self.rpe_conv = _conv3x3(d, d)
         self.rpe_bn = nn.BatchNorm2d(d)
-        self.rpe_lif = make_node()
+        self.rpe_lif = make_node(input_dims=d)
 
 
 class Conv2StemLayers(nn.Module):

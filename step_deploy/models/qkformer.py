@@ -216,7 +216,7 @@ class QKFormer(SpikingTransformerBase):
     def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
                  embed_dim=384, num_heads=8, mlp_ratio=4, depths=4, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
-                 node="lif", compare=None, reset="hard", seed=0):
+                 node="lif", compare=None, reset="hard", seed=0, levels=None):
         super().__init__(capture_config(locals()))
         if depths < 2:
             raise ValueError(f"qkformer: depths must be >= 2 (stage1 + stage2), got {depths}")

@@ -177,7 +177,7 @@ class SpikeDrivenTransformer(SpikingTransformerBase):
                  embed_dim=512, num_heads=8, mlp_ratio=4, depths=2, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
                  node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SDSA",
-                 block_tau=None):
+                 block_tau=None, levels=None):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
         stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)

@@ -73,17 +73,17 @@ class SSA(nn.Module):
         self.scale = float(scale)
         self.q_linear = nn.Linear(dim, dim)
         self.q_bn = nn.BatchNorm1d(dim)
-        self.q_lif = make_node()
+        self.q_lif = make_node(input_dims=dim)
         self.k_linear = nn.Linear(dim, dim)
         self.k_bn = nn.BatchNorm1d(dim)
-        self.k_lif = make_node()
+        self.k_lif = make_node(input_dims=dim)
         self.v_linear = nn.Linear(dim, dim)
         self.v_bn = nn.BatchNorm1d(dim)
-        self.v_lif = make_node()
-        self.attn_lif = make_node(threshold=0.5)
+        self.v_lif = make_node(input_dims=dim)
+        self.attn_lif = make_node(threshold=0.5, input_dims=dim)
         self.proj_linear = nn.Linear(dim, dim)
         self.proj_bn = nn.BatchNorm1d(dim)
-        self.proj_lif = make_node()
+        self.proj_lif = make_node(input_dims=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = split_heads(self.q_lif(bn_tokens(self.q_bn, self.q_linear(x))), self.num_heads)
@@ -157,10 +157,10 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1_linear = nn.Linear(dim, hidden)
         self.fc1_bn = nn.BatchNorm1d(hidden)
-        self.fc1_lif = make_node()
+        self.fc1_lif = make_node(input_dims=hidden)
         self.fc2_linear = nn.Linear(hidden, dim)
         self.fc2_bn = nn.BatchNorm1d(dim)
-        self.fc2_lif = make_node()
+        self.fc2_lif = make_node(input_dims=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fc1_lif(bn_tokens(self.fc1_bn, self.fc1_linear(x)))
@@ -193,7 +193,8 @@ class Spikformer(SpikingTransformerBase):
     def __init__(self, step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10,
                  embed_dim=384, num_heads=12, mlp_ratio=4, depths=4, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
-                 node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SSA"):
+                 node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SSA",
+                 levels=None):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
         stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)

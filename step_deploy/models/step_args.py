@@ -10,8 +10,9 @@ options say. Read in its code (snapshot c0b3193), the places that matter for inf
   and builds its blocks with ``tau=2.0`` (``head_lif`` too): ``args.tau`` reaches the stem only.
 * **QKFormer** passes ``step`` and ``tau`` everywhere except ``stage{1,2}.*.tssa.q_lif =
   node()``: the node class's defaults (STEP ``LIFNode``/``PLIFNode``: step 4, tau 2;
-  ``IFNode``: step 10; BrainCog's nodes, which ``train_dvs.py`` uses, default to
-  ``layer_by_layer=False``: one memoryless step over the whole ``(T*B)`` batch).
+  ``IFNode``, ``GLIFTorch``: step 10; ``HDLIFNode`` cannot be built without ``input_dims``;
+  BrainCog's nodes, which ``train_dvs.py`` uses, default to ``layer_by_layer=False``: one
+  memoryless step over the whole ``(T*B)`` batch).
 * A neuron built with ``step=s`` splits the ``(T*B, ...)`` tensor into ``s`` "steps"
   (``rearrange('(t b) ... -> t b ...', t=s)``). With ``s != T`` its membrane links rows that
   are not consecutive steps of one sample: STEP mixes samples (its result depends on the batch
@@ -48,19 +49,35 @@ __all__ = [
 STEP_ARCH_NAMES = {"spikformer_cifar": "spikformer", "sdt_cifar": "sdt", "qkformer_cifar": "qkformer"}
 _STEP_FILE = {v: k for k, v in STEP_ARCH_NAMES.items()}  # family -> STEP model file stem
 
-# STEP ``node_type`` -> our neuron kind
-STEP_NODE_TYPES = {"LIFNode": "lif", "IFNode": "if", "PLIFNode": "plif"}
+# STEP ``node_type`` -> our neuron kind (every class of STEP's cls/models/utils/node.py)
+STEP_NODE_TYPES = {"LIFNode": "lif", "IFNode": "if", "PLIFNode": "plif", "ILIFNode": "ilif", "NILIFNode": "nilif",
+                   "EIFNode": "eif", "KLIFNode": "klif", "HDLIFNode": "hdlif", "ComplementaryLIFNeuron": "clif",
+                   "GLIFTorch": "glif", "PSNTorch": "psn"}
 
-#: STEP's neuron ablations (``cls/models/utils/node.py``) that a later version will support
-STEP_PLANNED_NODE_TYPES = {
-    "ILIFNode": "integer LIF: multi-level spikes 0..2, soft reset",
-    "NILIFNode": "normalised integer LIF, soft reset",
-    "EIFNode": "exponential integrate-and-fire, v_reset=-0.1",
-    "GLIFTorch": "gated LIF with learned per-step parameters",
-    "HDLIFNode": "mixture of IF/LIF/PLIF/EIF experts with a learned gate",
-    "KLIFNode": "LIF with a learned scale and ReLU on the membrane",
-    "ComplementaryLIFNeuron": "CLIF: complementary membrane, soft reset",
-    "PSNTorch": "parallel spiking neuron: a learned T x T mix across time, no reset",
+#: kept for callers of the old API: no STEP node_type is planned any more
+STEP_PLANNED_NODE_TYPES: dict[str, str] = {}
+
+# what each neuron ablation does that the args do not say (added to the load's quirks)
+_NODE_QUIRKS = {
+    "ilif": "node_type=ILIFNode: integer spikes 0..D with D=2 (STEP's default; no option sets it), "
+            "S = round_half_even(clamp(H/threshold, 0, 2)) (torch.round: H/threshold = 0.5 gives 0, 1.5 gives 2), "
+            "soft reset; reproduced.",
+    "nilif": "node_type=NILIFNode: S = round_half_even(clamp(H/threshold, 0, 2)/2) (torch.round: H/threshold = 1 "
+             "gives 0), soft reset; reproduced.",
+    "eif": "node_type=EIFNode: the membrane starts every batch at v_reset=-0.1 (STEP's n_reset; only STEP's very "
+           "first batch after construction starts at 0); tau, delta_T and theta_rh are buffers in the checkpoint; "
+           "reproduced.",
+    "clif": "node_type=ComplementaryLIFNeuron ignores threshold: v_threshold stays 1.0, also in attention (attn_lif, "
+            "where the other nodes use 0.5); reproduced.",
+    "glif": "node_type=GLIFTorch ignores threshold and tau: its threshold, decay, leak, conductance and reset "
+            "threshold are learned per step (Vth, tau, leak, conduct, reVth in the checkpoint) and its static gates "
+            "are the signs of alpha/beta/gamma; reproduced.",
+    "psn": "node_type=PSNTorch ignores threshold and tau: it fires where its learned T x T mix over the whole "
+           "sequence (fc.weight, fc.bias) is >= 0, with no reset; reproduced.",
+    "hdlif": "node_type=HDLIFNode: the gate reads the time-major (T*B) rows as (B, T) (x.view(-1, step, ...)), so "
+             "for batches of more than one sample each sample's gate mixes rows of other samples and STEP's result "
+             "depends on the batch size; reproduced as is (exact for one sample per batch). Evaluation (model.eval()) "
+             "uses the top-2 gate, training the full softmax.",
 }
 
 #: per family: option -> {STEP layer name: our name or None (refused) , ...}
@@ -129,14 +146,33 @@ def _check_node_type(name: str) -> str:
     if name in STEP_NODE_TYPES:
         return STEP_NODE_TYPES[name]
     supported = ", ".join(sorted(STEP_NODE_TYPES))
-    if name in STEP_PLANNED_NODE_TYPES:
-        raise StepArgsError(
-            f"args.node_type={name!r} ({STEP_PLANNED_NODE_TYPES[name]}) is one of STEP's neuron ablations that "
-            f"step-deploy does not support yet; supported: {supported}. Support for STEP's other neuron models "
-            f"({', '.join(sorted(STEP_PLANNED_NODE_TYPES))}) is planned; until then use a checkpoint trained with "
-            f"node_type LIFNode, IFNode or PLIFNode.")
     raise StepArgsError(f"args.node_type={name!r} is not a neuron step-deploy supports; supported: {supported}. "
                         f"Use a checkpoint trained with one of them.")
+
+
+def _check_node_family(family: str, node: str, node_name: str, a: Mapping[str, Any], dvs: bool) -> None:
+    """Refuse neuron/model pairs STEP itself cannot build or run."""
+    title = _FAMILY_TITLE[family]
+    if dvs and node not in ("lif", "if", "plif"):
+        raise StepArgsError(
+            f"args.node_type={node_name!r} with an event data set (args.dataset): STEP's train_dvs.py resolves "
+            f"node_type among BrainCog's node classes, not STEP's cls/models/utils/node.py, so the trained neuron is "
+            f"not STEP's {node_name}; step-deploy reproduces only LIFNode, IFNode and PLIFNode there. Load the weights "
+            f"without STEP's args (pass --arch / arch=...) if they fit our {node} neuron.")
+    if node == "hdlif":
+        swaps = [f"args.{o}={a.get(o)!r}" for o, ok in (("embed_layer", "SPS"), ("attn_layer", "SSA"))
+                 if a.get(o) not in (None, ok)]
+        if family != "spikformer" or swaps:
+            where = f"{title}'s {_STEP_FILE[family]}.py" if family != "spikformer" else " and ".join(swaps)
+            raise StepArgsError(
+                f"args.node_type='HDLIFNode' with {where}: HDLIFNode requires input_dims, which STEP passes only "
+                f"in Spikformer's SPS stem, SSA and MLP; elsewhere STEP calls node(...) without it (TypeError), so "
+                f"STEP cannot have built this model. Use Spikformer with embed_layer=SPS and attn_layer=SSA.")
+    if node == "clif" and family == "sdt":
+        raise StepArgsError(
+            "args.node_type='ComplementaryLIFNeuron' with sdt_cifar: STEP's SDT passes a (T*B, C) tensor to "
+            "head_lif, and ComplementaryLIFNeuron.forward_lbl handles only 3-D and 4-D inputs (UnboundLocalError "
+            "in STEP), so STEP cannot have evaluated this model. Use another node_type for SDT.")
 
 
 def _layer_swap(family: str, a: Mapping[str, Any], option: str) -> str | None:
@@ -164,7 +200,7 @@ def _layer_swap(family: str, a: Mapping[str, Any], option: str) -> str | None:
 
 def _qk_q_lif_step(node: str) -> int:
     """Default ``step`` of the STEP node class QKFormer builds ``tssa.q_lif`` with (``node()``)."""
-    return 10 if node == "if" else 4  # STEP BaseNode_Torch default 10; LIFNode / PLIFNode: 4
+    return 10 if node in ("if", "glif") else 4  # IFNode: BaseNode_Torch's 10; GLIFTorch: 10; the others: 4
 
 
 def _plan_time_steps(family: str, T: int, node: str, dvs: bool, kwargs: dict, quirks: list[str]) -> None:
@@ -218,8 +254,8 @@ def _plan_time_steps(family: str, T: int, node: str, dvs: bool, kwargs: dict, qu
 
 
 def _plan_tau(family: str, tau: float, threshold: float, node: str, kwargs: dict, quirks: list[str]) -> None:
-    if node == "if":
-        return  # IF neurons have no leak
+    if node in ("if", "glif", "psn"):
+        return  # no leak (IF) or the model's tau is ignored (GLIF, PSN)
     if family == "sdt" and tau != 2.0:
         kwargs["block_tau"] = 2.0
         quirks.append(f"args.tau={tau:g}: STEP's SDT builds its blocks and head_lif with tau=2.0 (hard-coded); "
@@ -239,7 +275,10 @@ def plan_from_step_args(step_arch: str, args: Mapping[str, Any] | Namespace) -> 
 
     * ``patch_size`` is ignored by STEP's CIFAR stems (always x4): we use 4.
     * QKFormer-CIFAR hard-codes ``num_heads=8``: we use 8.
-    * ``node_type`` LIFNode/IFNode/PLIFNode -> ``node`` lif/if/plif; others are refused.
+    * ``node_type`` (every class of STEP's node.py) -> ``node`` (lif, if, plif, ilif, nilif, eif, klif,
+      hdlif, clif, glif, psn); pairs STEP itself cannot build or run (HDLIF outside Spikformer's
+      SPS/SSA, CLIF in SDT, a zoo neuron with train_dvs.py) are refused; what a neuron ignores or
+      does beyond its options (CLIF's fixed threshold, ...) is stated in ``quirks``.
     * ``act_function``/``alpha`` have no effect in STEP (Sigmoid alpha=4 always): ignored.
     * a DVS ``dataset`` (train_dvs.py) -> ``encoding='events'`` and ``compare='>'``
       (BrainCog's LIFNode fires on ``>``).
@@ -269,6 +308,10 @@ def plan_from_step_args(step_arch: str, args: Mapping[str, Any] | Namespace) -> 
     if node_name is not None:
         node = _check_node_type(node_name)
         kwargs["node"] = node
+        _check_node_family(family, node, node_name, a,
+                           str(a.get("dataset", "")).lower() in _STEP_DVS_DATASETS)
+        if node in _NODE_QUIRKS:
+            quirks.append(_NODE_QUIRKS[node])
 
     for option in ("embed_layer", "attn_layer"):
         ours = _layer_swap(family, a, option)

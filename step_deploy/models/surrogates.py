@@ -125,3 +125,71 @@ def make_surrogate(name: str = "sigmoid", alpha: float = 4.0, strict: bool = Fal
     if key not in SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; known: {sorted(SURROGATES)}")
     return SURROGATES[key](alpha=alpha, strict=strict)
+
+
+# --------------------------------------------------------------------------- STEP's special spike functions
+# (``cls/models/utils/surrogate.py``): plain functions, no ``alpha`` parameter in any state_dict.
+
+
+class _RectangleSpike(torch.autograd.Function):
+    """CLIF's ``rectangle``: forward ``x >= 0``; backward ``1/vth`` where ``|x| <= vth/2``, else 0."""
+
+    @staticmethod
+    def forward(ctx, x, vth):  # noqa: D401 - autograd API
+        ctx.save_for_backward(x)
+        ctx.vth = float(vth)
+        return heaviside(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        box = (x.abs() <= ctx.vth / 2).to(x.dtype) / ctx.vth
+        return grad_out * box, None
+
+
+class _SpikeActExtended(torch.autograd.Function):
+    """GLIF's ``SpikeAct_extended``: forward ``x > 0`` (strict); backward 1 where ``|x| < 0.5``."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D401 - autograd API
+        ctx.save_for_backward(x)
+        return heaviside(x, strict=True)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * (x.abs() < 0.5).to(x.dtype)
+
+
+class _HeavisideParametricSigmoid(torch.autograd.Function):
+    """HDLIF's output spike: forward ``x >= v_th``; backward ``k·σ(k(x - v_th))·(1 - σ(k(x - v_th)))``."""
+
+    @staticmethod
+    def forward(ctx, x, k, v_th):  # noqa: D401 - autograd API
+        ctx.save_for_backward(x)
+        ctx.k, ctx.v_th = float(k), float(v_th)
+        return (x >= v_th).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.k * (x - ctx.v_th))
+        return grad_out * ctx.k * s * (1 - s), None, None
+
+
+def rectangle_spike(x: torch.Tensor, vth: float = 1.0) -> torch.Tensor:
+    """STEP ``Rectangle().spiking_function(x, alpha=vth)`` (CLIF): ``x >= 0`` with a box gradient."""
+    return _RectangleSpike.apply(x, vth)
+
+
+def spike_act_extended(x: torch.Tensor) -> torch.Tensor:
+    """STEP ``SpikeAct_extended`` (GLIF): ``x > 0`` with gradient ``|x| < 0.5``."""
+    return _SpikeActExtended.apply(x)
+
+
+def heaviside_parametric_sigmoid(x: torch.Tensor, k: float, v_th: float) -> torch.Tensor:
+    """STEP ``HeavisideParametricSigmoid`` (HDLIF output): ``x >= v_th`` with a sigmoid gradient of slope ``k``."""
+    return _HeavisideParametricSigmoid.apply(x, k, v_th)
+
+
+__all__ += ["rectangle_spike", "spike_act_extended", "heaviside_parametric_sigmoid"]
