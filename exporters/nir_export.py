@@ -31,6 +31,17 @@ STANDARD_OPS = ("Input", "Output", "Conv1d", "Conv2d", "Linear", "Flatten", "Avg
 NIR_BACKEND = ir.register_backend("nir", set(STANDARD_OPS) | set(ext.EXTENSION_OPS), kind="float",
                                   where="exporters/nir_export.py",
                                   hint="NIR takes float graphs (quantized graphs go to the golden model or Lava)")
+#: ops of the STEP neuron zoo that NIR 1.0.8 cannot express: why each is an extension
+_ZOO_REASONS = {
+    "KLIFNeuron": "KLIF's learned gain and rectifier (relu(k·H)) before firing are not expressible in NIR 1.0.8",
+    "EIFNeuron": "EIF's exponential term is not expressible in NIR 1.0.8 (CubaLIF/LIF are linear)",
+    "CLIFNeuron": "CLIF's complementary memory (sigmoid gates on a second state) is not expressible in NIR 1.0.8",
+    "GLIFNeuron": "GLIF's per-step learned parameters and gates are not expressible in NIR 1.0.8 (constant tau, "
+                  "v_threshold only)",
+    "TemporalLinear": "a linear map across the T time steps (PSN, non-causal: needs a T-step buffer); NIR 1.0.8 "
+                      "nodes act per time step",
+    "Heaviside": "NIR 1.0.8 has no stateless threshold node (every spiking node integrates)",
+}
 THRESHOLD_MODES = ("nudge", "keep")
 AVGPOOL_MODES = ("avgpool", "conv")
 
@@ -98,7 +109,11 @@ class _Exporter:
 
     def standard_reason(self, n: ir.Node) -> Optional[str]:
         """None if ``n`` maps to a standard NIR node, else why it needs an extension."""
+        if n.op in _ZOO_REASONS:
+            return _ZOO_REASONS[n.op]
         if isinstance(n, ir.Neuron):
+            if n.fire == "round_normalized":
+                return "NILIF's normalized rounding (round(clamp(H/θ, 0, D)/D)) is not expressible in NIR 1.0.8"
             if n.reset != "hard":
                 return "soft reset (V -= V_th) is not expressible in NIR 1.0.8 (only v_reset)"
             if n.output != "binary":
@@ -294,8 +309,8 @@ class _Exporter:
             notes.append("Reset: hard reset maps to NIR v_reset. Initial membrane: the IR starts at V=v_reset "
                          "(NIR does not say; Norse LIF starts at v_leak=v_reset, snnTorch at 0).")
         for n in self.order:
-            if isinstance(n, ir.Neuron) and self.rows[n.name]["status"] == "extension":
-                notes.append(f"{n.name}: {self.rows[n.name]['detail']}; exported as extension 'Neuron'.")
+            if (isinstance(n, ir.Neuron) or n.op in _ZOO_REASONS) and self.rows[n.name]["status"] == "extension":
+                notes.append(f"{n.name}: {self.rows[n.name]['detail']}; exported as extension '{n.op}'.")
         if self.absorbed:
             notes.append(f"{len(self.absorbed)} Add node(s) became several in-edges (NIR sums a node's in-edges).")
         if any(r["status"] == "extension" for r in rows):

@@ -3,7 +3,8 @@
 NIR 1.0.8 can only read its 19 node types (``nir.dict2NIRNode``), every node has one input port,
 and ``nir.read`` type-checks that every edge joins equal shapes. An op NIR lacks (MatMul, Mul,
 Sum, Mean, Reshape, Transpose, MaxPool2d, TemporalMean, BatchNorm, non-absorbable Add, soft-reset
-or multi-level neurons, Linear over token maps) is therefore written as a **cut**:
+or multi-level neurons, the STEP zoo's KLIF/EIF/CLIF/GLIF neurons, PSN's TemporalLinear and
+Heaviside, Linear over token maps) is therefore written as a **cut**:
 
 * each operand ``k`` of the op ``X`` flows into a standard ``nir.Output`` node ``X.in<k>``
   (an operand port, typed with the operand's shape), and
@@ -49,7 +50,13 @@ EXTENSION_OPS: dict[str, tuple[str, str]] = {
     "MaxPool2d": ("X", "Y[c,y,x] = max over the window (padding -inf)"),
     "TemporalMean": ("X", "A[t] = A[t-1] + X[t], Y[t] = A[t]/(t+1) (stateful)"),
     "BatchNorm": ("X", "Y = (X - mean)/sqrt(var + eps)·gamma + beta along axis (arrays in metadata)"),
-    "Neuron": ("X", "the IR neuron equation (soft reset, ternary or integer spikes)"),
+    "Neuron": ("X", "the IR neuron equation (soft reset, ternary or integer spikes, fire='round'/'round_normalized')"),
+    "KLIFNeuron": ("X", "H = relu(k · LIF charge); S = H >= θ; hard reset to 0 (STEP KLIF)"),
+    "EIFNeuron": ("X", "H = V + (X - V + ΔT·exp((V - θ_rh)/ΔT))/tau; S = H >= θ; V = v_reset on a spike, V[-1] = v_reset"),
+    "CLIFNeuron": ("X", "H = V·(1 - 1/tau) + X; S = H >= θ; M = M·sigmoid(H/tau) + S; V = H - S·θ - S·sigmoid(M)"),
+    "GLIFNeuron": ("X", "gated LIF with per-step (tau, vth, leak, conduct, revth) = params_t[t] and gates (al, be, ga)"),
+    "TemporalLinear": ("X", "Y[t] = Σ_τ W[t, τ] X[τ] + b[t] over the T steps (sequence op: buffers all T inputs)"),
+    "Heaviside": ("X", "S = X >= threshold (or >), stateless"),
     "Linear": ("X", "Y[..., o] = b[o] + Σ_i W[o, i] X[..., i] on a rank>1 input (W, b in metadata)"),
 }
 

@@ -6,10 +6,13 @@ The model computes one step of the network. Its interface:
   input per state tensor (``state/<node>/<key>``), then ``t`` (int64 scalar, the step index;
   used by ``TemporalMean``'s ``acc / (t + 1)``, ignored by graphs without one);
 * outputs: every IR ``Output`` (named after the node), then the next value of every state tensor
-  (``state_next/<node>/<key>``), then optional traces: ``spikes/<node>`` for Neurons
-  (``expose_spikes=True``) and ``trace/<node>`` for any other node listed in ``expose``.
+  (``state_next/<node>/<key>``), then optional traces: ``spikes/<node>`` for spiking nodes
+  (Neurons and Heaviside; ``expose_spikes=True``) and ``trace/<node>`` for any other node listed
+  in ``expose``.
 
-State tensors: ``Neuron`` -> ``v`` (membrane, ``["B", *shape]``, starts at ``v_reset``);
+State tensors: ``Neuron`` (and KLIF, EIF) -> ``v`` (membrane, ``["B", *shape]``, starts at
+``v_reset``); ``CLIFNeuron`` -> ``v`` and ``m`` (start at 0); ``GLIFNeuron`` -> ``u`` and ``o``
+(start at 0; its per-step parameters are a constant table gathered by ``t``);
 ``Delay`` (steps k > 0) -> ``fifo`` (``[k, "B", *shape]``, oldest first, starts at 0);
 ``TemporalMean`` -> ``acc`` (``["B", *shape]``, starts at 0). A run feeds the initial states at
 step 0 and each step's ``state_next/...`` outputs back as the next step's ``state/...`` inputs
@@ -33,7 +36,13 @@ in PyTorch's order. What cannot be reproduced with standard ops is the accumulat
 Conv / Linear / MatMul / ReduceSum on float (non-integer) operands: onnxruntime's kernels differ
 from oneDNN/MKL's in the last bit, so a membrane that lands within an ulp of a threshold can flip
 a spike (rare: none in 10^7 spikes of the zoo models). Sums of spikes (integer counts, as in
-Q·Kᵀ·V, SDT's column sums, QKFormer's token masks) are exact.
+Q·Kᵀ·V, SDT's column sums, QKFormer's token masks) are exact. The same holds for ``exp`` (EIF,
+and CLIF's sigmoid, written as ``1 / (1 + exp(-z))`` as PyTorch evaluates it): onnxruntime's
+``Exp`` is not PyTorch's, so a membrane may differ in the last bit; the float parity check
+(``simulators/float_parity.py``) attributes any resulting spike flip to a rounding tie.
+
+Refused with the reason (``onnx_ops.REFUSED_OPS``): ``TemporalLinear`` (PSN's map across time
+steps: the per-step model cannot see later steps).
 """
 from __future__ import annotations
 
@@ -49,7 +58,7 @@ from onnx import TensorProto, helper
 
 from step_deploy import ir
 
-from .onnx_ops import EMITTERS, ONNX_BACKEND, Context, OnnxExportError
+from .onnx_ops import EMITTERS, ONNX_BACKEND, REFUSED_OPS, Context, OnnxExportError
 
 MIN_OPSET = 17
 METADATA_KEY = "step_deploy"
@@ -76,6 +85,11 @@ def sanitize_names(graph: ir.Graph) -> dict[str, str]:
         taken.add(cand)
         out[name] = cand
     return out
+
+
+def _spiking(n: ir.Node) -> bool:
+    """Nodes whose output is a spike train: every Neuron (subclasses too) and Heaviside."""
+    return isinstance(n, (ir.Neuron, ir.Heaviside))
 
 
 def _value_info(name: str, shape: Iterable, elem=TensorProto.FLOAT, doc: str = "") -> onnx.ValueInfoProto:
@@ -108,6 +122,11 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
     if not MIN_OPSET <= int(opset) <= max_opset:
         raise ValueError(f"opset {opset} not supported: use {MIN_OPSET}..{max_opset}")
     opset = int(opset)
+    refused = [(n, REFUSED_OPS[n.op]) for n in graph.topo_order() if n.op in REFUSED_OPS]
+    if refused:
+        n, why = refused[0]
+        more = f" (and {len(refused) - 1} more such node(s))" if len(refused) > 1 else ""
+        raise OnnxExportError(f"node {n.name!r} ({n.op}): not exported to ONNX{more}: {why}")
     ir.require_ops(graph, ONNX_BACKEND)
     order = graph.topo_order()
     shapes = graph.infer_shapes()
@@ -133,7 +152,7 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
 
     # extra outputs: traces
     traces: dict[str, str] = {}
-    wanted = [n.name for n in order if isinstance(n, ir.Neuron)] if expose_spikes else []
+    wanted = [n.name for n in order if _spiking(n)] if expose_spikes else []
     wanted += [e for e in expose if e not in wanted]
     for name in wanted:
         n = graph[name]
@@ -141,7 +160,7 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
             traces[name] = names[name]
             continue
         cx.node = n
-        prefix = "spikes" if isinstance(n, ir.Neuron) else "trace"
+        prefix = "spikes" if _spiking(n) else "trace"
         traces[name] = cx.op("Identity", [names[name]], out=f"{prefix}/{names[name]}")
 
     g_inputs = [_value_info(names[n.name], ["B", *shapes[n.name]], doc=f"IR Input {n.name!r} ({n.kind}) at step t")
@@ -167,7 +186,7 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
         "states": [{k: v for k, v in s.items() if k != "description"} for s in cx.states],
         "step_input": STEP_INPUT,
         "traces": traces,
-        "neurons": [n.name for n in order if isinstance(n, ir.Neuron)],
+        "neurons": [n.name for n in order if _spiking(n)],
         "batchnorm": {k: p["formula"] for k, p in sorted(cx.bn_plans.items())},
     }
     helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, sort_keys=True)})

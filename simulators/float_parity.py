@@ -6,20 +6,25 @@ therefore cannot tell a correct backend from a wrong one. This check decides it 
 forcing**, in one float64 run of the reference interpreter on the float IR the backend was built
 from (``graph``, after its pipeline):
 
-- every Neuron computes its membrane ``H[t]`` in float64 from inputs that were computed from the
-  *observed* upstream spikes, resets with the observed spike at each element, and passes the
-  observed spike downstream, so the run follows the observed network state exactly;
+- every spiking node (``Neuron`` and its subclasses KLIF/EIF/CLIF/GLIF, PSN's ``Heaviside``)
+  computes its membrane ``H[t]`` in float64 from inputs that were computed from the *observed*
+  upstream spikes, updates its state (reset, CLIF's second state, GLIF's previous spike) with the
+  observed spike at each element, and passes the observed spike downstream, so the run follows
+  the observed network state exactly (the rules are ``reference_neurons.NEURON_RULES``; a neuron
+  without a rule is refused before the run, naming the node);
 - at every element the observed spike is compared with what exact arithmetic says,
-  ``neuron_fire(H64)``. A difference is a *local flip*. It is a *rounding tie* iff some membrane
-  within ``tolerance · max(1, |v_threshold|)`` of ``H64`` fires the observed value (``neuron_fire``
-  is monotone, so this is ``fire(H64 - d) <= s <= fire(H64 + d)``; for binary outputs simply
-  ``|H64 - v_threshold| <= d``); otherwise it is a *non-tie flip*.
+  ``fire(H64)``. A difference is a *local flip*. It is a *rounding tie* iff some membrane
+  within ``tolerance · max(1, |threshold|)`` of ``H64`` fires the observed value (every fire rule
+  is monotone, so this is ``fire(H64 - d) <= s <= fire(H64 + d)``): the decision boundaries are
+  the threshold for step firing (GLIF: ``vth[t]``), ``(k + 1/2)·θ`` for ``fire='round'`` (ILIF),
+  ``round_d·θ/2`` for ``fire='round_normalized'`` (NILIF); otherwise it is a *non-tie flip*.
 
 The backend's and PyTorch's spikes are forced side by side (the batch is doubled), so both are
 checked against the same exact arithmetic: a raw mismatch that is a local flip of either side is a
 root; every other raw mismatch is a *cascade* of earlier roots (elements are visited in causal
 order, step first, then topological order, so the first raw mismatch is the first divergence and
-both sides share its float64 membrane).
+both sides share its float64 membrane). A graph with a sequence op (PSN's ``TemporalLinear``) runs
+node-major, so there the first divergence is the first in topological order, then step.
 
 ``ok`` guarantees, for the samples given: (0) both sides traced every Neuron of ``graph``; (1)
 every backend spike equals exact (float64) arithmetic on ``graph`` given the backend's own
@@ -55,7 +60,8 @@ import torch
 from step_deploy import ir
 
 from .reference import as_time_major, run
-from .reference_ops import FLOAT_OPS, neuron_charge, neuron_fire, neuron_reset, neuron_state
+from .reference_neurons import NEURON_RULES, threshold_at
+from .reference_ops import FLOAT_OPS
 
 __all__ = ["check_float_backend", "markdown_lines", "firing_boundary_distance", "is_rounding_tie",
            "DEFAULT_TOLERANCE", "DEFAULT_LOGIT_TOLERANCE"]
@@ -65,24 +71,29 @@ DEFAULT_LOGIT_TOLERANCE = 1e-4
 LISTED_FLIPS = 5
 
 
-def firing_boundary_distance(n: ir.Neuron, h: torch.Tensor) -> torch.Tensor:
-    """Distance from each membrane value to the nearest boundary where the spike value changes:
-    ``v_threshold`` (binary), ``±v_threshold`` (ternary), ``(k + 1/2)·v_threshold`` for integer
-    outputs with ``k < max_level``."""
-    thr = n.v_threshold
-    if n.output == "binary":
-        return (h - thr).abs()
-    if n.output == "ternary":
-        return torch.minimum((h - thr).abs(), (h + thr).abs())
-    k = torch.clamp(torch.floor(h / thr), 0, max(n.max_level - 1, 0))
-    return (h - (k + 0.5) * thr).abs()
+def _rule(n: ir.Node):
+    rule = NEURON_RULES.get(n.op)
+    if rule is None:
+        raise ValueError(f"float parity: node {n.name!r} ({n.op}) is a neuron without a charge/fire/commit rule in "
+                         f"simulators/reference_neurons.py, so its flips cannot be attributed; add its rule there")
+    return rule
 
 
-def is_rounding_tie(n: ir.Neuron, h: torch.Tensor, s: torch.Tensor, tolerance: float) -> torch.Tensor:
-    """Where spike ``s`` is what some membrane within ``tolerance · max(1, |v_threshold|)`` of ``h``
-    fires (``neuron_fire`` is monotone, so the reachable values are ``[fire(h - d), fire(h + d)]``)."""
-    d = tolerance * max(1.0, abs(n.v_threshold))
-    return (neuron_fire(n, h - d) <= s) & (s <= neuron_fire(n, h + d))
+def firing_boundary_distance(n: ir.Node, h: torch.Tensor, t: int = 0) -> torch.Tensor:
+    """Distance from each membrane value to the nearest boundary where the spike value changes at
+    step ``t``: ``v_threshold`` (binary threshold firing; GLIF's ``vth[t]``; Heaviside's
+    ``threshold``), ``±v_threshold`` (ternary), ``(k + 1/2)·v_threshold`` for ``fire='round'`` with
+    ``k < max_level``, ``round_d·v_threshold/2`` for ``fire='round_normalized'``."""
+    return _rule(n).boundary(n, h, t)
+
+
+def is_rounding_tie(n: ir.Node, h: torch.Tensor, s: torch.Tensor, tolerance: float, t: int = 0) -> torch.Tensor:
+    """Where spike ``s`` is what some membrane within ``tolerance · max(1, |threshold|)`` of ``h``
+    fires at step ``t`` (every fire rule is monotone, so the reachable values are
+    ``[fire(h - d), fire(h + d)]``)."""
+    d = tolerance * max(1.0, abs(threshold_at(n, t)))
+    fire = _rule(n).fire
+    return (fire(n, h - d, t) <= s) & (s <= fire(n, h + d, t))
 
 
 @dataclass
@@ -98,21 +109,21 @@ class _Side:
         local = s != exact
         if not bool(local.any()):
             return local
-        tie = is_rounding_tie(n, h, s, tolerance)
+        tie = is_rounding_tie(n, h, s, tolerance, t)
         ok, bad = local & tie, local & ~tie
         self.ties += int(ok.sum())
         if bool(ok.any()):
-            self.max_tie_distance = max(self.max_tie_distance, float(firing_boundary_distance(n, h)[ok].max()))
+            self.max_tie_distance = max(self.max_tie_distance, float(firing_boundary_distance(n, h, t)[ok].max()))
         nb = int(bad.sum())
         if nb:
             self.non_ties += nb
-            dist = firing_boundary_distance(n, h)
+            dist = firing_boundary_distance(n, h, t)
             for pos in bad.nonzero()[: LISTED_FLIPS - len(self.first_non_ties)].tolist():
                 i = tuple(pos)
                 self.first_non_ties.append({
                     "layer": n.name, "step": t, "sample": i[0], "index": list(i[1:]), "value": float(s[i]),
                     "exact_value": float(exact[i]), "membrane_float64": float(h[i]),
-                    "threshold": n.v_threshold, "distance": float(dist[i])})
+                    "threshold": threshold_at(n, t), "distance": float(dist[i])})
         return local
 
 
@@ -130,18 +141,18 @@ class _Forcing:
     raw: int = 0
     first_divergence: Optional[dict] = None
 
-    def op(self, n: ir.Neuron, xs, state, t):
-        x = xs[0]
-        h = neuron_charge(n, x, neuron_state(n, x, state))
-        exact = neuron_fire(n, h)
+    def op(self, n: ir.Node, xs, state, t):
+        rule = _rule(n)
+        h = rule.charge(n, xs[0], state, t)
+        exact = rule.fire(n, h, t)
         if n.name not in self.forced:  # not traced by both sides: runs free in float64
-            state["v"] = neuron_reset(n, h, exact)
+            rule.commit(n, h, exact, state, t)
             return exact
         s = self.forced[n.name][t]
         if s.shape != h.shape:
             raise ValueError(f"neuron {n.name!r}: traced spikes per step have shape {tuple(s.shape[1:])}, "
                              f"the graph computes {tuple(h.shape[1:])}; were the traces made from this graph?")
-        state["v"] = neuron_reset(n, h, s)
+        rule.commit(n, h, s, state, t)
         B = self.batch
         local_b = self.backend.observe(n, t, h[:B], exact[:B], s[:B], self.tolerance)
         local_t = self.pytorch.observe(n, t, h[B:], exact[B:], s[B:], self.tolerance)
@@ -155,8 +166,8 @@ class _Forcing:
                 self.first_divergence = {
                     "layer": n.name, "step": t, "sample": i[0], "index": list(i[1:]),
                     "torch_value": float(s[B:][i]), "backend_value": float(s[:B][i]),
-                    "membrane_float64": float(h[:B][i]), "threshold": n.v_threshold,
-                    "distance": float(firing_boundary_distance(n, h[:B][i]))}
+                    "membrane_float64": float(h[:B][i]), "threshold": threshold_at(n, t),
+                    "distance": float(firing_boundary_distance(n, h[:B][i], t))}
         return s
 
 
@@ -226,7 +237,10 @@ def check_float_backend(graph: ir.Graph, x, torch_logits: torch.Tensor, torch_tr
     one sentence. One float64 reference run on twice the batch."""
     if tolerance < 0 or logit_tolerance < 0:
         raise ValueError(f"tolerance={tolerance}, logit_tolerance={logit_tolerance}: must be >= 0")
-    neurons = [n.name for n in graph.topo_order() if isinstance(n, ir.Neuron)]
+    spiking = [n for n in graph.topo_order() if isinstance(n, ir.Neuron) or n.op in NEURON_RULES]
+    for n in spiking:
+        _rule(n)  # refuse a neuron whose flips cannot be attributed, before any work
+    neurons = [n.name for n in spiking]
     common = [k for k in neurons if k in torch_traces and k in backend_traces]
     for k in common:
         if torch_traces[k].shape != backend_traces[k].shape:
@@ -241,7 +255,7 @@ def check_float_backend(graph: ir.Graph, x, torch_logits: torch.Tensor, torch_tr
             raise ValueError(f"neuron {k!r}: traces cover (T, B) = {tuple(v.shape[:2]) if v.dim() > 1 else ()} "
                              f"per side, the input ({T}, {B})")
     forcing = _Forcing(forced, B, tolerance)
-    res = run(graph, feeds, ops=dict(FLOAT_OPS, Neuron=forcing.op), dtype=torch.float64)
+    res = run(graph, feeds, ops=dict(FLOAT_OPS, **{op: forcing.op for op in NEURON_RULES}), dtype=torch.float64)
     readout = res.final()
     torch_logits = torch.as_tensor(torch_logits).detach().double()
     backend_logits = torch.as_tensor(backend_logits).detach().double()

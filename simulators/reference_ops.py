@@ -8,15 +8,23 @@ PyTorch reference models so spikes agree bit for bit.
 
 Precision follows the activations: weights are cast to the dtype of the tensor they meet, so
 ``reference.run(..., dtype=torch.float64)`` evaluates the whole graph in float64 (float32, the
-default, matches PyTorch). The neuron is split into :func:`neuron_charge`, :func:`neuron_fire`
-and :func:`neuron_reset` so that other checks (``float_parity``'s teacher forcing) reuse the one
-definition of the equation."""
+default, matches PyTorch). The spiking ops live in :mod:`.reference_neurons`, split into
+charge / fire / commit so that other checks (``float_parity``'s teacher forcing) reuse the one
+definition of each equation.
+
+**Sequence ops** (node classes with ``sequence = True``, e.g. ``TemporalLinear``) need their
+input's whole sequence: their function is called once per run as ``fn(node, xs, state, None)``
+with ``xs`` the inputs as ``(T, B, ...)`` tensors and returns ``(T, B, ...)``; ``reference.run``
+then evaluates the graph node-major."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from step_deploy import ir
+
+from .reference_neurons import (NEURON_RULES, neuron_charge, neuron_fire, neuron_reset,  # noqa: F401 (API)
+                                neuron_state, op_spiking)
 
 
 def _ax(axis: int) -> int:
@@ -63,49 +71,9 @@ def op_batchnorm(n: ir.BatchNorm, xs, state, t):
     return y.movedim(1, ax)
 
 
-def neuron_charge(n: ir.Neuron, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The membrane ``H[t]`` from the input ``X[t]`` and the previous state ``V[t-1]``."""
-    if n.kind == "IF":
-        return v + x
-    if n.kind == "PLIF" and n.decay_input:  # PLIF multiplies by sigmoid(w) = 1/tau, as trained
-        return v + (x - (v - n.v_reset)) * (1.0 / n.tau)
-    if n.decay_input:
-        return v + (x - (v - n.v_reset)) / n.tau
-    return v - (v - n.v_reset) / n.tau + x
-
-
-def neuron_fire(n: ir.Neuron, h: torch.Tensor) -> torch.Tensor:
-    """The spike ``S[t]`` for membrane ``H[t]`` (binary, ternary or integer output). Monotone
-    non-decreasing in ``h`` for every output kind."""
-    thr = n.v_threshold
-    if n.output == "binary":
-        return (h >= thr if n.compare == ">=" else h > thr).to(h.dtype)
-    if n.output == "ternary":
-        pos = h >= thr if n.compare == ">=" else h > thr
-        neg = h <= -thr if n.compare == ">=" else h < -thr
-        return pos.to(h.dtype) - neg.to(h.dtype)
-    return torch.clamp(torch.round(h / thr), 0, n.max_level)
-
-
-def neuron_reset(n: ir.Neuron, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """The state ``V[t]`` after spike ``s`` (which need not be ``neuron_fire(n, h)``)."""
-    if n.reset == "hard":
-        fired = s.abs() if n.output != "integer" else (s > 0).to(h.dtype)
-        return h * (1.0 - fired) + n.v_reset * fired if n.v_reset else h * (1.0 - fired)
-    return h - s * n.v_threshold
-
-
-def neuron_state(n: ir.Neuron, x: torch.Tensor, state: dict) -> torch.Tensor:
-    """``V[t-1]`` from the node's state (``v_reset`` before the first step)."""
-    v = state.get("v")
-    return torch.full_like(x, n.v_reset) if v is None else v
-
-
 def op_neuron(n: ir.Neuron, xs, state, t):
-    h = neuron_charge(n, xs[0], neuron_state(n, xs[0], state))
-    s = neuron_fire(n, h)
-    state["v"] = neuron_reset(n, h, s)
-    return s
+    """Every spiking op (``Neuron`` and its subclasses, ``Heaviside``): see :mod:`.reference_neurons`."""
+    return op_spiking(n, xs, state, t)
 
 
 def op_matmul(n: ir.MatMul, xs, state, t):
@@ -185,12 +153,25 @@ def op_temporalmean(n: ir.TemporalMean, xs, state, t):
     return acc / (t + 1)
 
 
+def op_temporallinear(n: ir.TemporalLinear, xs, state, t):
+    """Sequence op: ``Y[t] = Σ_τ W[t, τ] X[τ] + b[t]`` as STEP's ``PSNTorch`` computes it,
+    ``addmm(b[:, None], W, X.reshape(T, -1))`` over the whole ``(T, B, ...)`` input."""
+    x = xs[0]
+    steps = x.shape[0]
+    if steps != n.steps:
+        raise ValueError(f"TemporalLinear {n.name!r}: weight is ({n.steps}, {n.steps}) for T={n.steps} steps, "
+                         f"the run has T={steps}; run the graph for the model's T")
+    w, b = _t(state, "w", n.weight, x), _t(state, "b", n.bias, x)
+    return torch.addmm(b.unsqueeze(1), w, x.reshape(steps, -1)).reshape(x.shape)
+
+
 FLOAT_OPS = {
     "Input": op_input, "Output": op_output, "Conv2d": op_conv2d, "Conv1d": op_conv1d, "Linear": op_linear,
     "BatchNorm": op_batchnorm, "Neuron": op_neuron, "MatMul": op_matmul, "Mul": op_mul, "Sum": op_sum,
     "Mean": op_mean, "Scale": op_scale, "Add": op_add, "Reshape": op_reshape, "Transpose": op_transpose,
     "Flatten": op_flatten, "MaxPool2d": op_maxpool2d, "AvgPool2d": op_avgpool2d, "Delay": op_delay,
-    "TemporalMean": op_temporalmean,
+    "TemporalMean": op_temporalmean, "TemporalLinear": op_temporallinear,
+    **{op: op_neuron for op in NEURON_RULES},
 }
 _CORE_OPS = {k for k, c in ir.NODE_TYPES.items() if c.__module__ == "step_deploy.ir.nodes"}
 assert set(FLOAT_OPS) == _CORE_OPS, "every core IR op needs a reference function"

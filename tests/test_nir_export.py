@@ -74,12 +74,22 @@ def all_ops_graph(seed: int = 0) -> ir.Graph:
         ir.TemporalMean("readout", ("out_lif",)),
         ir.Output("logits", ("readout",)),
         ir.Output("spikes", ("out_lif",)),
+        # the STEP zoo's neurons and PSN (TemporalLinear across the T=6 steps + Heaviside), all extensions
+        ir.KLIFNeuron("klif", ("fc1",), k=1.25, v_threshold=0.5),
+        ir.EIFNeuron("eif", ("fc2",), v_threshold=0.5),
+        ir.CLIFNeuron("clif", ("fc3",)),
+        ir.GLIFNeuron("glif", ("fc1",), params_t=rng.uniform(0.2, 0.8, (6, 5)).astype(F), gates=(1.0, 0.0, 1.0)),
+        ir.TemporalLinear("psn_fc", ("fc2",), weight=_w(rng, 6, 6), bias=np.full(6, -0.5, F)),
+        ir.Heaviside("psn", ("psn_fc",)),
+        ir.Add("zoo", ("klif", "eif", "clif", "glif", "psn")),
+        ir.Output("zoo_spikes", ("zoo",)),
     ]
     return ir.Graph(nodes, metadata={"model": "all-ops", "T": 6})
 
 
 EXTENSIONS = {"bn", "maxpool", "tokens", "q", "k", "v", "qk", "qkv", "residual", "kv", "kv_sum", "kv_lif",
-              "sdsa", "heads", "heads_t", "head_mean", "int_lif", "token_mean", "readout"}
+              "sdsa", "heads", "heads_t", "head_mean", "int_lif", "token_mean", "readout",
+              "klif", "eif", "clif", "glif", "psn_fc", "psn", "zoo"}
 ABSORBED = {"sum12", "sum123"}
 
 
@@ -102,7 +112,7 @@ def inputs():
 def reference(graph, inputs):
     result = run(graph, inputs, record=True)
     rates = {k: float((s != 0).float().mean()) for k, s in result.traces.items()}
-    assert len(rates) == 9 and all(0.05 < r < 0.95 for r in rates.values()), rates  # every layer spikes, sometimes
+    assert len(rates) == 14 and all(0.05 < r < 0.95 for r in rates.values()), rates  # every layer spikes, sometimes
     return result
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .diagnostics import Diagnostic, IRError, errors
 from .graph import Graph
-from .nodes import NODE_TYPES, BatchNorm, Neuron
+from .nodes import NODE_TYPES, BatchNorm, CLIFNeuron, EIFNeuron, GLIFNeuron, Neuron, TemporalLinear
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,36 @@ def _neuron_params(g: Graph):
     out = []
     for n in g.nodes.values():
         if isinstance(n, Neuron):
-            if n.kind != "IF" and not n.tau >= 1.0:
+            if n.kind not in ("IF", "GLIF") and not n.tau >= 1.0:  # GLIF's per-step tau is a factor in params_t
                 out.append(Diagnostic("neuron-params", n.name, "tau must be >= 1 in discrete time", n.tau, 1.0))
             if not n.v_threshold > 0:
                 out.append(Diagnostic("neuron-params", n.name, "threshold must be positive", n.v_threshold, 0))
+            if type(n) is Neuron and n.kind not in ("LIF", "IF", "PLIF"):  # the charge would silently be LIF's
+                out.append(Diagnostic("neuron-params", n.name, f"kind={n.kind!r} has its own node type; a plain Neuron "
+                                      f"computes only LIF/IF/PLIF", hint=f"use ir.{n.kind}Neuron"))
+            if n.fire == "round" and n.max_level < 1:
+                out.append(Diagnostic("neuron-params", n.name, "integer spikes need max_level >= 1", n.max_level, 1))
+            if isinstance(n, CLIFNeuron) and (n.reset != "soft" or n.v_reset != 0.0):
+                out.append(Diagnostic("neuron-params", n.name, "CLIF is defined with soft reset and v_reset=0 "
+                                      f"(STEP's v_reset=None); this node has reset={n.reset!r}, v_reset={n.v_reset}",
+                                      hint="capture CLIF with reset='soft', v_reset=0.0"))
+            if isinstance(n, EIFNeuron) and not n.delta_t > 0:
+                out.append(Diagnostic("neuron-params", n.name, "EIF needs delta_t > 0", n.delta_t, 0))
         if isinstance(n, BatchNorm) and np.any(n.var < 0):
             out.append(Diagnostic("batchnorm-params", n.name, "negative running variance"))
     return out
+
+
+def _time_steps(g: Graph):
+    """Nodes that hold one entry per time step (TemporalLinear's T×T weight, GLIF's per-step
+    parameters) must agree on T with each other and with ``metadata['time_steps']``."""
+    steps = {n.name: int(n.weight.shape[0]) for n in g.nodes.values()
+             if isinstance(n, TemporalLinear) and n.weight is not None and n.weight.ndim == 2}
+    steps.update({n.name: int(n.params_t.shape[0]) for n in g.nodes.values() if isinstance(n, GLIFNeuron)})
+    want = g.metadata.get("time_steps") or (next(iter(steps.values())) if steps else None)
+    return [Diagnostic("time-steps", name, f"holds parameters for T={t} steps, the graph runs T={want}", t, want,
+                       hint="capture every per-step neuron with the model's step") for name, t in steps.items()
+            if t != want]
 
 
 RULES: list[Rule] = [
@@ -88,6 +111,7 @@ RULES: list[Rule] = [
     Rule("shapes", "shape inference succeeds on every node", _shapes),
     Rule("finite-parameters", "no NaN or Inf in any weight", _finite),
     Rule("neuron-params", "neuron and batch-norm parameters are physical", _neuron_params),
+    Rule("time-steps", "per-step parameters (TemporalLinear, GLIF) agree on T", _time_steps),
 ]
 
 
