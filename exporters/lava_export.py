@@ -13,8 +13,9 @@ FixedConv2d/1d      input (``num_message_bits=24``) unless the input is binary s
                     convolution unrolled into a sparse matrix (Lava's ``Conv`` ignores
                     ``weight_exp`` in fixed_pt). Bias: a ``RingBuffer`` of the bias vector that is
                     zero until the data arrives (``schedule.latency``), summed at the consumer
-LoihiLIF            ``lava.proc.lif.LIF`` when ``compare='>'``, else the custom ``FixedLIF``
-                    (``>=``: Loihi 2 microcode)
+LoihiLIF            ``lava.proc.lif.LIF`` for the stock neuron (``>``, hard reset, 0/1 spikes),
+                    else the custom ``FixedLIF`` (``>=``, soft reset, ILIF/NILIF: Loihi 2
+                    microcode); ILIF's integer spikes travel as graded spikes (24-bit Sparse input)
 Add                 ``ElementwiseAdd``          Mul, MatMul   ``LiveMul``, ``LiveMatMul``
 Sum                 ``AxisSum``                 MaxPool2d     ``MaxPool2d``
 Transpose           ``Permute``                 Reshape/Flatten  nothing (same port)
@@ -52,7 +53,8 @@ def binary_nodes(qgraph: ir.Graph) -> set[str]:
     out = set()
     for n in qgraph.topo_order():
         spikes_in = n.op == "Input" and n.kind == "spikes"
-        if spikes_in or n.op in _BINARY_OPS or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
+        spiking = n.op in _BINARY_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: graded 0..max_level
+        if spikes_in or spiking or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
             out.add(n.name)
     return out
 
@@ -194,11 +196,12 @@ class _Builder:
 
 
 def _lif(lp, n, in_shapes, size):
-    if n.compare == ">":
+    if n.stock:
         from lava.proc.lif.process import LIF
 
         return LIF(shape=(size,), du=int(n.du), dv=int(n.dv), vth=int(n.vth), bias_mant=0, bias_exp=0, name=n.name)
-    return lp.FixedLIF(size, du=int(n.du), dv=int(n.dv), vth=int(n.vth), compare=n.compare, name=n.name)
+    return lp.FixedLIF(size, du=int(n.du), dv=int(n.dv), vth=int(n.vth), compare=n.compare, reset=n.reset,
+                       fire=n.fire, max_level=int(n.max_level), round_d=int(n.round_d), name=n.name)
 
 
 def _matmul(lp, n, in_shapes, size):

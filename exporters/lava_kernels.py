@@ -59,9 +59,31 @@ def _trunc_decay(x: np.ndarray, keep: int) -> np.ndarray:
     return np.sign(p) * (np.abs(p) >> 12)
 
 
-def lif_fixed_step(u, v, a_in, du, dv, vth, bias_mant, bias_exp, compare=">"):
-    """One step of Lava's ``PyLifModelBitAcc`` (plus ``>=``). Returns ``(u, v, spikes, v_pre)``
-    as int64 arrays; ``v`` is after the reset, ``v_pre`` before it."""
+def rne_div(a: np.ndarray, b) -> np.ndarray:
+    """Round-half-to-even of ``a / b`` (int64 ``a``, integers ``b > 0``, broadcast), exactly:
+    ``q = a // b``, ``r = a - q·b``, plus one when ``2r > b`` or ``2r == b`` and ``q`` is odd."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    q = np.floor_divide(a, b)
+    r2 = 2 * (a - q * b)
+    return q + ((r2 > b) | ((r2 == b) & (q % 2 == 1)))
+
+
+def lif_fire(v, thr, compare=">", fire="threshold", max_level=1, round_d=0) -> np.ndarray:
+    """Spikes (int64) of the membrane ``v`` against ``thr = vth << 6`` (``fixedpoint.loihi.LoihiLIF``):
+    ``threshold``: ``v > thr`` (or ``>=``); ``round``: ``clamp(rne_div(v, thr), 0, max_level)``;
+    ``round_normalized``: ``2v > round_d·thr``."""
+    if fire == "round":
+        return np.clip(rne_div(v, thr), 0, int(max_level))
+    if fire == "round_normalized":
+        return (2 * v > int(round_d) * np.asarray(thr, np.int64)).astype(np.int64)
+    return (v >= thr if compare == ">=" else v > thr).astype(np.int64)
+
+
+def lif_fixed_step(u, v, a_in, du, dv, vth, bias_mant, bias_exp, compare=">", reset="hard", fire="threshold",
+                   max_level=1, round_d=0):
+    """One step of Lava's ``PyLifModelBitAcc`` (plus ``>=``, soft reset and the rounded ILIF / NILIF
+    spikes of Loihi 2's programmable neuron). Returns ``(u, v, spikes, v_pre)`` as int64 arrays;
+    ``v`` is after the reset, ``v_pre`` before it, ``spikes`` the integer spike values."""
     max_uv = 1 << 23
     bias_mant = np.asarray(bias_mant, np.int64)
     bias_exp = np.asarray(bias_exp, np.int64)
@@ -73,5 +95,6 @@ def lif_fixed_step(u, v, a_in, du, dv, vth, bias_mant, bias_exp, compare=">"):
     v = _trunc_decay(np.asarray(v), 4096 - int(dv)) + u + bias
     v = np.clip(v, -max_uv + 1, max_uv - 1)
     thr = np.asarray(vth, np.int64) << 6
-    s = v >= thr if compare == ">=" else v > thr
-    return u, np.where(s, 0, v), s, v
+    s = lif_fire(v, thr, compare, fire, max_level, round_d)
+    v_next = v - s * thr if reset == "soft" else np.where(s != 0, 0, v)
+    return u, v_next, s, v

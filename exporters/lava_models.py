@@ -145,11 +145,13 @@ class PyFixedLIFModel(_SafeModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
 
     def compute(self, a_in):
+        p = self.proc_params
         u, v, s, v_pre = lif_fixed_step(self.u, self.v, a_in, self.du, self.dv, self.vth,
-                                        self.bias_mant, self.bias_exp, self.proc_params["compare"])
+                                        self.bias_mant, self.bias_exp, p["compare"], p["reset"], p["fire"],
+                                        p["max_level"], p["round_d"])
         self.u[:] = u
         self.v[:] = v
-        return (np.where(s, v_pre, 0) if self.proc_params["graded"] else s).astype(np.int32)
+        return (np.where(s != 0, v_pre, 0) if p["graded"] else s).astype(np.int32)
 
 
 @_fixed(Accumulator)

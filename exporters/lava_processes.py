@@ -38,7 +38,8 @@ MaxPool2d          a_in (C·H·W,), s_out (C·Ho·Wo,)   in_shape (C,H,W), kerne
                                                      padding (padding never wins the max)
 Permute            a_in, s_out (same size)           in_shape, perm.  y = x.transpose(perm)    0
 FixedLIF           a_in (N,) graded int32;           shape, du, dv, vth, bias_mant, bias_exp,  0
-                   s_out (N,) 0/1 (graded: v)        compare '>'|'>=', graded, u, v.  Lava's
+                   s_out (N,) 0/1, 0..max_level      compare '>'|'>=', reset, fire, max_level,
+                   (fire='round'), or v (graded)     round_d, graded, u, v.  Lava's
                                                      PyLifModelBitAcc arithmetic (below)
 Accumulator        a_in (N,); s_out (N,) running     shape.  total[t] = Σ_{k<=t} x[k];         0
                    total; Var ``total``              ``total.get()`` before ``stop()``
@@ -57,6 +58,11 @@ model, see Errors; no silent wrap). ``out_shape`` of each process is available a
     v = clip(v, -(2^23-1), 2^23-1)
     s = v > (vth << 6)     (or v >= (vth << 6) with compare='>=', Loihi 2 microcode only)
     v[s] = 0               (u is not reset)
+
+Loihi 2 microcode only (``fixedpoint.loihi.LoihiLIF``, θ = vth << 6): ``fire='round'`` (STEP's ILIF)
+sends the integer ``s = clamp(rne_div(v, θ), 0, max_level)`` as a graded spike (round half to even,
+exact integer division); ``fire='round_normalized'`` (NILIF) fires ``s = 2v > round_d·θ``;
+``reset='soft'`` keeps ``v - s·θ`` instead of 0 (``reset='hard'``: 0 where ``s != 0``).
 
 ``trunc0`` rounds toward zero; ``bias_exp < 0`` shifts right. ``du``, ``dv`` are shared (12-bit);
 ``vth``, ``bias_mant``, ``bias_exp`` may be per neuron (Lava's ``LIF`` has one shared ``vth``).
@@ -250,16 +256,26 @@ class FixedLIF(_UnaryProcess):
     or ``>=`` at the threshold; see the module docstring for the equations."""
 
     def __init__(self, shape, du: int = 0, dv: int = 0, vth=10, bias_mant=0, bias_exp=0,
-                 compare: str = ">", graded: bool = False, u=0, v=0, name: str | None = None):
+                 compare: str = ">", graded: bool = False, u=0, v=0, reset: str = "hard",
+                 fire: str = "threshold", max_level: int = 1, round_d: int = 0, name: str | None = None):
         shape = _shape(shape)
         n = _size(shape)
         if compare not in (">", ">="):
             raise ValueError(f"FixedLIF: compare must be '>' or '>=', got {compare!r}")
+        if reset not in ("hard", "soft"):
+            raise ValueError(f"FixedLIF: reset must be 'hard' or 'soft', got {reset!r}")
+        if fire not in ("threshold", "round", "round_normalized"):
+            raise ValueError(f"FixedLIF: fire must be 'threshold', 'round' or 'round_normalized', got {fire!r}")
+        if fire != "threshold" and np.min(vth) < 1:
+            raise ValueError(f"FixedLIF: fire={fire!r} divides by the threshold: vth must be >= 1")
+        if fire == "round_normalized" and int(round_d) < 1:
+            raise ValueError(f"FixedLIF: fire='round_normalized' needs round_d >= 1, got {round_d}")
         for what, d in (("du", du), ("dv", dv)):
             if not 0 <= int(d) <= 4095:
                 raise ValueError(f"FixedLIF: {what}={d} is not a 12-bit decay (0..4095)")
-        super().__init__(shape=shape, compare=compare, graded=bool(graded), name=name)
-        self.compare, self.graded = compare, bool(graded)
+        super().__init__(shape=shape, compare=compare, graded=bool(graded), reset=reset, fire=fire,
+                         max_level=int(max_level) if fire == "round" else 1, round_d=int(round_d), name=name)
+        self.compare, self.graded, self.reset, self.fire = compare, bool(graded), reset, fire
         self._ports(n, shape)
         self.u = Var(shape=(n,), init=_per_neuron(u, n))
         self.v = Var(shape=(n,), init=_per_neuron(v, n))

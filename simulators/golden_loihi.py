@@ -4,7 +4,9 @@ registration as the fixed-point format ``'loihi-fixed_pt'``.
 Arithmetic (lava-nc 0.10.0 ``fixed_pt``, read in its source): synapses
 ``A = (W·X) << weight_exp + bias`` with 8-bit mantissas; neurons ``u = wrap24(a << 6)`` (``du =
 4095``: no current memory), ``v = sat24(trunc0(v·(4096-dv)/4096) + u)``, spike on ``v > vth<<6``
-(or ``>=`` on Loihi 2), reset to 0. See ``fixedpoint.loihi.LoihiLIF``.
+(or ``>=`` on Loihi 2), reset to 0; Loihi 2's programmable neuron adds soft reset
+(``v - S·θ``) and integer spikes (``fire='round'``: ``clamp(rne_div(v, θ), 0, max_level)``, STEP's
+ILIF; ``'round_normalized'``: ``2v > D·θ``, NILIF). See ``fixedpoint.loihi.LoihiLIF``.
 
 **Events, no silent clipping** (counted with ``run_golden(..., events=True)``): see
 :data:`EVENTS`.
@@ -140,6 +142,24 @@ def lif_step(n: fx.LoihiLIF, a: torch.Tensor, state: dict):
     return lif_update(n, a, state, masks=True)
 
 
+def rne_div(a: torch.Tensor, b: int) -> torch.Tensor:
+    """Round-half-to-even of ``a / b`` for int64 ``a`` and an integer ``b > 0``, exactly:
+    ``q = floor(a / b)``, ``r = a - q·b``, up by one when ``2r > b`` or ``2r == b`` and ``q`` is odd."""
+    q = torch.div(a, b, rounding_mode="floor")
+    r2 = 2 * (a - q * b)
+    return q + ((r2 > b) | ((r2 == b) & (q % 2 == 1))).to(q.dtype)
+
+
+def lif_fire(n: fx.LoihiLIF, v: torch.Tensor) -> torch.Tensor:
+    """The spikes ``S`` (int64) of the saturated membrane ``v'`` under ``n.fire`` (see ``LoihiLIF``)."""
+    thr = int(n.vth) << 6
+    if n.fire == "round":
+        return torch.clamp(rne_div(v, thr), 0, int(n.max_level))
+    if n.fire == "round_normalized":
+        return (2 * v > int(n.round_d) * thr).to(torch.int64)
+    return (v >= thr if n.compare == ">=" else v > thr).to(torch.int64)
+
+
 def lif_update(n: fx.LoihiLIF, a: torch.Tensor, state: dict, masks: bool = False):
     """:func:`lif_step`; the two masks are None unless ``masks`` (the spikes and state are the same).
     A zero state or a zero decay factor contributes nothing, so its term is left out."""
@@ -153,13 +173,18 @@ def lif_update(n: fx.LoihiLIF, a: torch.Tensor, state: dict, masks: bool = False
     u = wrap24(u_raw)
     v_raw = trunc_decay(v, keep_v) + u if v is not None and keep_v != 0 else u
     v = torch.clamp(v_raw, -MAX_UV + 1, MAX_UV - 1)
-    thr = int(n.vth) << 6
-    s = v >= thr if n.compare == ">=" else v > thr
     state["u"] = u
-    state["v"] = v * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
+    if n.fire == "threshold" and n.reset == "hard":  # the stock neuron: the fast path
+        thr = int(n.vth) << 6
+        s = v >= thr if n.compare == ">=" else v > thr
+        state["v"] = v * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
+        s = s.to(torch.int64)
+    else:
+        s = lif_fire(n, v)
+        state["v"] = v - s * (int(n.vth) << 6) if n.reset == "soft" else v * (s == 0)
     if not masks:
-        return s.to(torch.int64), None, None
-    return s.to(torch.int64), u != u_raw, v != v_raw
+        return s, None, None
+    return s, u != u_raw, v != v_raw
 
 
 def op_loihi_lif(n: fx.LoihiLIF, xs, state, t):
@@ -214,5 +239,6 @@ LOIHI_FIXED_PT = register_format(FixedPointFormat(
     doc=__doc__.split("\n\n")[1],
 ))
 
-__all__ = ["LOIHI_FIXED_PT", "EVENTS", "MAX_UV", "lif_step", "lif_update", "trunc_decay", "wrap24", "quantize_input",
+__all__ = ["LOIHI_FIXED_PT", "EVENTS", "MAX_UV", "lif_step", "lif_update", "rne_div", "lif_fire", "trunc_decay", "wrap24",
+           "quantize_input",
            "observe"]

@@ -132,7 +132,7 @@ def test_readout_is_an_integer_accumulator_with_a_stated_scale():
 
 def test_unsupported_neurons_are_named():
     g = ir.Graph([ir.Input("x", shape=(4,)), ir.Linear("fc", ("x",), weight=np.eye(4, dtype=np.float32)),
-                  ir.Neuron("lif", ("fc",), reset="soft"), ir.Output("y", ("lif",))])
+                  ir.Neuron("lif", ("fc",), v_reset=0.5), ir.Output("y", ("lif",))])  # soft reset deploys now
     with pytest.raises(ir.IRError, match="lif"):
         quantize_loihi(g, torch.rand(8, 4), steps=T)
 

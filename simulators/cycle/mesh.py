@@ -15,7 +15,8 @@ each run on an ``embedded`` unit; everything else off the mesh (the input quanti
 host synapses and neurons for an analog input, the readout) on the ``host`` unit.
 
 **Execution.** Every value that leaves a unit is sent as packets: each non-zero value of a sender
-is one packet per destination core that has a synapse from it (``axon_out`` at the sender, router
+is one packet per destination core that has a synapse from it (a binary spike carries no payload; an
+ILIF neuron's integer spike of value k is one packet carrying k) (``axon_out`` at the sender, router
 hops by ``hardware.hops``, ``axon_in`` at the receiver) and one synaptic operation per synapse it
 reaches on that core (``synop_dense`` for a Linear, ``synop_conv`` for a convolution,
 ``synop_sparse`` for the weight-1 one-to-one and reduction synapses of adders, accumulators and fused

@@ -90,7 +90,8 @@ class MeshPlan:
     shapes: dict
     send_mats: dict = field(default_factory=dict)  # sender -> matrix of spikes / messages per value
     send_mats_t: dict = field(default_factory=dict)  # the same transposed (see transposed_if_exact)
-    spiking: frozenset = frozenset()  # nodes whose values are spikes (0/1): their packets carry no payload
+    spiking: frozenset = frozenset()  # nodes whose values are 0/1 spikes: their packets carry no payload
+    # (an ILIF neuron's 0..max_level spikes are graded: one packet per non-zero spike, carrying its value)
 
 
 def transposed_if_exact(m: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -233,7 +234,8 @@ def build_plan(qgraph: ir.Graph, graph: ir.Graph, mapping, hw, lat_ns: dict) -> 
             send_mats[name] = dest[:, None].to(torch.float32)
     spiking: set = set()
     for n in qgraph.topo_order():
-        if n.op in SPIKING_OPS or (n.op in LAYOUT_OPS and n.inputs and n.inputs[0] in spiking):
+        binary = n.op in SPIKING_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: one packet carrying 0..D
+        if binary or (n.op in LAYOUT_OPS and n.inputs and n.inputs[0] in spiking):
             spiking.add(n.name)
     return MeshPlan(units, layers, embedded, host_unit, member_of, unit_of, depth, dest_count, hw_depth, total,
                     shapes, send_mats, {k: transposed_if_exact(v) for k, v in send_mats.items()}, frozenset(spiking))

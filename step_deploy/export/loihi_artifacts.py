@@ -104,8 +104,12 @@ def chip_features(qreport: dict, mapping, spec) -> list[str]:
     """Plain sentences: which chip features the quantized, mapped network needs."""
     T = qreport["steps"]
     neurons = [i for i in qreport["layers"].values() if i["op"] == "LoihiLIF"]
-    ties = {t: sum(i["tie"] == t for i in neurons) for t in ("ge", "gap", "native")}
+    ties = {t: sum(i["tie"] == t for i in neurons) for t in ("ge", "gap", "native", "exact")}
     out = []
+    if ties["exact"]:
+        models = sorted({i["neuron_model"] for i in neurons if i["tie"] == "exact"})
+        out.append(f"programmable neurons for {ties['exact']} of {len(neurons)} neuron layers ({'; '.join(models)}: "
+                   f"Loihi 2 neuron microcode; Lava process FixedLIF). Loihi 1 cannot run them (see constraints.md)")
     if ties["ge"]:
         out.append(f"programmable `>=` neurons for {ties['ge']} of {len(neurons)} neuron layers (tie strategy 'ge': "
                    f"Loihi 2 neuron microcode; Lava process FixedLIF). Loihi 1's neurons are not programmable: "

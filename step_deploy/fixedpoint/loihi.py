@@ -30,11 +30,31 @@ from step_deploy.ir.nodes import Conv1d, Conv2d, Linear, Node, register
 FORMAT_NAME = "loihi-fixed_pt"
 
 LOIHI_COMPARES = (">", ">=")
+LOIHI_RESETS = ("hard", "soft")
+LOIHI_FIRE_RULES = ("threshold", "round", "round_normalized")
+GRADED_SPIKE_BITS = 24  # Lava's CPU models carry 24-bit graded payloads (Loihi 2: up to 32)
 #: bounds of a legal 8-bit Loihi weight mantissa per sign mode (lava ``clip_weights``)
 WEIGHT_RANGE = {"mixed": (-256, 254), "excitatory": (0, 255), "inhibitory": (-255, 0)}
 BIAS_MANT_BITS = 13  # Loihi neuron bias mantissa (signed)
 UV_BITS = 24  # Loihi u and v registers
 VTH_BITS = 17  # Loihi threshold mantissa (unsigned)
+
+
+#: float IR ops with no exact integer form: refused (naming the node) by the integer quantizers of both
+#: formats (``passes.loihi_scales.prepare``) and by the Loihi constraint check; float stages run them
+NO_INTEGER_FORM = {
+    "KLIFNeuron": "its learned gain k multiplies the membrane every step; a fixed-point gain would be an "
+                  "approximation, which is not built",
+    "EIFNeuron": "its exponential term delta_t·exp((V - theta_rh)/delta_t) has no exact integer form",
+    "CLIFNeuron": "its reset subtracts sigmoid(M) of a second state, which has no exact integer form",
+    "GLIFNeuron": "its per-step learned parameters and gates (sigmoids) have no exact integer form",
+    "TemporalLinear": "PSN's linear map across time steps is non-causal (Y[0] needs X[T-1]): it needs a "
+                      "T-step buffer, which is not built for streaming targets",
+    "Heaviside": "PSN's stateless spike reads a TemporalLinear (non-causal over T), which is not built for "
+                 "streaming targets",
+}
+NO_INTEGER_FORM_FIX = ("run it on a float stage (reference, ONNX, NIR), or use LIF/IF/PLIF neurons "
+                       "(hard or soft reset, ILIF or NILIF spikes) for integer targets")
 
 
 def sign_mode(weight: np.ndarray) -> str:
@@ -153,35 +173,74 @@ class FixedConv1d(_FixedSynapse, Node):
 @dataclass(frozen=True, eq=False)
 class LoihiLIF(Node):
     """Loihi CUBA LIF neuron (lava-nc ``PyLifModelBitAcc``), elementwise, stateful, ``u = v = 0``
-    before step 0, ``A[t]`` the integer synaptic input:
+    before step 0, ``A[t]`` the integer synaptic input, ``θ = vth << 6``:
 
     ``u[t] = wrap24(trunc0(u[t-1] · (4096 - (du + 1)) / 4096) + (A[t] << 6))``
     ``v'   = sat24(trunc0(v[t-1] · (4096 - dv) / 4096) + u[t])``
-    ``S[t] = v' > (vth << 6)``  (``compare='>'``, any Loihi / Lava's ``LIF``) or
-    ``S[t] = v' >= (vth << 6)`` (``compare='>='``, Loihi 2 programmable neuron only)
-    ``v[t] = v' · (1 - S[t])``   (reset to 0; ``u`` is not reset)
 
-    ``trunc0`` rounds toward zero; ``wrap24`` is Lava's single ±2^24 correction beyond
-    ``(-2^23, 2^23]``; ``sat24`` clips to ``±(2^23 - 1)``. STEP's LIF ``H = V + (X - V)/2`` is
-    ``du = 4095`` (no current memory), ``dv = 2048``. Spikes are 0/1 integers."""
+    fire (``fire``):
+      ``'threshold'``: ``S[t] = v' > θ`` (``compare='>'``, any Loihi / Lava's ``LIF``) or
+                       ``S[t] = v' >= θ`` (``compare='>='``, Loihi 2 programmable neuron only)
+      ``'round'`` (STEP's ILIF, integer spikes 0..max_level, Loihi 2 graded spikes):
+                       ``S[t] = clamp(rne_div(v', θ), 0, max_level)``
+      ``'round_normalized'`` (STEP's NILIF, D = ``round_d``, binary): ``S[t] = 2·v' > D·θ``
+    reset (``reset``):
+      ``'hard'``: ``v[t] = v' · (S[t] == 0)``   (to 0; ``u`` is not reset; Lava's ``LIF``)
+      ``'soft'``: ``v[t] = v' - S[t] · θ``     (Loihi 2 programmable neuron only)
+
+    ``rne_div(a, b)`` is the exact integer round-half-to-even of ``a / b`` (``q = floor(a / b)``,
+    ``r = a - q·b``; ``q + 1`` when ``2r > b`` or ``2r == b`` and ``q`` is odd), the integer
+    twin of ``torch.round(H / θ)``. ``trunc0`` rounds toward zero; ``wrap24`` is Lava's single
+    ±2^24 correction beyond ``(-2^23, 2^23]``; ``sat24`` clips to ``±(2^23 - 1)``. STEP's LIF
+    ``H = V + (X - V)/2`` is ``du = 4095`` (no current memory), ``dv = 2048``. Spikes are integers
+    0/1 (0..max_level for ``fire='round'``). The defaults are the stock Loihi neuron."""
 
     du: int = 4095
     dv: int = 2048
     vth: int = 1
     compare: str = ">"
+    reset: str = "hard"
+    fire: str = "threshold"
+    max_level: int = 1
+    round_d: int = 0
     stateful: ClassVar[bool] = True
 
     def __post_init__(self):
+        who = f"LoihiLIF {self.name}"
         if self.compare not in LOIHI_COMPARES:
-            raise ValueError(f"LoihiLIF {self.name}: compare={self.compare!r}, expected one of {LOIHI_COMPARES}")
+            raise ValueError(f"{who}: compare={self.compare!r}, expected one of {LOIHI_COMPARES}")
+        if self.reset not in LOIHI_RESETS:
+            raise ValueError(f"{who}: reset={self.reset!r}, expected one of {LOIHI_RESETS}")
+        if self.fire not in LOIHI_FIRE_RULES:
+            raise ValueError(f"{who}: fire={self.fire!r}, expected one of {LOIHI_FIRE_RULES}")
         for k in ("du", "dv"):
             if not 0 <= int(getattr(self, k)) <= 4095:
-                raise ValueError(f"LoihiLIF {self.name}: {k}={getattr(self, k)} is not a 12-bit decay (0..4095)")
+                raise ValueError(f"{who}: {k}={getattr(self, k)} is not a 12-bit decay (0..4095)")
         if not 0 <= int(self.vth) < (1 << VTH_BITS):
-            raise ValueError(f"LoihiLIF {self.name}: vth={self.vth} does not fit {VTH_BITS} unsigned bits")
+            raise ValueError(f"{who}: vth={self.vth} does not fit {VTH_BITS} unsigned bits")
+        if self.fire == "threshold" and int(self.max_level) != 1:
+            raise ValueError(f"{who}: fire='threshold' sends 0/1 spikes, so max_level must be 1 "
+                             f"(got {self.max_level}); use fire='round' for integer spikes")
+        if self.fire == "round" and not 1 <= int(self.max_level) < (1 << GRADED_SPIKE_BITS):
+            raise ValueError(f"{who}: max_level={self.max_level} must lie in 1..2^{GRADED_SPIKE_BITS}-1 "
+                             f"(a graded spike of {GRADED_SPIKE_BITS} bits)")
+        if self.fire == "round_normalized" and int(self.round_d) < 1:
+            raise ValueError(f"{who}: fire='round_normalized' (NILIF) needs round_d >= 1, got {self.round_d}")
+        if self.fire != "threshold" and int(self.vth) < 1:
+            raise ValueError(f"{who}: fire={self.fire!r} divides by the threshold: vth must be >= 1")
 
     def infer_shape(self, in_shapes):
         return in_shapes[0]
+
+    @property
+    def stock(self) -> bool:
+        """True when Lava's (and Loihi 1's) built-in LIF computes it: ``>``, hard reset, 0/1 spikes."""
+        return self.compare == ">" and self.reset == "hard" and self.fire == "threshold"
+
+    @property
+    def spike_bits(self) -> int:
+        """Bits of one spike: 1, or ``ceil(log2(max_level + 1))`` for integer spikes."""
+        return max(1, int(self.max_level).bit_length())
 
 
 @register
@@ -205,11 +264,14 @@ CONSTANTS = {
     "weight_bits": 8, "weight_range": WEIGHT_RANGE, "bias_mant_bits": BIAS_MANT_BITS, "state_bits": UV_BITS,
     "vth_bits": VTH_BITS, "input_shift": 6, "decay_bits": 12, "compares": LOIHI_COMPARES,
     "decay_rounding": "toward zero", "current_overflow": "wrap (one ±2^24 correction)",
-    "voltage_overflow": "saturate to ±(2^23 - 1)", "reset": "to 0 (current not reset)",
+    "voltage_overflow": "saturate to ±(2^23 - 1)", "reset": "to 0 (current not reset); soft: v - S·(vth << 6)",
+    "fire_rules": LOIHI_FIRE_RULES, "round": "half to even, exact integer division (rne_div)",
+    "graded_spike_bits": GRADED_SPIKE_BITS,
     "synapse_output_bits": 16,
 }
 
 __all__ = [c.__name__ for c in FIXED_NODE_TYPES] + [
-    "FORMAT_NAME", "CONSTANTS", "FIXED_SYNAPSES", "FIXED_NODE_TYPES", "LOIHI_COMPARES", "WEIGHT_RANGE",
+    "FORMAT_NAME", "CONSTANTS", "FIXED_SYNAPSES", "FIXED_NODE_TYPES", "LOIHI_COMPARES", "LOIHI_RESETS",
+    "LOIHI_FIRE_RULES", "GRADED_SPIKE_BITS", "NO_INTEGER_FORM", "NO_INTEGER_FORM_FIX", "WEIGHT_RANGE",
     "BIAS_MANT_BITS", "UV_BITS",
     "VTH_BITS", "sign_mode", "weight_problems"]

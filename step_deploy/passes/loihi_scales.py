@@ -21,6 +21,7 @@ import numpy as np
 from step_deploy import ir
 
 from ..fixedpoint import loihi as fx
+from ..fixedpoint.loihi import NO_INTEGER_FORM, NO_INTEGER_FORM_FIX
 from ..ir.diagnostics import Diagnostic, IRError
 
 SYNAPSES = ("Linear", "Conv2d", "Conv1d")
@@ -32,19 +33,41 @@ def _err(rule, node, msg, hint=""):
     return IRError([Diagnostic(rule, node, msg, hint=hint)])
 
 
-def prepare(graph: ir.Graph, target: str = "Loihi") -> ir.Graph:
+def _neuron_problem(n: ir.Neuron, target: str, multi_level: bool) -> str:
+    """Why ``target``'s integer neuron cannot compute ``n`` ('' when it can)."""
+    if n.kind not in ("LIF", "IF", "PLIF"):
+        return f"kind={n.kind}: {target}'s integer neuron computes LIF, IF and PLIF"
+    if n.v_reset != 0:
+        return f"v_reset={n.v_reset}: {target}'s integer neuron resets to 0 (or subtracts the threshold)"
+    if n.output == "ternary":
+        return f"output=ternary: {target}'s integer neuron sends 0..D spikes, not -1/0/+1"
+    if not multi_level and (n.reset != "hard" or n.output != "binary" or n.fire != "threshold"):
+        return (f"reset={n.reset}, output={n.output}, fire={n.fire}: {target}'s LIF resets to 0 "
+                f"and sends binary threshold spikes")
+    return ""
+
+
+def prepare(graph: ir.Graph, target: str = "Loihi", multi_level: bool = False) -> ir.Graph:
     """Check what ``target``'s integer format can express (shared by ``quantize_fpga``) and move
-    each ``TemporalMean`` after the ``Linear`` it feeds."""
+    each ``TemporalMean`` after the ``Linear`` it feeds.
+
+    Refused with a diagnostic naming the node: BatchNorm/Scale/AvgPool2d, the ops of
+    :data:`NO_INTEGER_FORM`, neurons with ``v_reset != 0`` or ternary spikes, and, unless
+    ``multi_level`` (the caller's neurons implement them), soft reset, integer (ILIF) and
+    ``round_normalized`` (NILIF) spikes."""
     g = graph.copy()
     bad = []
     for n in g.nodes.values():
         if n.op in ("BatchNorm", "Scale", "AvgPool2d"):
             bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no {target} integer form",
                                   hint="run fold_batchnorm first" if n.op == "BatchNorm" else ""))
-        if isinstance(n, ir.Neuron) and (n.reset != "hard" or n.v_reset != 0 or n.output != "binary"):
-            bad.append(Diagnostic("quantize-neuron", n.name, f"reset={n.reset}, v_reset={n.v_reset}, output={n.output}: "
-                                  f"{target}'s LIF resets to 0 and sends binary spikes",
-                                  hint="use hard reset to 0 with binary spikes"))
+        elif n.op in NO_INTEGER_FORM:
+            bad.append(Diagnostic("quantize-op", n.name, f"{n.op} has no {target} integer form: "
+                                  f"{NO_INTEGER_FORM[n.op]}", hint=NO_INTEGER_FORM_FIX))
+        elif isinstance(n, ir.Neuron) and _neuron_problem(n, target, multi_level):
+            bad.append(Diagnostic("quantize-neuron", n.name, _neuron_problem(n, target, multi_level),
+                                  hint="use hard reset to 0 with binary spikes" if not multi_level else
+                                  "use v_reset=0 and binary or integer (0..D) spikes"))
     if bad:
         raise IRError(bad)
     for tm in [n for n in g.topo_order() if n.op == "TemporalMean"]:
@@ -261,4 +284,5 @@ def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[
     return need, notes
 
 
-__all__ = ["prepare", "input_nodes", "integer_core_node", "batches", "calibrate", "ScaleClasses", "headroom", "SYNAPSES", "PRESERVING", "MAX_UV"]
+__all__ = ["NO_INTEGER_FORM", "NO_INTEGER_FORM_FIX", "prepare", "input_nodes", "integer_core_node", "batches",
+           "calibrate", "ScaleClasses", "headroom", "SYNAPSES", "PRESERVING", "MAX_UV"]

@@ -2,8 +2,11 @@
 
 ``quantize_loihi(graph, calib_inputs, steps, target=None) -> (qgraph, report)``.
 
-Requires: a float IR without BatchNorm next to a synapse (run ``fold_batchnorm`` first), hard-reset
-binary neurons with ``v_reset = 0``. Guarantees: every op is integer (``fixedpoint.loihi`` types plus
+Requires: a float IR without BatchNorm next to a synapse (run ``fold_batchnorm`` first), LIF/IF/PLIF
+neurons with ``v_reset = 0`` (hard or soft reset; binary, integer ``fire='round'`` (ILIF) or
+``fire='round_normalized'`` (NILIF) spikes). KLIF/EIF/CLIF/GLIF neurons and PSN's
+``TemporalLinear``/``Heaviside`` have no integer form and are refused naming the node
+(``loihi_scales.NO_INTEGER_FORM``). Guarantees: every op is integer (``fixedpoint.loihi`` types plus
 Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout/Delay), node names kept (spikes compare by name).
 
 **Scales.** Every tensor ``X`` becomes integers ``A ≈ X · s`` (``scale`` in the report). Spikes have
@@ -30,6 +33,14 @@ halvings are exact, so ``v`` is exactly the scaled float membrane of the quantiz
   ``v >= vth << 6``: the threshold falls strictly between reachable values. Costs T-1 state bits;
   the golden model flags runs longer than T (``metadata['gap_steps']``).
 - Neurons that already fire on ``>`` keep it (``'native'``).
+- Soft-reset, ILIF and NILIF neurons (``'exact'``, Loihi 2's programmable neuron, Lava ``FixedLIF``)
+  keep the exact threshold ``θ = vth << 6 = threshold · state scale`` whatever ``tie`` says: their
+  reset subtracts θ and ILIF divides by it (``S = clamp(rne_div(v, θ), 0, D)``), so a shifted
+  threshold would change the state. With the same exact-halving argument, ``v / θ`` is exactly
+  the float ``H / V_th`` and the integer round-half-to-even equals ``torch.round``; NILIF fires on
+  ``2v > D·θ``, the integer form of ``round_half_even(clamp(H/θ, 0, D) / D)``. ILIF spikes are
+  integers 0..D with scale 1: a downstream synapse sees ``D·w`` at most (the calibration run,
+  which produces the same values, sizes its scale), and Lava sends them as graded spikes.
 Per layer the report records the choice, the chip it needs and the Lava process.
 
 **Input.** Analog input (direct-coded pixels) is quantized on the host to ``input_bits``-bit graded
@@ -64,8 +75,10 @@ from ..fixedpoint import loihi as fx
 from .registry import PassContext, register_pass
 
 TIES = ("auto", "ge", "gap")
+MAX_UV = 1 << 23
 CHIP_GE = "loihi2 (programmable neuron microcode; Lava: FixedLIF compare='>=')"
 CHIP_GT = "loihi1 or loihi2 (built-in LIF; Lava: LIF)"
+CHIP_CUSTOM = "loihi2 (programmable neuron microcode: soft reset / rounded or graded spikes; Lava: FixedLIF)"
 
 
 def _v2(a) -> int:
@@ -147,7 +160,7 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
             node, info, k2[n.name] = _quantize_synapse(ir.replace(n, inputs=ins), s_in[0], sc.scale(sig, n.name),
                                                        (T - 1) if tie == "gap" else None)
             q.add(node)
-            layers[n.name] = info
+            layers[n.name] = {**info, **_spike_input_bound(g[n.inputs[0]], node)}
             continue
         if n.op == "Neuron":
             node, info, shift_node = _quantize_neuron(n, ins, s_in[0], k2[n.inputs[0]], shapes[n.name], tie, T)
@@ -166,12 +179,43 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
     return q, layers, k2
 
 
+def neuron_model(n: ir.Neuron) -> str:
+    """What a non-stock neuron needs of Loihi 2's programmable neuron ('' for the stock LIF rule)."""
+    parts = []
+    if n.reset == "soft":
+        parts.append("soft reset (v - S·θ)")
+    if n.fire == "round":
+        parts.append(f"integer spikes 0..{n.max_level} (ILIF: round half to even of v/θ)")
+    elif n.fire == "round_normalized":
+        parts.append(f"NILIF firing (2v > {n.round_d}·θ)")
+    return ", ".join(parts)
+
+
+def _spike_input_bound(src: ir.Node, node) -> dict:
+    """For a synapse reading spikes: the largest spike value (1, or D for ILIF's integer spikes) and
+    the worst-case synaptic input ``max_o Σ_i |W[o, i]| · D << weight_exp + |bias|`` it implies,
+    against the 24-bit current ``u = a << 6`` (the scales themselves come from calibration)."""
+    if src.op == "Neuron":
+        top = int(src.max_level) if src.fire == "round" else 1
+    elif src.op == "Input" and src.kind == "spikes":
+        top = 1
+    else:
+        return {}
+    w = np.abs(np.asarray(node.weight, np.int64)).reshape(node.weight.shape[0], -1)
+    worst = int(w.sum(1).max()) * top if w.size else 0
+    worst = worst << node.weight_exp if node.weight_exp >= 0 else worst >> -node.weight_exp
+    b = node.effective_bias()
+    worst += int(np.abs(b).max()) if b is not None else 0
+    return {"input_max_level": top, "worst_case_input": worst, "worst_case_fits_u24": (worst << 6) < MAX_UV}
+
+
 def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str, T: int):
     tau = 1.0 if n.kind == "IF" else float(n.tau)
     dv_f = 0.0 if n.kind == "IF" else 4096.0 / tau
     dv = int(round(dv_f))
     state = 64.0 * s_in * (tau if (n.decay_input and n.kind != "IF") else 1.0)
-    mode = "native" if n.compare == ">" else tie
+    custom = neuron_model(n)
+    mode = "exact" if custom else ("native" if n.compare == ">" else tie)
     shift = 0
     if mode == "gap":
         if dv not in (0, 2048):
@@ -181,14 +225,23 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     state *= 2.0 ** shift
     vth_f = n.v_threshold * state / 64.0
     vth = min(int(round(vth_f)), (1 << fx.VTH_BITS) - 1)  # an overflow is fixed by headroom()
+    vth = max(vth, 1) if custom else vth  # round / soft reset divide by or subtract θ; headroom() flags the rest
     info = {"op": "LoihiLIF", "input_scale": s_in, "state_scale": state, "threshold": n.v_threshold, "du": 4095,
             "dv": dv, "decay_exact": dv == dv_f, "threshold_exact": vth == vth_f, "tie": mode,
-            "compare": ">=" if mode == "ge" else ">", "gap_shift": shift}
+            "compare": ">" if mode in ("gap", "native") else ">=" if mode == "ge" else n.compare, "gap_shift": shift,
+            "reset": n.reset, "fire": n.fire, "max_level": int(n.max_level) if n.fire == "round" else 1,
+            "spike_bits": max(1, int(n.max_level).bit_length()) if n.fire == "round" else 1}
+    if n.fire == "round_normalized":
+        info["round_d"] = int(n.round_d)
     if mode == "gap":
         vth -= 1
         info.update(chip=CHIP_GT, lava_process="LIF", note="v is a multiple of 64 within T steps: v > (vth)<<6 == v >= (vth+1)<<6")
     elif mode == "ge":
         info.update(chip=CHIP_GE, lava_process="FixedLIF")
+    elif mode == "exact":
+        info.update(chip=CHIP_CUSTOM, lava_process="FixedLIF", neuron_model=custom,
+                    note="exact threshold θ = vth << 6 (no 'gap' grid: a soft reset subtracts θ, rounding divides "
+                         "by it)")
     else:
         info.update(chip=CHIP_GT, lava_process="LIF")
     info["threshold_mantissa"] = vth
@@ -198,7 +251,8 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
         c = int(shape[-1])
         shift_node = fx.FixedLinear(f"{n.name}.gap_shift", ins, weight=np.eye(c, dtype=np.int32), weight_exp=shift)
         src = shift_node.name
-    node = fx.LoihiLIF(n.name, (src,), du=4095, dv=dv, vth=vth, compare=info["compare"])
+    node = fx.LoihiLIF(n.name, (src,), du=4095, dv=dv, vth=vth, compare=info["compare"], reset=n.reset, fire=n.fire,
+                       max_level=info["max_level"], round_d=int(n.round_d) if n.fire == "round_normalized" else 0)
     return node, info, shift_node
 
 
@@ -221,7 +275,7 @@ def quantize_loihi(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, t
     tie = ("ge" if programmable else "gap") if tie == "auto" else tie
     if tie == "ge" and not programmable:
         raise ValueError(f"tie='ge' needs Loihi 2's programmable neuron; target {chip} has none: use tie='gap'")
-    g = prepare(graph)
+    g = prepare(graph, multi_level=True)
     T = int(steps or g.metadata.get("time_steps") or 0)
     if T <= 0:
         raise ValueError("quantize_loihi needs steps=T (the number of time steps the network runs)")
@@ -298,7 +352,8 @@ def _report(qgraph, layers, input_q, stats, notes, calib_inputs, T, tie, chip, m
     neurons = [i for i in layers.values() if i["op"] == "LoihiLIF"]
     return {
         "target": chip, "steps": T, "tie": tie, "margin": margin,
-        "chip_required": CHIP_GE if any(i["tie"] == "ge" for i in neurons) else CHIP_GT,
+        "chip_required": (CHIP_CUSTOM if any(i["tie"] == "exact" for i in neurons) else
+                          CHIP_GE if any(i["tie"] == "ge" for i in neurons) else CHIP_GT),
         "inputs": input_q, "layers": layers,
         "output": {"node": out.inputs[0], "scale": layers.get(out.inputs[0], {}).get("scale"),
                    "dequantize": "float value at step t = Y[t] / ((t + 1) * scale) for a TemporalSum readout"},

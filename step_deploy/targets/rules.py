@@ -15,6 +15,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from .. import ir
+from ..fixedpoint import loihi as fx
 from ..ir.diagnostics import Diagnostic
 from .memory import ANALOG_INPUT_BITS, payload_bits
 from .spec import TargetSpec, TargetSpecError, load_target
@@ -212,21 +213,63 @@ def _threshold_compare(c: Context) -> list[Diagnostic]:
     return out
 
 
+def _custom_features(n: ir.Neuron) -> list[str]:
+    """What ``n`` needs of a programmable neuron that the Loihi export builds exactly (Lava ``FixedLIF``)."""
+    out = []
+    if n.reset == "soft":
+        out.append("soft reset (v -= threshold)")
+    if n.fire == "round":
+        out.append(f"multi-level spikes 0..{n.max_level} (ILIF: round half to even of v/threshold)")
+    elif n.fire == "round_normalized":
+        out.append(f"NILIF firing (v/threshold > {n.round_d}/2, rounded)")
+    return out
+
+
 def _neuron_model(c: Context) -> list[Diagnostic]:
+    """Neuron dynamics against the chip's neuron: ops with no integer form are errors everywhere;
+    soft reset and ILIF/NILIF spikes need a programmable neuron (``info`` on Loihi 2, where the
+    export builds them exactly; ``error`` on Loihi 1) and, for multi-level spikes, graded spikes
+    wide enough for ``max_level``; ``v_reset != 0`` and ternary spikes are not built."""
     t, out = c.target, []
-    prog = t.limit("programmable_neurons")
-    for L in c.mapping.layers:
-        n = c.graph[L.name]
-        if not isinstance(n, ir.Neuron):
+    prog, graded, cap = t.limit("programmable_neurons"), t.limit("graded_spikes"), t.limit("spike_payload_bits")
+    on_chip = {L.name for L in c.mapping.layers}
+    for n in c.graph.topo_order():
+        if n.op in fx.NO_INTEGER_FORM:
+            out.append(Diagnostic("neuron-model", n.name, f"{n.op} has no integer form for {t.name}: "
+                                  f"{fx.NO_INTEGER_FORM[n.op]}", n.op, None, fx.NO_INTEGER_FORM_FIX))
             continue
-        odd = [x for x, bad in (("soft reset", n.reset == "soft"), (f"v_reset={n.v_reset}", n.v_reset != 0),
-                                (f"{n.output} output", n.output != "binary")) if bad]
+        if not isinstance(n, ir.Neuron) or n.name not in on_chip:
+            continue
+        custom = _custom_features(n)
+        odd = [x for x, bad in ((f"v_reset={n.v_reset}", n.v_reset != 0), ("ternary output", n.output == "ternary"))
+               if bad]
         if odd:
-            out.append(Diagnostic("neuron-model", n.name, f"{', '.join(odd)}: the built-in neuron resets to 0 and "
-                                  f"sends binary spikes", ", ".join(odd), "hard reset to 0, binary",
-                                  "write a custom neuron (microcode)" if prog else
-                                  f"{t.name} neurons are not programmable: retrain with hard reset to 0 and binary "
-                                  f"spikes", "warning" if prog else "error"))
+            out.append(Diagnostic("neuron-model", n.name, f"{', '.join(odd + custom)}: the built-in neuron resets "
+                                  f"to 0 and sends binary spikes", ", ".join(odd + custom), "hard reset to 0, binary",
+                                  "write a custom neuron (microcode); the Loihi export does not build this one" if prog
+                                  else f"{t.name} neurons are not programmable: retrain with hard reset to 0 and "
+                                       f"binary spikes", "warning" if prog else "error"))
+            continue
+        if not custom:
+            continue
+        bits = int(n.max_level).bit_length() if n.fire == "round" else 1
+        if not prog:
+            out.append(Diagnostic("neuron-model", n.name, f"{', '.join(custom)}: {t.name}'s built-in neuron resets to "
+                                  f"0 and sends binary spikes (not programmable)", ", ".join(custom),
+                                  "hard reset to 0, binary",
+                                  "deploy on a chip with programmable neurons" + (" and graded spikes" if bits > 1 else "")
+                                  + " (Loihi 2), or retrain with hard reset and binary threshold spikes (LIF/IF/PLIF)"))
+        elif bits > 1 and (not graded or bits > cap):
+            out.append(Diagnostic("neuron-model", n.name, f"multi-level spikes 0..{n.max_level} need {bits}-bit "
+                                  f"graded spikes; {t.name} carries {cap if graded else 1}-bit spikes", bits,
+                                  cap if graded else 1, f"lower max_level to at most {(1 << cap) - 1}" if graded
+                                  else "deploy on a chip with graded spikes (Loihi 2)"))
+        else:
+            out.append(Diagnostic("neuron-model", n.name, f"{', '.join(custom)}: the built-in neuron resets to 0 "
+                                  f"and sends binary spikes", ", ".join(custom), "hard reset to 0, binary",
+                                  f"handled exactly by the Loihi export: a custom neuron ({t.name} neurons are "
+                                  f"programmable; Lava process FixedLIF" + (f", {bits}-bit graded spikes" if bits > 1
+                                                                              else "") + ")", "info"))
     return out
 
 
@@ -294,7 +337,8 @@ RULES: list[Rule] = [
     Rule("live-spike-product", "MatMul/Mul of two live tensors is not a synapse", _live_products),
     Rule("analog-input", "an analog input is not spikes", _analog_input),
     Rule("threshold-compare", "the model's threshold comparison against the built-in neuron's", _threshold_compare),
-    Rule("neuron-model", "reset mode and spike alphabet the built-in neuron supports", _neuron_model),
+    Rule("neuron-model", "reset mode, firing rule and spike alphabet the chip's neurons support (soft reset, "
+         "ILIF/NILIF need programmable neurons; ops without an integer form are refused)", _neuron_model),
     Rule("synaptic-delay", "Delay nodes within the synaptic delay range", _delays),
     Rule("off-core", "other nodes that run on the host", _off_core),
     Rule("limit-unknown", "limits the target spec does not know", _unknown_limits),
