@@ -25,7 +25,11 @@ Per compute node, ``P`` lanes in parallel (``P`` capped at the parallel dimensio
     the ``out_bits`` output stage in LUTs. Weights (+ bias in ``acc_bits``, a 6-bit shift per
     channel) partitioned cyclically P ways over output channels.
   * ``FpgaLIF``: ``cycles = ceil(N / P)``, ``4 × membrane_bits`` LUTs per lane (add, shift,
-    compare, mux); membrane ``N × membrane_bits`` bits in P banks.
+    compare, mux); STEP's ILIF (``fire='round'``, D levels) adds ``(D - 1) × (membrane_bits + 1)``
+    (its comparator ladder: no divider), a soft reset ``spike_bits × membrane_bits`` (subtract
+    ``S·θ``); membrane ``N × membrane_bits`` bits in P banks. Integer spikes are
+    ``ceil(log2(D + 1))``-bit values in the output buffer (``storage_bits``) and a synapse they feed
+    multiplies them (a multi-bit input: 1 DSP per lane, above).
   * ``MatMul``: P outputs per cycle; both operands spikes: AND + popcount on 64-bit words,
     ``cycles = ceil(outputs / P) × ceil(K / 64)``, ``64 + 2 × out_bits`` LUTs per lane; one operand
     multi-bit: gated accumulate, ``ceil(outputs / P) × K``, ``out_bits`` LUTs per lane; both

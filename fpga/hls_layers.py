@@ -4,7 +4,8 @@ parallelism) and the call the generated top makes. The kernels are the templates
 saturation the golden model applies (see each kernel's header comment).
 
 Nodes map to kernels as follows: ``FpgaConv2d``/``FpgaConv1d`` (as ``H = 1``) -> ``conv2d``,
-``FpgaLinear`` -> ``linear``, ``FpgaLIF`` -> ``lif``, ``FpgaTemporalSum`` -> ``readout``,
+``FpgaLinear`` -> ``linear``, ``FpgaLIF`` -> ``lif`` (every fire rule and reset; integer spikes as
+``ap_uint<ceil(log2(D+1))>``), ``FpgaTemporalSum`` -> ``readout``,
 ``MatMul`` -> ``matmul`` (AND + popcount on spikes), ``Add``/``Mul`` -> ``add``/``mul``
 (broadcasting), ``Sum`` -> ``sum``, ``MaxPool2d`` -> ``maxpool2d``, ``Transpose`` ->
 ``transpose``. ``Reshape`` and ``Flatten`` are the same memory (no code), ``FpgaQuantizeInput``
@@ -26,6 +27,7 @@ from .tensor_types import ALIAS_OPS, TensorType, UnsupportedForFpga
 
 MAX_RANK = 4
 DECAY_CODE = {"input": 0, "state": 1, "none": 2}
+FIRE_CODE = {"threshold": 0, "round": 1, "round_normalized": 2}
 
 #: what the HLS writer emits: kernels, plus ports, aliases and the host-side input quantizer
 KERNEL_OPS = ("FpgaConv2d", "FpgaConv1d", "FpgaLinear", "FpgaLIF", "FpgaTemporalSum", "MatMul", "Add", "Mul", "Sum",
@@ -57,6 +59,15 @@ class Layer:
 
 def _ceil_bits_signed(v: int) -> int:
     return int(v).bit_length() + 1
+
+
+def lif_cmp_bits(n: fx.FpgaLIF) -> int:
+    """Signed bits of the LIF kernel's fire comparisons: ``2·H`` for any membrane, the ILIF
+    half-way points ``(2k - 1)·θ`` (k up to ``max_level``) and NILIF's ``round_d·θ``, and the
+    soft reset's ``H - S·θ``."""
+    top = max(1 << int(n.membrane_bits), (2 * int(n.max_level) - 1) * abs(int(n.threshold)),
+              int(n.round_d) * abs(int(n.threshold)))
+    return top.bit_length() + 2
 
 
 def _pad4(shape, fill=1) -> list:
@@ -138,10 +149,12 @@ def build_layer(idx: int, n: ir.Node, types: dict[str, TensorType], source) -> O
         a = ins[0]
         mb = int(n.membrane_bits)
         wide = max(mb, a.bits + (0 if a.signed else 1) + int(n.input_shift)) + 2
-        layer.config = [f"typedef {a.ctype} in_t;",
+        layer.config = [f"typedef {a.ctype} in_t;", f"typedef {out.ctype} out_t;",
                         f"static const int n = {out.size}, mem_bits = {mb}, wide_bits = {wide};",
                         f"static const int threshold = {int(n.threshold)}, decay = {DECAY_CODE[n.decay]}, "
-                        f"input_shift = {int(n.input_shift)};"]
+                        f"input_shift = {int(n.input_shift)};",
+                        f"static const int fire = {FIRE_CODE[n.fire]}, soft_reset = {int(n.reset == 'soft')}, "
+                        f"max_level = {int(n.max_level)}, round_d = {int(n.round_d)}, cmp_bits = {lif_cmp_bits(n)};"]
         layer.state = f"ap_int<{mb}> m_{cn}[{out.size}];"
         layer.state_bits = out.size * mb
         layer.reset = f"stepd::lif_reset<cfg_{cn}>(m_{cn});"
@@ -208,4 +221,4 @@ def build_layer(idx: int, n: ir.Node, types: dict[str, TensorType], source) -> O
     return layer
 
 
-__all__ = ["Layer", "build_layer", "DECAY_CODE", "MAX_RANK", "KERNEL_OPS", "HLS_BACKEND"]
+__all__ = ["Layer", "build_layer", "lif_cmp_bits", "DECAY_CODE", "FIRE_CODE", "MAX_RANK", "KERNEL_OPS", "HLS_BACKEND"]

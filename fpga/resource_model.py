@@ -40,7 +40,8 @@ MODEL_RULES = (
     "weights are const ROMs on chip",
     "synapses: P output-channel lanes, fan-in loop at II=1: cycles = ceil(C_out/P) x positions x fan_in; "
     "spike input: gated adders, 0 DSP; multi-bit input: 1 DSP per lane",
-    "LIF: P neurons per cycle, 4 x membrane_bits LUTs per lane; MatMul on spikes: AND + popcount of 64-bit "
+    "LIF: P neurons per cycle, 4 x membrane_bits LUTs per lane (ILIF: + (D - 1) comparators of membrane_bits + 1; "
+    "soft reset: + spike_bits x membrane_bits); integer spikes are ceil(log2(D + 1))-bit buffer values; MatMul on spikes: AND + popcount of 64-bit "
     "words; other ops: P elements per cycle",
     "memories: " + MEMORY_RULE,
     f"control: {LAYER_CONTROL_LUT} LUT per layer + {DESIGN_CONTROL_LUT} LUT / {DESIGN_CONTROL_FF} FF per design; "
@@ -190,6 +191,22 @@ def fit_message(est: DesignEstimate, over: list, budget: float = 1.0) -> str:
 # ---------------------------------------------------------------------------------------------- layers
 
 
+def lif_lane_lut(n: fx.FpgaLIF) -> tuple[int, str]:
+    """LUTs of one LIF lane and the formula: ``4 × membrane_bits`` (add, shift, compare, mux: STEP's
+    LIF); ILIF (``fire='round'``, D levels) adds ``D - 1`` comparators of ``membrane_bits + 1`` bits
+    (the kernel's comparator ladder, no divider); a soft reset subtracts ``S·θ`` instead of muxing 0:
+    ``spike_bits × membrane_bits`` (the subtractor and the shift-adds of ``S·θ``)."""
+    mb = int(n.membrane_bits)
+    lut, txt = 4 * mb, f"4 x {mb} membrane bits"
+    if n.fire == "round" and int(n.max_level) > 1:
+        lut += (int(n.max_level) - 1) * (mb + 1)
+        txt += f" + ILIF {int(n.max_level) - 1} more comparators x {mb + 1}"
+    if n.reset == "soft":
+        lut += n.spike_bits * mb
+        txt += f" + soft reset {n.spike_bits} x {mb}"
+    return lut, txt
+
+
 def _dsp_per_mult(a_bits: int, b_bits: int) -> int:
     hi, lo = max(a_bits, b_bits), min(a_bits, b_bits)
     return 1 if hi <= DSP_A_BITS and lo <= DSP_B_BITS else 2
@@ -234,9 +251,10 @@ def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType]) -> _Shape:
     if isinstance(n, fx.FpgaLIF):
         N, mb = out_t.size, int(n.membrane_bits)
         mems = (("state", N * mb, mb, False), buf)
-        return _Shape(N, lambda p: ceil(N / p), 0, 4 * mb, mems,
-                      lambda p: (f"LIF: cycles = ceil({N}/P={p}); LUT/lane = 4 x {mb} membrane bits; "
-                                 f"membrane {N} x {mb} b in P banks"))
+        lut, lut_txt = lif_lane_lut(n)
+        return _Shape(N, lambda p: ceil(N / p), 0, lut, mems,
+                      lambda p: (f"LIF: cycles = ceil({N}/P={p}); LUT/lane = {lut_txt}; "
+                                 f"membrane {N} x {mb} b in P banks; spikes {out_t.bits} b each"))
     if isinstance(n, fx.FpgaTemporalSum):
         N, b = out_t.size, int(n.bits)
         return _Shape(N, lambda p: ceil(N / p), 0, 2 * b, (("state", N * b, b, False),),
@@ -416,6 +434,6 @@ def check_clock(clock_mhz) -> float:
 
 
 __all__ = ["LayerEstimate", "DesignEstimate", "DesignModel", "FitError", "ParallelismError", "EstimateError",
-           "step_cycles", "fit_message", "check_clock", "positive", "MODEL_RULES", "ESTIMATE_LABEL", "PIPELINE_DEPTH",
+           "step_cycles", "lif_lane_lut", "fit_message", "check_clock", "positive", "MODEL_RULES", "ESTIMATE_LABEL", "PIPELINE_DEPTH",
            "DESIGN_CONTROL_LUT", "DESIGN_CONTROL_FF", "LAYER_CONTROL_LUT", "FF_PER_LUT", "DEFAULT_KEY", "AUTO_KEY",
            "COMPUTE_OPS", "HOST_OPS", "PORT_OPS"]

@@ -5,7 +5,8 @@ these types and the resource estimates size memories with them, so both agree.
 
 Propagation per step (``[lo, hi]`` integer bounds):
   analog input quantizer ``[0, 2^b - 1]`` or signed ``b`` bits; synapse ``signed(out_bits)``;
-  LIF ``[0, 1]``; readout ``signed(bits)``; ``Add`` sums bounds; ``Mul`` the corner products;
+  LIF ``[0, max_level]`` (``[0, 1]`` but for STEP's ILIF integer spikes, ``ceil(log2(D + 1))``
+  bits); readout ``signed(bits)``; ``Add`` sums bounds; ``Mul`` the corner products;
   ``Sum`` over ``n`` elements ``n · [lo, hi]``; ``MatMul`` ``K · corners`` (``K`` the
   contracted length); ``MaxPool2d``, ``Reshape``, ``Flatten``, ``Transpose`` keep bounds.
 """
@@ -25,7 +26,8 @@ ALIAS_OPS = ("Reshape", "Flatten")
 @dataclass(frozen=True)
 class TensorType:
     """One tensor per step: ``shape``, integer bounds ``lo..hi``, ``bits`` and ``signed`` of the
-    narrowest ``ap_int``/``ap_uint`` that holds them; ``spike`` when the values are 0/1."""
+    narrowest ``ap_int``/``ap_uint`` that holds them; ``spike`` when the values are 0/1 (integer
+    spikes 0..D are multi-bit values: synapses multiply them, they are not gated)."""
 
     name: str
     shape: tuple
@@ -84,7 +86,7 @@ def tensor_types(g: ir.Graph) -> dict[str, TensorType]:
         elif isinstance(n, fx.FPGA_SYNAPSES):
             b = fx.signed_bounds(n.out_bits)
         elif isinstance(n, fx.FpgaLIF):
-            b = (0, 1)
+            b = (0, int(n.max_level))  # integer spikes (ILIF): 0..max_level
         elif isinstance(n, fx.FpgaTemporalSum):
             b = fx.signed_bounds(n.bits)
         elif op == "Add":

@@ -3,7 +3,8 @@ registration as the fixed-point format ``'fpga-int'``.
 
 Arithmetic: synapses ``acc = sat(W·X + bias)``, ``Y = sat((acc + 2^(k-1)) >> k)`` per output
 channel (round half up); neurons ``H = sat((M + (A << j)) >> 1)`` (tau = 2, floor), spike on
-``H >= threshold``, reset to 0; readout ``A[t] = sat32(A[t-1] + X[t])``. Every saturation is
+``H >= threshold`` (or STEP's ILIF/NILIF rounding: ``clamp(rne_div(H, θ), 0, D)``, ``2H > Dθ``),
+reset to 0 or by subtraction (``H - S·θ``); readout ``A[t] = sat32(A[t-1] + X[t])``. Every saturation is
 counted (``run_golden(..., events=True)``), never silent: see :data:`EVENTS`.
 """
 from __future__ import annotations
@@ -144,13 +145,35 @@ def lif_charge(n: fx.FpgaLIF, m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return m + a
 
 
+def rne_div(a: torch.Tensor, b: int) -> torch.Tensor:
+    """Round-half-to-even of ``a / b`` for int64 ``a`` and an integer ``b > 0``, exactly:
+    ``q = floor(a / b)``, ``r = a - q·b``, up by one when ``2r > b`` or ``2r == b`` and ``q`` is odd."""
+    q = torch.div(a, b, rounding_mode="floor")
+    r2 = 2 * (a - q * b)
+    return q + ((r2 > b) | ((r2 == b) & ((q & 1) == 1))).to(q.dtype)
+
+
+def lif_fire(n: fx.FpgaLIF, h: torch.Tensor) -> torch.Tensor:
+    """The spikes ``S`` (int64) of the saturated membrane ``H`` under ``n.fire`` (see ``FpgaLIF``)."""
+    thr = int(n.threshold)
+    if n.fire == "round":
+        return torch.clamp(rne_div(h, thr), 0, int(n.max_level))
+    if n.fire == "round_normalized":
+        return (2 * h > int(n.round_d) * thr).to(torch.int64)
+    return (h >= thr).to(torch.int64)
+
+
 def op_fpga_lif(n: fx.FpgaLIF, xs, state, t):
     a = xs[0].to(torch.int64) << int(n.input_shift)
     m = state.get("m")
     h = saturate(lif_charge(n, torch.zeros_like(a) if m is None else m, a), n.membrane_bits, state, "membrane_sat")
-    s = h >= int(n.threshold)
-    state["m"] = h * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
-    return s.to(torch.int64)
+    if n.fire == "threshold" and n.reset == "hard":  # STEP's LIF: the fast path
+        s = h >= int(n.threshold)
+        state["m"] = h * ~s  # the reset: 0 where it spiked (a product with 0/1, exact)
+        return s.to(torch.int64)
+    s = lif_fire(n, h)
+    state["m"] = h - s * int(n.threshold) if n.reset == "soft" else h * (s == 0)
+    return s
 
 
 def op_fpga_temporal_sum(n: fx.FpgaTemporalSum, xs, state, t):
@@ -177,4 +200,4 @@ FPGA_INT = register_format(FixedPointFormat(
     doc=__doc__.split("\n\n")[1],
 ))
 
-__all__ = ["FPGA_INT", "EVENTS", "saturate", "round_shift", "lif_charge", "observe"]
+__all__ = ["FPGA_INT", "EVENTS", "saturate", "round_shift", "lif_charge", "lif_fire", "rne_div", "observe"]

@@ -9,7 +9,9 @@ step-major (the generated design), ``'batched'`` kernel-major (each kernel all T
 reads the streams its producers delivered (their output buffers) and computes its outputs with the
 format's integer op functions (``simulators.golden_fpga`` and the core integer ops: one reference
 function per op); it keeps its own state. It never reads the golden model's outputs; its spikes are
-tested equal to ``run_golden``'s at every layer and step.
+tested equal to ``run_golden``'s at every layer and step, for every ``FpgaLIF`` mode (hard or soft
+reset, STEP's ILIF integer spikes, NILIF). An integer spike is one value of its stream (a 2 is one
+``ceil(log2(D + 1))``-bit value, not two events), and the traffic counts its bits (``tensor_types``).
 
 Time (``fpga_schedule``): per kernel and step ``busy`` from the FPGA target's own per-layer model
 (``fpga.resource_model.step_cycles``: the II = 1 loop plus the pipeline fill), so the ``'step'``

@@ -16,8 +16,8 @@ depends on the spikes):
 * ``MatMul``: on two spike operands a 64-bit word of each per output per word of the contracted
   length; else one value of each per output per contracted element. ``Sum`` / ``MaxPool2d``: one
   input value per output per reduced element; ``Add`` / ``Mul`` / ``Transpose``: every input once.
-* every kernel writes its output buffer once per step (``storage_bits``; spikes packed one per bit);
-  a readout's output is its state.
+* every kernel writes its output buffer once per step (``storage_bits``; spikes packed one per bit,
+  STEP's ILIF integer spikes 0..D ``ceil(log2(D + 1))`` bits each); a readout's output is its state.
 * DRAM: the input port reads the quantized input once per step (``x[T × IN]``), the output port
   writes the readout once per sample, and spilled weight ROMs (``fpga_schedule``) are read from DRAM.
 

@@ -38,6 +38,11 @@ MEMBRANE_BITS_RANGE = (16, 25)
 READOUT_BITS = 32
 #: ``FpgaLIF.decay``: the tau = 2 charge as a shift, or no leak (IF)
 DECAYS = ("input", "state", "none")
+#: ``FpgaLIF.reset`` and ``FpgaLIF.fire`` (the IR neuron's names)
+RESETS = ("hard", "soft")
+FIRE_RULES = ("threshold", "round", "round_normalized")
+#: the largest integer spike (``fire='round'``) and NILIF ``round_d``: 8-bit spike streams
+MAX_LEVEL = 255
 
 
 def signed_bounds(bits: int) -> tuple[int, int]:
@@ -129,14 +134,30 @@ class FpgaConv1d(_FpgaSynapse):
 @register
 @dataclass(frozen=True, eq=False)
 class FpgaLIF(Node):
-    """STEP's LIF (tau = 2, hard reset to 0, ``>=``) on a signed ``membrane_bits`` membrane,
-    elementwise, stateful, ``M[-1] = 0``, ``A[t]`` the input in membrane units:
+    """STEP's LIF / IF family (tau = 2 or no leak) on a signed ``membrane_bits`` membrane,
+    elementwise, stateful, ``M[-1] = 0``, ``A[t]`` the input in membrane units, ``θ = threshold``:
 
     ``a = A[t] << input_shift`` (exact: finer membrane units where ``V_th · scale`` is not an integer)
     ``decay='input'`` (STEP, ``decay_input=True``): ``H = sat((M[t-1] + a) >> 1)``
     ``decay='state'`` (``decay_input=False``):      ``H = sat((M[t-1] >> 1) + a)``
     ``decay='none'``  (IF):                          ``H = sat(M[t-1] + a)``
-    ``S[t] = H >= threshold``;  ``M[t] = H · (1 - S[t])``
+
+    fire (``fire``):
+      ``'threshold'``:        ``S[t] = H >= θ``                                   (0/1)
+      ``'round'`` (STEP's ILIF, D = ``max_level``): ``S[t] = clamp(rne_div(H, θ), 0, D)``  (0..D)
+      ``'round_normalized'`` (STEP's NILIF, D = ``round_d``): ``S[t] = 2·H > D·θ``  (0/1)
+    reset (``reset``):
+      ``'hard'``: ``M[t] = H · (S[t] == 0)``   (to 0)
+      ``'soft'``: ``M[t] = H - S[t] · θ``      (subtract; never leaves the membrane's range:
+                  ``S > 0`` needs ``H >= (S - ½)·θ``, so ``M >= -θ/2``)
+
+    ``rne_div(a, b)`` is the exact integer round-half-to-even of ``a / b`` (``q = floor(a / b)``,
+    ``r = a - q·b``; ``q + 1`` when ``2r > b`` or ``2r == b`` and ``q`` is odd), the integer twin
+    of STEP's ``torch.round(H / θ)``; NILIF's ``round_half_even(clamp(H/θ, 0, D) / D)`` is 1
+    exactly when ``H/θ > D/2`` (the tie ``H/θ = D/2`` rounds to the even 0), i.e. ``2·H > D·θ``.
+    Spikes of ``fire='round'`` are ``ceil(log2(D + 1))``-bit unsigned integers on the stream
+    (:attr:`spike_bits`); the others are one bit. The defaults are STEP's LIF (hard reset to 0,
+    fire on ``>=``).
 
     ``>>`` is an arithmetic right shift: a floor (``AP_TRN``); ``sat`` clamps to
     ``[-2^(membrane_bits-1), 2^(membrane_bits-1) - 1]`` (``AP_SAT``) and counts the clamped
@@ -144,29 +165,63 @@ class FpgaLIF(Node):
 
     Exactness: with integer inputs the floor is exact against the float LIF run on the same
     inputs. ``floor((floor(x) + a) / 2) = floor((x + a) / 2)`` for integer ``a``, so ``H`` is
-    the float membrane ``H_f · scale`` floored at every step, and for an integer threshold
-    ``floor(h) >= θ  ⇔  h >= θ``: the spikes are those of the float LIF (``threshold = V_th ·
-    scale · 2^input_shift``; the attention LIF's 0.5 against counts of scale 8 gives ``threshold =
-    4``; a 0.5 threshold on spikes of scale 1 takes ``input_shift = 1``, ``threshold = 1``)."""
+    the float membrane ``h = H_f · scale`` floored at every step (a soft reset subtracts the
+    integer ``S·θ``, which commutes with the floor), and for an integer threshold
+    ``floor(h) >= θ  ⇔  h >= θ``: the threshold spikes are those of the float LIF (``threshold =
+    V_th · scale · 2^input_shift``; the attention LIF's 0.5 against counts of scale 8 gives
+    ``threshold = 4``; a 0.5 threshold on spikes of scale 1 takes ``input_shift = 1``,
+    ``threshold = 1``). The rounding rules compare ``H`` with the half-way points ``(k + ½)·θ``,
+    which are not all integers: ``round`` and ``round_normalized`` give the float neuron's spike
+    exactly when ``h`` is an integer (IF, ``decay='none'``, on integer inputs: exact) and may
+    differ when the LIF's halving leaves a fraction and a half-way point lies in ``[floor(h), h)``:
+    e.g. ``θ = 2``, ``h = 1.5``: the float ``round(0.75) = 1``, the integer ``rne_div(1, 2) = 0``
+    (a tie, to even); NILIF with ``D·θ = 2``, ``h = 1.5``: float ``3 > 2`` fires, integer ``2 > 2``
+    does not. Finer membrane units (``input_shift``) make such cases rarer, never impossible."""
 
     threshold: int = 1
     membrane_bits: int = 16
     decay: str = "input"
     input_shift: int = 0
+    reset: str = "hard"
+    fire: str = "threshold"
+    max_level: int = 1
+    round_d: int = 0
     stateful: ClassVar[bool] = True
 
     def __post_init__(self):
+        who = f"FpgaLIF {self.name}"
         if self.decay not in DECAYS:
-            raise ValueError(f"FpgaLIF {self.name}: decay={self.decay!r}, expected one of {DECAYS}")
+            raise ValueError(f"{who}: decay={self.decay!r}, expected one of {DECAYS}")
+        if self.reset not in RESETS:
+            raise ValueError(f"{who}: reset={self.reset!r}, expected one of {RESETS}")
+        if self.fire not in FIRE_RULES:
+            raise ValueError(f"{who}: fire={self.fire!r}, expected one of {FIRE_RULES}")
         if not 0 <= int(self.input_shift) <= 30:
-            raise ValueError(f"FpgaLIF {self.name}: input_shift={self.input_shift} outside 0..30")
+            raise ValueError(f"{who}: input_shift={self.input_shift} outside 0..30")
         lo, hi = 2, 62
         if not lo <= int(self.membrane_bits) <= hi:
-            raise ValueError(f"FpgaLIF {self.name}: membrane_bits={self.membrane_bits} outside {lo}..{hi}")
+            raise ValueError(f"{who}: membrane_bits={self.membrane_bits} outside {lo}..{hi}")
         lo_m, hi_m = signed_bounds(int(self.membrane_bits))
         if not lo_m <= int(self.threshold) <= hi_m:
-            raise ValueError(f"FpgaLIF {self.name}: threshold {self.threshold} does not fit a signed "
+            raise ValueError(f"{who}: threshold {self.threshold} does not fit a signed "
                              f"{self.membrane_bits}-bit membrane; widen membrane_bits")
+        if self.fire != "round" and int(self.max_level) != 1:
+            raise ValueError(f"{who}: fire={self.fire!r} sends 0/1 spikes, so max_level must be 1 "
+                             f"(got {self.max_level}); use fire='round' for integer spikes")
+        if self.fire == "round" and not 1 <= int(self.max_level) <= MAX_LEVEL:
+            raise ValueError(f"{who}: max_level={self.max_level} outside 1..{MAX_LEVEL} "
+                             f"(spikes of at most {MAX_LEVEL.bit_length()} bits)")
+        if self.fire == "round_normalized" and not 1 <= int(self.round_d) <= MAX_LEVEL:
+            raise ValueError(f"{who}: fire='round_normalized' needs round_d (NILIF's D) in 1..{MAX_LEVEL}, "
+                             f"got {self.round_d}")
+        if self.fire != "threshold" and int(self.threshold) < 1:
+            raise ValueError(f"{who}: fire={self.fire!r} divides by the threshold, which must be >= 1 "
+                             f"(got {self.threshold})")
+
+    @property
+    def spike_bits(self) -> int:
+        """Bits of one spike on the stream: ``ceil(log2(max_level + 1))`` (1 for 0/1 spikes)."""
+        return max(1, int(self.max_level).bit_length())
 
     def infer_shape(self, in_shapes):
         return in_shapes[0]
@@ -197,9 +252,13 @@ CONSTANTS = {
     "input_bits": 8, "input_rounding": "half to even (AP_RND_CONV), saturate",
     "synapse_rounding": "round half up: (acc + 2^(k-1)) >> k (AP_RND)", "synapse_overflow": "saturate (AP_SAT)",
     "lif": "tau = 2: H = (M + A) >> 1 (floor, AP_TRN); fire H >= threshold; hard reset to 0",
-    "membrane_overflow": "saturate (AP_SAT), counted", "compare": ">=", "reset": "to 0",
+    "membrane_overflow": "saturate (AP_SAT), counted", "compare": ">=", "reset": "to 0 (hard) or M = H - S*threshold (soft)",
+    "fire": "threshold: H >= threshold; round (ILIF): clamp(rne_div(H, threshold), 0, max_level); "
+            "round_normalized (NILIF): 2*H > round_d*threshold",
+    "rne_div": "exact integer round half to even of a / b (b > 0)", "max_level": MAX_LEVEL,
 }
 
 __all__ = [c.__name__ for c in FPGA_NODE_TYPES] + [
-    "FORMAT_NAME", "CONSTANTS", "FPGA_SYNAPSES", "FPGA_NODE_TYPES", "DECAYS", "WEIGHT_BITS_RANGE",
+    "FORMAT_NAME", "CONSTANTS", "FPGA_SYNAPSES", "FPGA_NODE_TYPES", "DECAYS", "RESETS", "FIRE_RULES", "MAX_LEVEL",
+    "WEIGHT_BITS_RANGE",
     "MEMBRANE_BITS_RANGE", "READOUT_BITS", "signed_bounds"]

@@ -3,8 +3,12 @@
 
 ``quantize_fpga(graph, calib_inputs, steps, weight_bits=8, per_channel=True, input_bits=8) -> (qgraph, report)``.
 
-Requires: a float IR without BatchNorm next to a synapse (``fold_batchnorm`` first), hard-reset
-binary neurons with ``v_reset = 0``, LIF neurons with ``tau = 2`` (a shift) or IF. Guarantees:
+Requires: a float IR without BatchNorm next to a synapse (``fold_batchnorm`` first), LIF/PLIF
+neurons with ``tau = 2`` (a shift) or IF, ``v_reset = 0``, hard or soft reset, binary threshold
+spikes, STEP's ILIF integer spikes (``fire='round'``, 0..D) or NILIF (``fire='round_normalized'``).
+Refused, each with a one-line diagnostic naming the node, the op, why and what to do: KLIF, EIF,
+CLIF and GLIF neurons and PSN's ``TemporalLinear``/``Heaviside`` (no exact integer form; they run on
+the float stages), ternary spikes, other taus. Guarantees:
 every op is integer (``fixedpoint.fpga`` types plus Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout),
 node names kept (spikes compare by name).
 
@@ -45,7 +49,15 @@ integer (a 0.5 threshold on spike counts of scale 1: j = 1; else rounded up and 
 ``threshold_exact: false``), membrane bits per layer from calibration: the bits of
 ``margin · max(|H|, |X|)``, at least 16 (DESIGN: 16..25). The floor in the shift is exact against
 the float LIF run on the same integer inputs (see ``FpgaLIF``), so every difference from float
-comes from the rounded weights, biases and synapse outputs.
+comes from the rounded weights, biases and synapse outputs, and, for ILIF/NILIF on a leaky
+membrane, from rounding the floored membrane (``FpgaLIF``'s docstring names the cases; IF is exact).
+A strict ``compare='>'`` on an IF neuron (STEP's IFNode) becomes ``H >= floor(θ) + 1``: exact (its
+``H`` is an integer); on a leaky neuron it stays ``H >= ceil(θ)``, which differs from the float
+neuron only where ``h`` equals the threshold exactly (reported ``compare_exact: false``). Soft reset, the fire rule, ``max_level`` and ``round_d`` carry over unchanged
+(``FpgaLIF`` has the same fields). **Integer spikes** (ILIF, 0..D) are ``ceil(log2(D + 1))``-bit
+values: a synapse they feed multiplies them (no gated add) and its accumulator bound uses D, not
+the calibration maximum (layout ops and max pooling pass the bound on, a residual ``Add`` of
+integer spike maps sums the bounds).
 
 **Input**: analog pixels become ``input_bits``-bit integers (signed when the calibration data
 holds negative values), as for Loihi. **Readout**: ``TemporalMean -> Linear`` becomes ``Linear ->
@@ -178,16 +190,82 @@ def _decay(n: ir.Neuron) -> str:
     return "input" if n.decay_input else "state"
 
 
+def _fire_problem(n: ir.Neuron) -> Optional[Diagnostic]:
+    """What the FPGA neuron cannot do of ``n``'s fire rule (beyond ``prepare``'s checks), or None."""
+    if n.fire == "round" and not 1 <= int(n.max_level) <= fx.MAX_LEVEL:
+        return Diagnostic("quantize-neuron", n.name, f"ILIF max_level={n.max_level}: the FPGA streams integer spikes "
+                          f"of at most {fx.MAX_LEVEL.bit_length()} bits (0..{fx.MAX_LEVEL})",
+                          hint=f"use max_level <= {fx.MAX_LEVEL}")
+    if n.fire == "round_normalized" and not 1 <= int(n.round_d) <= fx.MAX_LEVEL:
+        return Diagnostic("quantize-neuron", n.name, f"NILIF round_d={n.round_d} outside 1..{fx.MAX_LEVEL}",
+                          hint=f"use round_d <= {fx.MAX_LEVEL}")
+    if n.fire != "threshold" and float(n.v_threshold) <= 0:
+        return Diagnostic("quantize-neuron", n.name, f"fire={n.fire} with v_threshold={n.v_threshold}: the rounding "
+                          "divides by the threshold", hint="use a positive threshold")
+    return None
+
+
+def check_neurons(g: ir.Graph) -> None:
+    """Every neuron's charge and fire rule has an FPGA form (``_decay``, ``_fire_problem``); all
+    problems reported at once."""
+    bad = []
+    for n in g.nodes.values():
+        if n.op != "Neuron":
+            continue
+        try:
+            _decay(n)
+        except IRError as e:
+            bad += e.diagnostics
+        d = _fire_problem(n)
+        if d is not None:
+            bad.append(d)
+    if bad:
+        raise IRError(bad)
+
+
+def _threshold(n: ir.Neuron, theta_f: float) -> int:
+    """The integer ``θ`` of ``H >= θ``: ``ceil(θ_f)`` (``>=`` and the rounding rules; for every
+    integer ``H``, ``H >= θ ⇔ H >= θ_f``); for a strict ``>`` on an IF membrane (integer ``H``, exactly
+    the float one) ``floor(θ_f) + 1`` (``H > θ_f ⇔ H >= floor(θ_f) + 1``). A leaky ``>`` neuron keeps
+    ``ceil(θ_f)``: its floored ``H`` cannot tell ``h = θ_f`` from ``h`` just above, so it differs from
+    the float neuron only where ``h`` equals the threshold exactly (``compare_exact: false``)."""
+    if n.fire == "threshold" and n.compare == ">" and _decay(n) == "none":
+        return int(math.floor(theta_f)) + 1
+    return int(math.ceil(theta_f))
+
+
 def _quantize_neuron(n: ir.Neuron, src: str, s: float, bits: int):
     """The smallest ``input_shift`` (<= MAX_INPUT_SHIFT) that makes ``V_th · s · 2^j`` an integer;
-    otherwise the threshold is rounded up and flagged inexact."""
+    otherwise the threshold is rounded (up for ``>=``) and flagged inexact."""
     j = next((j for j in range(MAX_INPUT_SHIFT + 1) if (float(n.v_threshold) * s * 2 ** j).is_integer()), 0)
     theta_f = float(n.v_threshold) * s * 2 ** j
-    theta = int(math.ceil(theta_f))
-    node = fx.FpgaLIF(n.name, (src,), threshold=theta, membrane_bits=bits + j, decay=_decay(n), input_shift=j)
+    theta = _threshold(n, theta_f)
+    node = fx.FpgaLIF(n.name, (src,), threshold=theta, membrane_bits=bits + j, decay=_decay(n), input_shift=j,
+                      reset=n.reset, fire=n.fire, max_level=int(n.max_level) if n.fire == "round" else 1,
+                      round_d=int(n.round_d) if n.fire == "round_normalized" else 0)
     return node, {"op": "FpgaLIF", "membrane_scale": s * 2 ** j, "membrane_bits": bits + j, "input_shift": j,
-                  "threshold": n.v_threshold, "threshold_int": theta, "threshold_exact": theta == theta_f,
-                  "decay": node.decay}
+                  "threshold": n.v_threshold, "threshold_int": theta, "threshold_exact": float(theta_f).is_integer(),
+                  "compare": n.compare if n.fire == "threshold" else None,
+                  "compare_exact": not (n.fire == "threshold" and n.compare == ">" and node.decay != "none"),
+                  "decay": node.decay, "reset": node.reset,
+                  "fire": node.fire, "max_level": node.max_level, "round_d": node.round_d,
+                  "spike_bits": node.spike_bits}
+
+
+def value_bound(g: ir.Graph, name: str) -> Optional[int]:
+    """The exact largest value of tensor ``name`` when it is spikes: a neuron's top level (1, or D
+    for ILIF integer spikes), passed on by layout ops and max pooling, summed by an ``Add`` of
+    spike maps when one of them carries integer spikes; None otherwise (calibration decides)."""
+    n = g[name]
+    if n.op == "Neuron":
+        return int(n.max_level) if n.output == "integer" else 1
+    if n.op in ("Reshape", "Flatten", "Transpose", "MaxPool2d", "Delay"):
+        return value_bound(g, n.inputs[0])
+    if n.op == "Add":  # a residual of integer spike maps: the sum of the bounds (binary ones keep calibration)
+        bounds = [value_bound(g, i) for i in n.inputs]
+        if None not in bounds and max(bounds) > 1:
+            return sum(bounds)
+    return None
 
 
 # --------------------------------------------------------------------------- widths
@@ -256,6 +334,9 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, widths: dict, input_q: dict,
             qi = input_q.get(src)
             xmax = (2 ** (qi["bits"] - (not qi["signed"])) if qi else
                     max(1.0, stats.get(src, {}).get("amax", 1.0) * s_in))
+            spikes = None if qi else value_bound(g, src)
+            if spikes is not None:  # integer spikes: the bound is D, whatever the calibration reached
+                xmax = max(xmax, spikes * s_in)
             node, info = _quantize_synapse(ir.replace(n, inputs=ins), s_in, sc.scale(sig, n.name), xmax,
                                            max(lo, widths.get(sc.cls[n.name], lo)), weight_bits, per_channel,
                                            (means or {}).get(n.name))
@@ -289,10 +370,8 @@ def quantize_fpga(graph: ir.Graph, calib_inputs, steps: Optional[int] = None, we
     ``bias_correction`` (default on): subtract from each bias the calibration mean of the output
     error the rounded weights make (see the module docstring, **Bias correction**)."""
     quantize_weights(np.zeros((1, 1)), 1.0, weight_bits, per_channel)  # validates weight_bits up front
-    g = prepare(graph, "FPGA")
-    for n in g.nodes.values():
-        if n.op == "Neuron":
-            _decay(n)
+    g = prepare(graph, "FPGA", multi_level=True)
+    check_neurons(g)
     T = int(steps or g.metadata.get("time_steps") or 0)
     if T <= 0:
         raise ValueError("quantize_fpga needs steps=T (the number of time steps the network runs)")
@@ -354,4 +433,5 @@ def quantize_fpga_pass(graph: ir.Graph, ctx: PassContext) -> ir.Graph:
 
 
 __all__ = ["quantize_fpga", "quantize_fpga_pass", "quantize_weights", "class_widths", "input_means", "build",
+           "check_neurons", "value_bound",
            "MAX_SHIFT", "MAX_INPUT_SHIFT"]
