@@ -36,6 +36,13 @@ def train_main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--T", type=int, help="time steps (default: the config's)")
+    ap.add_argument("--node", help="neuron of every layer: a short name (lif, if, plif, ilif, nilif, eif, klif, "
+                                   "hdlif, clif, glif, psn) or STEP's class name (ILIFNode, ...); default: the "
+                                   "config's (lif). Saved in the checkpoint: step-export/step-parity rebuild it")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 trains several "
+                                                "times faster on a machine whose cores are busy)")
+    ap.add_argument("--reset", choices=("hard", "soft"),
+                    help="reset of if/lif/plif neurons: hard (to 0, STEP's default) or soft (subtract the threshold)")
     ap.add_argument("-o", "--output", required=True, help="checkpoint file to write")
     ap.add_argument("--reuse", action="store_true", help="keep an existing checkpoint trained with the same arguments")
     ap.add_argument("--force", action="store_true",
@@ -50,7 +57,7 @@ def train_main(argv=None) -> int:
         from step_deploy.training import TrainArgs, is_step_deploy_checkpoint, train, validate_train_args
 
         targs = TrainArgs(arch=a.arch, data=a.data, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                          T=a.T, root=a.root)
+                          T=a.T, root=a.root, node=a.node, reset=a.reset, threads=a.threads)
         validate_train_args(targs)
         out = check_output_file(a.output, a.force, is_ours=is_step_deploy_checkpoint, what="checkpoint")
         if a.reuse and is_step_deploy_checkpoint(out):
@@ -67,7 +74,9 @@ def train_main(argv=None) -> int:
             raise OutputError(f"{out}: could not write the checkpoint ({e.strerror or e})") from None
     except (StepDeployError, IRError) as e:
         return _fail(str(e))
-    print(f"{a.arch} on {a.data}: test accuracy {metrics['test_accuracy']:.4f} "
+    neuron = (f" with {metrics.get('node', a.node or 'lif')} neurons" if a.node or a.reset else "") + (
+        f", {a.reset} reset" if a.reset else "")
+    print(f"{a.arch}{neuron} on {a.data}: test accuracy {metrics['test_accuracy']:.4f} "
           f"({metrics['test_samples']} samples), trained in {metrics['train_seconds']:.0f} s -> {out}")
     return 0
 

@@ -36,6 +36,38 @@ class TrainArgs:
     T: Optional[int] = None  # None: the arch's default number of time steps
     root: Optional[str] = None
     threads: Optional[int] = None
+    node: Optional[str] = None  # None: the arch's neuron (LIF); a short name (ilif) or STEP's class name (ILIFNode)
+    reset: Optional[str] = None  # None: the neuron's own reset; "soft" / "hard" for if, lif, plif
+
+
+RESETS = ("hard", "soft")
+
+
+def neuron_choice(args: "TrainArgs") -> dict:
+    """The model overrides ``--node``/``--reset`` ask for: ``node`` as our short name (a STEP class
+    name is translated: ``ILIFNode`` -> ``ilif``) and ``reset`` where given. Raises
+    :class:`UsageError` naming the option when the neuron is unknown or does not take the reset
+    (ILIF/NILIF reset softly by definition, EIF/KLIF hard; only if, lif and plif choose)."""
+    from step_deploy.models.neurons import NEURONS, make_neuron, neuron_class
+
+    over: dict = {}
+    if args.node is not None:
+        try:
+            cls = neuron_class(args.node)
+        except ValueError as e:
+            raise UsageError(f"--node: {e}") from None
+        over["node"] = next(short for short, c in NEURONS.items() if c is cls)
+    if args.reset is not None:
+        if args.reset not in RESETS:
+            raise UsageError(f"--reset must be one of {', '.join(RESETS)}, got {args.reset!r}")
+        node = over.get("node", "lif")
+        try:
+            make_neuron(node, reset=args.reset)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"--reset {args.reset} with --node {node}: {e}. Only if, lif and plif choose their "
+                             f"reset; drop --reset") from None
+        over["reset"] = args.reset
+    return over
 
 
 def validate_train_args(args: TrainArgs) -> None:
@@ -59,7 +91,7 @@ def validate_train_args(args: TrainArgs) -> None:
     if args.T is not None:
         _at_least("--T", args.T, 1)
     if args.threads is not None:
-        _at_least("threads", args.threads, 1)
+        _at_least("--threads", args.threads, 1)
     if not (isinstance(args.seed, int) and 0 <= args.seed < 2**32):
         raise UsageError(f"--seed must be an integer in [0, 2**32), got {args.seed!r}")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -68,6 +100,7 @@ def validate_train_args(args: TrainArgs) -> None:
         raise UsageError(f"weight_decay must be >= 0, got {args.weight_decay!r}")
     if not (0 <= args.label_smoothing < 1):
         raise UsageError(f"label_smoothing must be in [0, 1), got {args.label_smoothing!r}")
+    neuron_choice(args)
 
 
 def _at_least(option: str, value, low: int) -> None:
@@ -169,7 +202,7 @@ def train(args: TrainArgs, progress: bool = True):
         torch.set_num_threads(args.threads)
     gen = seed_everything(args.seed)
     T = args.T
-    model = build_model(args.arch, **model_overrides_for(args.data, T))
+    model = build_model(args.arch, **model_overrides_for(args.data, T), **neuron_choice(args))
     T = model.config.get("step", T)
     train_set = _load_split(args, "train", T)
     test_set = _load_split(args, "test", T)
@@ -182,7 +215,7 @@ def train(args: TrainArgs, progress: bool = True):
     acc = evaluate(model, test_set)
     metrics = {"test_accuracy": acc, "train_seconds": round(train_seconds, 1), "epochs": args.epochs,
                "final_train_loss": history[-1], "train_samples": len(train_set), "test_samples": len(test_set),
-               "dataset": args.data, "T": T, "train_args": asdict(args)}
+               "dataset": args.data, "T": T, "node": model.config.get("node"), "train_args": asdict(args)}
     return model, metrics
 
 

@@ -9,7 +9,9 @@ MAC (the same no-reuse convention as the SNN's event-driven reads); every neuron
 activation layer (one quantize/ReLU per value, b bits written and read, no membrane); attention
 products are dense MACs of b-bit operands; reductions add every value once. Weight widths and
 the accumulator width are the SNN's, so the two differ only in what the issue compares:
-activations of b bits once versus spikes over T steps.
+activations of b bits once versus spikes over T steps. Multi-level spikes widen the budget: T
+steps of spikes with L levels (ILIF: D + 1; ternary: 3) sum to T·(L − 1) + 1 values, so
+``b = ceil(log2(T·(L − 1) + 1))`` with L the most levels of any neuron (:func:`spike_levels`).
 
 **Break-even.** The SNN's energy is split into a part that scales with the number of spikes
 (synaptic operations and their weight reads on spike or spike-sum inputs, spike traffic, attention,
@@ -37,11 +39,23 @@ VARIABLE = ("synapses", "synapses_ac", "weights_memory", "spike_traffic", "atten
 QANN_MODELS = ("paper", "step", "horowitz")
 
 
-def activation_bits(steps: int) -> int:
-    """Bits of a QANN activation equivalent to ``steps`` binary time steps: ceil(log2(T + 1))."""
+def activation_bits(steps: int, levels: int = 2) -> int:
+    """Bits of a QANN activation equivalent to ``steps`` time steps of spikes with ``levels``
+    values each: a sum of T such spikes takes ``T·(L - 1) + 1`` values, so
+    ``ceil(log2(T·(L - 1) + 1))``; binary spikes (L = 2): ``ceil(log2(T + 1))``."""
     if steps < 1:
         raise EnergyModelError(f"steps={steps}: need at least one time step")
-    return max(1, math.ceil(math.log2(steps + 1)))
+    return max(1, math.ceil(math.log2(steps * (levels - 1) + 1)))
+
+
+def spike_levels(counts: Counts) -> int:
+    """The most output levels of any counted neuron (2 when every neuron sends binary spikes)."""
+    return max([r.levels for r in counts.of_kind("neuron")] + [2])
+
+
+def activation_rule(levels: int) -> str:
+    """How the QANN's activation bits were chosen, as a formula (for reports)."""
+    return "ceil(log2(T+1))" if levels == 2 else f"ceil(log2(T·(L-1)+1)) with L = {levels} spike levels"
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,7 @@ def qann_counts(counts: Counts, activation_bits_: Optional[int] = None, union: O
     (the same graph counted once on "non-zero at any step", ``energy_eval.run.union_traces``), each layer also
     gets the work of a QANN that skips zero activations: ``effective_macs`` (non-zero activations x
     fan-out), ``nonzero_values`` and ``effective_adds``."""
-    b = activation_bits_ or activation_bits(counts.steps)
+    b = activation_bits_ or activation_bits(counts.steps, spike_levels(counts))
     T, B = counts.steps, max(counts.samples, 1)
     u = {r.name: r for r in union.rows} if union is not None else {}
     layers = {}
@@ -148,7 +162,7 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
             rows.append(LayerEnergy(name, r["kind"], comp))
     how = "skipping zero activations" if zero_skipping else "dense (no zero skipping)"
     return EnergyReport(f"{model} (QANN, {b}-bit activations, {how})", c.description(model), 1, tuple(rows),
-                        dict(c.used), (f"activations of ceil(log2(T+1)) = {b} bits, {how}, run once",),
+                        dict(c.used), (f"activations of {activation_rule(spike_levels(snn_counts))} = {b} bits, {how}, run once",),
                         {"activation_bits": b, "accumulator_bits": acc, "number_format": counts_format(snn_counts)})
 
 
@@ -222,5 +236,6 @@ def break_even(snn: EnergyReport, qann: EnergyReport, counts: Counts) -> BreakEv
     return BreakEven(snn.model, snn.per_sample_pj, e_q, fixed, var, r0, rate)
 
 
-__all__ = ["BreakEven", "QANN_MODELS", "QannCounts", "VARIABLE", "activation_bits", "break_even",
+__all__ = ["BreakEven", "QANN_MODELS", "QannCounts", "VARIABLE", "activation_bits", "activation_rule", "break_even",
+           "spike_levels",
            "overall_firing_rate", "price_qann", "qann_counts"]

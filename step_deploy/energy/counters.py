@@ -14,8 +14,15 @@ record=needed_traces(graph))`` or ``simulators.golden.run_golden`` return, or wh
   row's ``value_class`` says what arrives: ``binary`` spikes make each synop an accumulate
   (``operation='ac'``); ``multilevel`` values (spike-map residual sums, counts; ``bits`` says how
   wide) and ``real`` values (the analog first layer) make it a multiply-accumulate
-  (``operation='mac'``: a ``bits``-bit value times the weight).
-* **neurons** (``Neuron``, ``LoihiLIF``, ``FpgaLIF``), per step: ``spikes`` emitted (non-zero
+  (``operation='mac'``: a ``bits``-bit value times the weight); ``multibit`` spikes (a neuron's
+  integer or ternary output of ``bits`` bits, see *Multi-bit spikes*) make it ``bit_ops = bits``
+  accumulates (``operation='ac'``).
+  ``TemporalLinear`` (PSN's charge across time, ``Y[t] = Σ_τ W[t,τ] X[τ] + b[t]``) is a synapse
+  too: an input value at step τ reaches the T outputs of its position (counted at step τ), and
+  every output is a T-term sum (``dense_macs`` = values x T per step).
+* **neurons** (``Neuron`` and its subclasses ``KLIFNeuron``, ``EIFNeuron``, ``CLIFNeuron``,
+  ``GLIFNeuron``; ``LoihiLIF``, ``FpgaLIF``; ``Heaviside``, PSN's stateless spike, which has no
+  membrane: 0 state bits), per step: ``spikes`` emitted (non-zero
   outputs); ``updates`` (every neuron, every step: leak, compare, reset);
   ``membrane_bits_read`` and ``membrane_bits_written`` (every neuron's state, every step);
   ``spike_bits``: spikes times the bits of one spike (event traffic to the next layers);
@@ -28,6 +35,18 @@ record=needed_traces(graph))`` or ``simulators.golden.run_golden`` return, or wh
   operand's value is added where the spike is 1), ``mac`` otherwise.
 * **reductions** (``Sum``, ``Mean``: SDT's column sum, QKFormer's per-head channel sum, the token
   mean before the head), per step: ``values`` read and ``accumulates`` (non-zero inputs added).
+
+**Multi-bit spikes (Bit Budget).** A neuron with L output levels (IR ``Neuron.levels``: STEP's
+ILIF sends integers 0..D, L = D + 1; ternary neurons -1/0/+1, L = 3) sends ``b = ceil(log2(L))``
+bits per non-zero spike, so ``spike_bits`` = spikes x b. A synaptic operation on such a spike adds
+``value·w``; with no multiplier that is a shift-and-add over the spike's bits
+(``value·w = Σ_i bit_i(value)·(w << i)``), so the row states ``bit_ops = b``: the accumulates one
+counted synaptic operation costs (the weight is read once). A product (attention) with a
+multi-bit spike operand and no binary one likewise costs ``bit_ops`` = the bits of its narrower
+multi-bit spike operand (a binary operand only gates: one accumulate, as before). Shen et al.'s
+Bit Budget (CVPR 2024, abstract: spike and weight bits are the budget, not SynOps; its S-ACE
+formula could not be read, see ``docs/energy.md``) is the source of pricing by bits; the
+shift-and-add decomposition is ours. Binary networks are unchanged (``bit_ops = 1`` everywhere).
 
 **Readout.** A synapse that reads a ``TemporalMean`` (the head after STEP's mean over T) is
 counted as every deployed network runs it: per step on the mean's input, followed by a temporal
@@ -56,12 +75,13 @@ import torch
 from step_deploy import ir
 
 from .counts import CONVENTIONS, CountError, Counts, LayerCounts, compare_counts  # noqa: F401 (re-exported)
-from .value_classes import BINARY, REAL, ValueClass, value_classes
+from .value_classes import BINARY, MULTIBIT, REAL, ValueClass, value_classes
 
 SYNAPSE_OPS = {"Conv2d": "conv2d", "FixedConv2d": "conv2d", "FpgaConv2d": "conv2d",
                "Conv1d": "conv1d", "FixedConv1d": "conv1d", "FpgaConv1d": "conv1d",
-               "Linear": "linear", "FixedLinear": "linear", "FpgaLinear": "linear"}
-NEURON_OPS = ("Neuron", "LoihiLIF", "FpgaLIF")
+               "Linear": "linear", "FixedLinear": "linear", "FpgaLinear": "linear",
+               "TemporalLinear": "temporal"}
+NEURON_OPS = ("Neuron", "KLIFNeuron", "EIFNeuron", "CLIFNeuron", "GLIFNeuron", "LoihiLIF", "FpgaLIF", "Heaviside")
 PRODUCT_OPS = ("MatMul", "Mul")
 REDUCTION_OPS = ("Sum", "Mean")
 
@@ -72,6 +92,11 @@ COUNTERS = {
     "product": ("products", "coincidences", "accumulates"),
     "reduction": ("values", "accumulates"),
 }
+
+#: neurons with no state to read and write
+STATELESS_NEURON_OPS = ("Heaviside",)
+#: float neurons with more than one state variable per neuron
+FLOAT_STATES = {"CLIFNeuron": 2}
 
 FLOAT_BITS = 32
 LOIHI_WEIGHT_BITS = 8
@@ -102,11 +127,15 @@ def default_weight_bits(node: ir.Node) -> int:
 
 
 def default_membrane_bits(node: ir.Node) -> int:
+    """State bits of one neuron: FPGA its ``membrane_bits``, Loihi ``u`` and ``v``, float32 per
+    state of a float neuron (CLIF has two: ``V`` and ``M``), none for the stateless ``Heaviside``."""
     if node.op == "FpgaLIF":
         return int(node.membrane_bits)
     if node.op == "LoihiLIF":
         return LOIHI_STATE_BITS
-    return FLOAT_BITS
+    if node.op in STATELESS_NEURON_OPS:
+        return 0
+    return FLOAT_BITS * FLOAT_STATES.get(node.op, 1)
 
 
 def bit_widths(graph: ir.Graph) -> tuple[dict[str, int], dict[str, int]]:
@@ -334,6 +363,8 @@ def _synapse_counts(n: ir.Node, nz: _NonZeros, plan: GraphPlan, src: str) -> tup
     """``(synops (T, B) int64, dense MACs per step and sample)`` of one synapse node."""
     w = n.weight.shape
     in_shape, out_shape = plan.shapes[src], plan.shapes[n.name]
+    if SYNAPSE_OPS[n.op] == "temporal":  # each value reaches the T outputs of its position; T MACs per output
+        return nz.count(src, n.name) * int(w[0]), math.prod(out_shape) * int(w[1])
     if SYNAPSE_OPS[n.op] == "linear":
         return nz.count(src, n.name) * int(w[0]), math.prod(in_shape[:-1]) * w[1] * w[0]
     per_channel_out = int(w[0]) // int(n.groups)
@@ -361,10 +392,23 @@ def _lift(x: torch.Tensor, rank: int) -> torch.Tensor:
     return x.reshape(x.shape[:2] + (1,) * extra + x.shape[2:]) if extra > 0 else x
 
 
-def _product_operation(ca: ValueClass, cb: ValueClass) -> str:
+def _product_operation(ca: ValueClass, cb: ValueClass) -> tuple[str, int]:
+    """``(operation, bit_ops)`` of a product of two live tensors (see *Multi-bit spikes*)."""
     if ca.kind == BINARY and cb.kind == BINARY:
-        return "and"
-    return "ac" if BINARY in (ca.kind, cb.kind) else "mac"
+        return "and", 1
+    if BINARY in (ca.kind, cb.kind):
+        return "ac", 1
+    multibit = [c.bits for c in (ca, cb) if c.kind == MULTIBIT]
+    return ("ac", min(multibit)) if multibit else ("mac", 1)
+
+
+def _synapse_operation(c: ValueClass) -> tuple[str, int]:
+    """``(operation, bit_ops)`` of one synaptic operation on an input of class ``c``."""
+    if c.kind == BINARY:
+        return "ac", 1
+    if c.kind == MULTIBIT:
+        return "ac", int(c.bits)
+    return "mac", 1
 
 
 def _wider(a: Optional[int], b: Optional[int]) -> Optional[int]:
@@ -402,17 +446,20 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
             c = classes[src]
             counters = {"nonzero_inputs": inputs, "synops": syn, "dense_macs": dense, "weight_bits_read": syn * wb,
                         "weight_bits_read_dense": dense * wb}
-            rows.append(LayerCounts(n.name, n.op, "synapse", c.kind, c.bits, "ac" if c.kind == BINARY else "mac",
-                                    math.prod(shapes[src]), counters, weight_bits=wb))
+            operation, bit_ops = _synapse_operation(c)
+            rows.append(LayerCounts(n.name, n.op, "synapse", c.kind, c.bits, operation,
+                                    math.prod(shapes[src]), counters, weight_bits=wb, bit_ops=bit_ops))
         elif n.op in NEURON_OPS:
             spikes = nz.count(n.name, n.name)
             size = math.prod(shapes[n.name])
-            mb = _bits_for(membrane_bits, n.name, default_membrane_bits(n), "membrane_bits")
+            mb = 0 if n.op in STATELESS_NEURON_OPS else _bits_for(membrane_bits, n.name, default_membrane_bits(n),
+                                                                  "membrane_bits")
             c = classes[n.name]
             counters = {"spikes": spikes, "updates": size, "membrane_bits_read": size * mb,
                         "membrane_bits_written": size * mb, "spike_bits": spikes * c.bits,
                         "spike_bits_dense": size * c.bits}
-            rows.append(LayerCounts(n.name, n.op, "neuron", c.kind, c.bits, None, size, counters, membrane_bits=mb))
+            rows.append(LayerCounts(n.name, n.op, "neuron", c.kind, c.bits, None, size, counters, membrane_bits=mb,
+                                    bit_ops=c.bits if c.kind == MULTIBIT else 1, levels=c.levels))
         elif n.op in PRODUCT_OPS:
             a = nz.mask(n.inputs[0], n.name)
             b = nz.mask(n.inputs[1], n.name)
@@ -431,8 +478,9 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
                 dense = math.prod(shapes[n.name])
                 acc = 0
             counters = {"products": dense, "coincidences": coinc, "accumulates": acc}
+            operation, bit_ops = _product_operation(ca, cb)
             rows.append(LayerCounts(n.name, n.op, "product", f"{ca.kind}*{cb.kind}", _wider(ca.bits, cb.bits),
-                                    _product_operation(ca, cb), dense, counters))
+                                    operation, dense, counters, bit_ops=bit_ops))
         elif n.op in REDUCTION_OPS:
             reductions.append(n)
     for n in reductions:  # after the others: a reduction of real values needs no trace, only B
@@ -450,4 +498,4 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
 
 __all__ = ["COUNTERS", "CONVENTIONS", "CountError", "Counts", "GraphPlan", "LayerCounts", "bit_widths",
            "compare_counts", "count_graph", "default_membrane_bits", "default_weight_bits", "graph_plan",
-           "needed_traces", "SYNAPSE_OPS", "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS"]
+           "needed_traces", "SYNAPSE_OPS", "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS", "STATELESS_NEURON_OPS"]

@@ -27,7 +27,11 @@ class LayerCounts:
     ``value_class``/``bits``: of the input (synapses, reductions), of the output (neurons), of both
     operands (products, e.g. ``'binary*binary'``, ``bits`` the wider one). ``size``: values per
     step and sample (a neuron layer's neurons, a synapse's input values). ``weight_bits`` and
-    ``membrane_bits``: the widths used (None where they do not apply)."""
+    ``membrane_bits``: the widths used (None where they do not apply). ``bit_ops``: accumulates
+    one counted operation costs when a multi-bit spike of b bits is involved (Bit Budget, see
+    ``counters`` *Multi-bit spikes*): b for a synapse reading such spikes and for the neuron
+    sending them, the narrower spike's bits for a product of two; 1 everywhere else. ``levels``:
+    the output levels L of a neuron row (2 for binary spikes, D + 1 for ILIF, 3 for ternary)."""
 
     name: str
     op: str
@@ -40,6 +44,8 @@ class LayerCounts:
     weight_bits: Optional[int] = None
     membrane_bits: Optional[int] = None
     numeric: Optional[str] = None
+    bit_ops: int = 1
+    levels: int = 2
 
     @property
     def number_format(self) -> str:
@@ -82,6 +88,10 @@ class LayerCounts:
              "weight_bits": self.weight_bits, "membrane_bits": self.membrane_bits,
              "total": {k: self.total(k) for k in self.counters},
              "per_step": {k: [int(v) for v in self.per_step(k)] for k in self.counters}}
+        if self.bit_ops != 1:  # only multi-bit rows: the files of binary networks stay as they were
+            d["bit_ops"] = self.bit_ops
+        if self.levels != 2:
+            d["levels"] = self.levels
         if self.kind == "neuron":
             d["firing_rate"] = self.firing_rate
             d["firing_rate_per_step"] = [float(v) for v in self.firing_rate_per_step()]
@@ -158,8 +168,12 @@ CONVENTIONS = {
     "products": "MatMul/Mul of two live tensors: dense products, coincidences (both operands non-zero), "
                 "accumulates (coincidences added into outputs; none for Mul)",
     "readout": "a synapse after TemporalMean is counted per step on the mean's input (Linear -> TemporalSum)",
-    "value_class": "binary: spikes (synop = accumulate); multilevel: integer counts of 'bits' bits "
-                   "(synop = multiply by the weight); real: analog / weighted values (synop = MAC)",
+    "value_class": "binary: spikes (synop = accumulate); multibit: a neuron's multi-level spikes of 'bits' = "
+                   "ceil(log2(levels)) bits (synop = 'bits' accumulates, a shift-and-add per bit); multilevel: "
+                   "integer counts of 'bits' bits (synop = multiply by the weight); real: analog / weighted values "
+                   "(synop = MAC)",
+    "bit_ops": "accumulates per counted operation on multi-bit spikes (Bit Budget): a spike's bits for a synapse "
+               "and its neuron, the narrower spike's bits for a product of two; 1 (and omitted) elsewhere",
 }
 
 
@@ -223,7 +237,7 @@ def rebit(counts: Counts, weight_bits=None, membrane_bits=None, numeric: Optiona
             c["weight_bits_read_dense"] = r.counters["dense_macs"] * wb
             rows.append(dataclasses.replace(r, counters=c, weight_bits=wb, numeric=numeric or r.numeric))
         elif r.kind == "neuron":
-            mb = pick(membrane_bits, r.name, r.membrane_bits)
+            mb = 0 if r.membrane_bits == 0 else pick(membrane_bits, r.name, r.membrane_bits)  # stateless stays so
             c["membrane_bits_read"] = r.counters["updates"] * mb
             c["membrane_bits_written"] = r.counters["updates"] * mb
             rows.append(dataclasses.replace(r, counters=c, membrane_bits=mb, numeric=numeric or r.numeric))

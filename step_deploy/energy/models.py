@@ -15,7 +15,8 @@ number comes from ``constants.yaml`` (source and confidence carried into the rep
             binary synop = add at the accumulator width; multi-level or real synop = multiply
             (max of weight and input bits) + add; neuron update = 2 adds at the membrane width
             for integer neurons (integrate, compare; the τ = 2 leak is a shift), 1 mult + 3 adds
-            in float32 (X − V, ×1/τ, +V, compare); attention: an add per accumulate (AND and
+            in float32 (X − V, ×1/τ, +V, compare), one compare for PSN's stateless Heaviside;
+            attention: an add per accumulate (AND and
             popcount gating are free: no Horowitz figure, below an 8-bit add), a multiply more
             when neither operand is binary; memory: SRAM 64-bit reads priced by the size of the
             memory the bits come from (the layer's weights, its membranes, its output buffer).
@@ -24,6 +25,29 @@ number comes from ``constants.yaml`` (source and confidence carried into the rep
             mapped layer every step, spike out per spike, one axon message per destination core,
             NoC hops between the layers' cores on the mesh (layers placed on consecutive cores),
             attention accumulates on the embedded cores; host nodes (the head) are not priced.
+
+**Multi-bit spikes (Bit Budget).** A neuron with L output levels sends b = ceil(log2(L)) bits per
+non-zero spike (ternary and ILIF with D = 2: 2 bits); the counts state it (``spike_bits`` = spikes
+x b; ``bit_ops`` = b on the neuron, on every synapse reading it and on products with it, see
+``counters``). Every model prices such a spike as b one-bit spikes where it prices spike work,
+and binary networks (b = 1) are priced exactly as before:
+
+``paper``    a synaptic operation on a b-bit spike is b accumulates: ``E_AC · b`` (value·w as a
+             shift-and-add over the spike's bits; the papers' E_AC, Horowitz 2014 via Spikformer).
+``step``     the same ``E_AC · b`` per synaptic operation (not a MAC: no multiplier is needed); its
+             weight is read once; spike traffic is ``e_memory_bit`` per bit moved, so b bits per spike.
+``horowitz`` b adds at the accumulator width per synaptic operation; spike traffic per bit as before.
+``loihi``    a b-bit graded spike (Loihi 2) is priced as b binary events: synaptic events, spike out
+             and axon/NoC messages each x b x ``loihi.graded_events_per_bit`` (an assumption: no
+             graded-spike energy of Loihi 2 is published; Davies et al.'s events are binary).
+
+So a network whose neurons send 2-bit spikes costs exactly twice the spike-driven terms of the
+same network with binary spikes at the same spike counts (synaptic operations, spike traffic;
+Loihi: synaptic events, spike out, messages) and the same in every other term (weight reads,
+membranes, neuron updates). Sources: Shen et al., "Are Conventional SNNs Really Efficient? A
+Perspective from Network Quantization" (Bit Budget, CVPR 2024: spike and weight bits, not SynOps,
+are the budget; only its abstract could be read, its S-ACE formula is not reproduced here); the
+shift-and-add decomposition is this project's convention, stated in ``CONVENTIONS``.
 
 A model returns one :class:`LayerEnergy` per counted row (pJ summed over the batch, split into
 components); :func:`price` wraps them in an :class:`EnergyReport` with the constants used."""
@@ -146,9 +170,9 @@ def _paper(counts: Counts, graph, c: Constants, opts: dict) -> list:
     for r in counts.rows:
         if r.kind == "synapse":
             comp = ({"synapses_mac": e_mac * r.total("dense_macs")} if r.value_class == "real"
-                    else {"synapses_ac": e_ac * r.total("synops")})
+                    else {"synapses_ac": e_ac * r.bit_ops * r.total("synops")})
         elif r.kind == "product":
-            comp = {"attention": e_ac * r.total("accumulates")}
+            comp = {"attention": e_ac * r.bit_ops * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e_ac * r.total("accumulates")}
         else:
@@ -163,13 +187,14 @@ def _step(counts: Counts, graph, c: Constants, opts: dict) -> list:
     for r in counts.rows:
         comp = {}
         if r.kind == "synapse":
-            e = e_ac if r.value_class == "binary" else e_mac
+            e = e_ac * r.bit_ops if r.operation == "ac" else e_mac
             comp = {"synapses": e * r.total("synops"), "weights_memory": e_bit * r.total("weight_bits_read")}
         elif r.kind == "neuron":
             comp = {"membrane_memory": e_bit * (r.total("membrane_bits_read") + r.total("membrane_bits_written")),
                     "spike_traffic": e_bit * 2 * r.total("spike_bits")}
         elif r.kind == "product":
-            comp = {"attention": (e_ac if r.operation in ("and", "ac") else e_mac) * r.total("accumulates")}
+            e = e_ac * r.bit_ops if r.operation in ("and", "ac") else e_mac
+            comp = {"attention": e * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e_ac * r.total("accumulates")}
         out.append(LayerEnergy(r.name, r.kind, comp))
@@ -211,8 +236,8 @@ def _horowitz(counts: Counts, graph, c: Constants, opts: dict) -> list:
         if r.kind == "synapse":
             wb = r.weight_bits or FLOAT_BITS
             f = r.number_format
-            if r.value_class == "binary":
-                op = w.add(acc if f == "int" else FLOAT_BITS, f)
+            if r.operation == "ac":  # binary spikes: one add; b-bit spikes: b shift-adds
+                op = r.bit_ops * w.add(acc if f == "int" else FLOAT_BITS, f)
             elif f == "int":
                 op = w.mult(max(wb, _input_bits(r)), f) + w.add(acc, f)
             else:
@@ -223,7 +248,9 @@ def _horowitz(counts: Counts, graph, c: Constants, opts: dict) -> list:
         elif r.kind == "neuron":
             mb = r.membrane_bits or FLOAT_BITS
             ob = neuron_op_bits(r)
-            if r.number_format == "float":
+            if r.membrane_bits == 0:  # stateless firing (PSN's Heaviside): one compare
+                upd = w.add(FLOAT_BITS if r.number_format == "float" else ob, r.number_format)
+            elif r.number_format == "float":
                 upd = w.mult(FLOAT_BITS, "float") + 3 * w.add(FLOAT_BITS, "float")
             elif r.op == "LoihiLIF":  # u and v: decay multiply + add each, compare
                 upd = 2 * w.mult(ob, "int") + 3 * w.add(ob, "int")
@@ -234,7 +261,7 @@ def _horowitz(counts: Counts, graph, c: Constants, opts: dict) -> list:
                                                                   + r.total("membrane_bits_written")),
                     "spike_traffic": w.sram_bit(r.size * (r.bits or 1)) * 2 * r.total("spike_bits")}
         elif r.kind == "product":
-            per = w.add(acc, fmt) + (0.0 if r.operation in ("and", "ac") else w.mult(acc, fmt))
+            per = r.bit_ops * w.add(acc, fmt) if r.operation in ("and", "ac") else w.add(acc, fmt) + w.mult(acc, fmt)
             comp = {"attention": per * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": w.add(acc, fmt) * r.total("accumulates")}
@@ -293,6 +320,11 @@ def _loihi(counts: Counts, graph, c: Constants, opts: dict) -> list:
             hop[name] = sum(_mean_hop_pj(first[name], first[d], cpt, mx, e["e_hop_east_west"], e["e_hop_north_south"])
                             for d in dsts) / len(dsts)
     layer_of = {n: L for L in mp.layers for n in L.nodes}
+
+    def graded(r: LayerCounts) -> float:
+        """Binary events one counted event of ``r`` stands for: 1, or b x the graded-spike assumption."""
+        return 1 if r.bit_ops == 1 else r.bit_ops * c.get("loihi.graded_events_per_bit")
+
     counted = {r.name: r for r in counts.rows}
     # output events of mapped layers that are not neuron rows (adders, accumulators, or-pools): the
     # non-zero inputs of a synapse that reads them (what they send, one message per non-zero value)
@@ -316,14 +348,14 @@ def _loihi(counts: Counts, graph, c: Constants, opts: dict) -> list:
                 comp = {}
             else:
                 key = "e_synop_conv" if r.op.endswith(("Conv2d", "Conv1d")) else "e_synop_dense"
-                comp = {"synapses": e[key] * r.total("synops")}
+                comp = {"synapses": e[key] * graded(r) * r.total("synops")}
         elif r.kind == "product":
-            comp = {"attention": e["e_embedded_op"] * r.total("accumulates")}
+            comp = {"attention": e["e_embedded_op"] * r.bit_ops * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e["e_synop_sparse"] * r.total("accumulates")} if r.name not in host else {}
         if r.kind == "neuron" and L is not None and L.name == r.name:
-            spikes = r.total("spikes")
-            comp.update(_layer_events(L, steps_samples, spikes, e, hop.get(L.name, 0.0)))
+            events = r.total("spikes") * graded(r)
+            comp.update(_layer_events(L, steps_samples, events, e, hop.get(L.name, 0.0)))
         out.append(LayerEnergy(r.name, r.kind, comp))
     for L in mp.layers:  # compartments with no neuron row: adders, accumulators, or-pools, readouts
         if L.name in counted and counted[L.name].kind == "neuron":

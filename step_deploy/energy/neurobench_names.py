@@ -96,6 +96,8 @@ def _all_nonzero_synops(node: ir.Node, in_shape: tuple, out_shape: tuple) -> int
     w = node.weight.shape
     if SYNAPSE_OPS[node.op] == "linear":
         return math.prod(in_shape[:-1]) * w[1] * w[0]
+    if SYNAPSE_OPS[node.op] == "temporal":  # PSN's map across time: a T-term sum per output value
+        return math.prod(out_shape) * w[1]
     dims = len(w) - 2
     pairs = [(v,) * dims if isinstance(v, (int, np.integer)) else tuple(v)
              for v in (node.stride, node.padding, node.dilation)]

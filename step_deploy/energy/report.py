@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .baseline import QANN_MODELS, BreakEven, break_even, overall_firing_rate, price_qann, qann_counts
+from .baseline import (QANN_MODELS, BreakEven, activation_rule, break_even, overall_firing_rate, price_qann,
+                       qann_counts, spike_levels)
 from .constants import Constants
 from .counts import CONVENTIONS, Counts, rebit
 from .models import FLOAT_BITS, price
@@ -96,6 +97,11 @@ def _uj(pj: float) -> str:
     return f"{pj * 1e-6:.4g}"
 
 
+def _multibit_widths(c: Counts) -> str:
+    """``'2 bits'`` (or ``'2 bits, 3 bits'``): the widths of the multi-bit spikes synapses read."""
+    return ", ".join(sorted({f"{r.bits} bits" for r in c.of_kind("synapse") if r.value_class == "multibit"}))
+
+
 def markdown(res: EnergyResult) -> str:
     h = res.header
     c = res.counts
@@ -111,6 +117,8 @@ def markdown(res: EnergyResult) -> str:
              "Counts first (per sample, summed over the steps); energy below prices these counts.", "",
              "| count | per sample |", "|---|---:|",
              f"| synaptic operations on binary spikes (accumulates) | {syn.get('synops_binary', 0) / n:,.0f} |",
+             *([f"| synaptic operations on multi-bit spikes (an accumulate per bit: {_multibit_widths(c)}) "
+                f"| {syn['synops_multibit'] / n:,.0f} |"] if "synops_multibit" in syn else []),
              f"| synaptic operations on multi-level values (multiplies) | {syn.get('synops_multilevel', 0) / n:,.0f} |",
              f"| synaptic operations on real values (first layer MACs, zeros skipped) | {syn.get('synops_real', 0) / n:,.0f} |",
              f"| dense MACs (every output x kernel, padding included) | {syn.get('dense_macs', 0) / n:,.0f} |",
@@ -122,7 +130,8 @@ def markdown(res: EnergyResult) -> str:
              f"| weight bits read (event-driven) | {syn.get('weight_bits_read', 0) / n:,.0f} |",
              f"| membrane bits read + written | {(neu.get('membrane_bits_read', 0) + neu.get('membrane_bits_written', 0)) / n:,.0f} |",
              "", "## SNN against the quantized ANN (Bit Budget)", "",
-             f"QANN: the same network run once with ceil(log2(T+1)) = {qann_counts(c).activation_bits}-bit activations, "
+             f"QANN: the same network run once with {activation_rule(spike_levels(c))} = {qann_counts(c).activation_bits}-bit "
+             "activations, "
              "same weight and accumulator widths; *dense* does every MAC, *zero-skipping* only those of non-zero "
              "activations (an activation is zero where no step had a spike).", "",
              "| model | SNN µJ/sample | QANN dense | QANN zero-skipping | winner vs dense / vs zero-skipping | "

@@ -1,8 +1,9 @@
 """Traces for the counters taken from the PyTorch model itself (forward hooks), keyed by the IR
 node names capture gives (a Conv/Linear/neuron node is named by its module path).
 
-What is hooked: the input of every Conv/Linear module that is a synapse of the graph and the
-output of every neuron module, each reshaped from STEP's ``(T·B, ...)`` to ``(T, B, ...)``; and the
+What is hooked: the input of every Conv/Linear module that is a synapse of the graph (of PSN's
+``TemporalLinear``: the input of its neuron module) and the output of every neuron module, each
+reshaped from STEP's ``(T·B, ...)`` to ``(T, B, ...)``; and the
 input of the model's ``time_mean`` (the per-step values the head's counts are taken on, see
 ``counters`` *Readout*), by wrapping that method on the instance for the run. The attention
 products are functions, not modules, so nothing can hook them: their operands are computed from
@@ -79,6 +80,22 @@ def _derive(graph: ir.Graph, traces: dict, name: str) -> torch.Tensor:
     return y
 
 
+#: synapses that are part of a neuron module (PSN's ``TemporalLinear`` is named ``<PSN module>.fc``):
+#: their input is the input of that module
+INNER_SYNAPSES = ("TemporalLinear",)
+
+
+def _owner_module(n: ir.Node, modules: dict) -> Optional[str]:
+    """The module whose input is synapse ``n``'s input: the module of its name, or for a synapse
+    inside a neuron module (:data:`INNER_SYNAPSES`) that module; None when there is none."""
+    if n.name in modules and n.op not in INNER_SYNAPSES:
+        return n.name
+    if n.op in INNER_SYNAPSES:
+        owner = n.name.rsplit(".", 1)[0] if "." in n.name else ""
+        return owner if owner in modules else None
+    return None
+
+
 def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optional[int] = None) -> dict:
     """Run ``model`` on raw input ``x`` (what its ``forward`` takes) with hooks and return
     ``{IR node name: (T, B, ...) tensor}`` for every node :func:`counters.needed_traces` lists
@@ -131,9 +148,10 @@ def _forward_with_hooks(model: nn.Module, x: torch.Tensor, graph: ir.Graph, plan
             if src.op == "TemporalMean":
                 readout.append(src.inputs[0])
                 continue
-            if n.name not in modules:
+            owner = _owner_module(n, modules)
+            if owner is None:
                 continue  # a synapse capture made up (e.g. a padding conv): derived below if possible
-            hooks.append(modules[n.name].register_forward_pre_hook(
+            hooks.append(modules[owner].register_forward_pre_hook(
                 lambda mod, inp, key=src.name, shape=shapes[src.name], what=n.name:
                     take(key, inp[0], shape, f"input of module {what!r}")))
         elif n.op in NEURON_OPS and n.name in modules:

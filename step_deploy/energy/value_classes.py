@@ -3,6 +3,10 @@
 The counters state, for every synapse and attention product, the *value class* of its inputs:
 
 * ``binary``: spikes 0/1 (one bit; a synaptic event is an accumulate of the weight);
+* ``multibit``: multi-level spikes as a neuron sends them (STEP's ILIF: integers 0..D; ternary
+  spikes -1/0/+1): ``bits = ceil(log2(L))`` for L output levels (ternary: 2 bits, ILIF D = 2:
+  2 bits, D = 4: 3 bits); they keep this class through layout nodes only (a sum of them is a
+  ``multilevel`` value). Priced by their bits (Bit Budget): see ``counters`` and ``models``;
 * ``multilevel``: small integers, or such integers times a constant (spike counts, Spikformer's
   spike-map residual sums 0..n, Q·Kᵀ coincidence counts, means of spikes over tokens or time):
   ``max_level`` is the largest integer (in count units), ``bits`` the width that holds it;
@@ -11,8 +15,8 @@ The counters state, for every synapse and attention product, the *value class* o
 
 The class is decided from the graph, never from the values, so a float graph and its quantized
 version (``Mean`` becomes ``Sum``, ``TemporalMean`` becomes a ``TemporalSum``, ``Neuron`` becomes
-``FpgaLIF``/``LoihiLIF``) get the same classes. Unknown node types are ``real`` (the safe
-assumption: nothing is claimed to be cheap that is not known to be)."""
+``FpgaLIF``/``LoihiLIF``, whose ``max_level`` keeps the levels) get the same classes. Unknown node
+types are ``real`` (the safe assumption: nothing is claimed to be cheap that is not known to be)."""
 from __future__ import annotations
 
 import math
@@ -21,10 +25,12 @@ from typing import Optional
 
 from step_deploy import ir
 
-BINARY, MULTILEVEL, REAL = "binary", "multilevel", "real"
+BINARY, MULTIBIT, MULTILEVEL, REAL = "binary", "multibit", "multilevel", "real"
 
-#: node types (by op name) whose output is a binary spike
+#: integer-format neurons (by op name): binary spikes, or integers 0..max_level where they have one
 SPIKING_OPS = ("LoihiLIF", "FpgaLIF")
+#: stateless firing (PSN's spike): binary
+HEAVISIDE_OPS = ("Heaviside",)
 #: node types that only move values around (the class passes through unchanged)
 LAYOUT_OPS = ("Reshape", "Transpose", "Flatten", "Delay", "MaxPool2d", "Output", "QuantizeInput",
               "FpgaQuantizeInput")
@@ -34,9 +40,9 @@ TEMPORAL_OPS = ("TemporalMean", "TemporalSum", "FpgaTemporalSum")
 
 @dataclass(frozen=True)
 class ValueClass:
-    """``kind`` (binary / multilevel / real); ``max_level``: the largest magnitude in count units
-    (1 for spikes; None for real values or when unknown, e.g. a ``counts`` input); ``signed``:
-    values may be negative (ternary spikes)."""
+    """``kind`` (binary / multibit / multilevel / real); ``max_level``: the largest magnitude in
+    count units (1 for spikes; D for an ILIF neuron's spikes; None for real values or when unknown,
+    e.g. a ``counts`` input); ``signed``: values may be negative (ternary spikes)."""
 
     kind: str
     max_level: Optional[int] = None
@@ -45,12 +51,21 @@ class ValueClass:
     @property
     def bits(self) -> Optional[int]:
         """Bits of one value: 1 for binary spikes, ``ceil(log2(max_level + 1))`` (+1 sign bit) for
-        multi-level values, None for real values (their width is the representation's)."""
+        multi-bit spikes and multi-level values (= ``ceil(log2(L))`` for a neuron with L levels),
+        None for real values (their width is the representation's)."""
         if self.kind == BINARY:
             return 1
         if self.kind == REAL or self.max_level is None:
             return None
         return max(1, math.ceil(math.log2(self.max_level + 1))) + (1 if self.signed else 0)
+
+    @property
+    def levels(self) -> Optional[int]:
+        """Distinct values of one value: ``max_level + 1`` (``2·max_level + 1`` when signed); None
+        for real values or an unknown level."""
+        if self.kind == REAL or self.max_level is None:
+            return None
+        return (2 if self.signed else 1) * self.max_level + 1
 
 
 REAL_VALUE = ValueClass(REAL)
@@ -74,12 +89,16 @@ def _combine(classes: list[ValueClass], fn) -> ValueClass:
     return _levels(None if None in levels else fn(levels), signed)
 
 
-def _neuron_class(n: ir.Neuron) -> ValueClass:
-    if n.output == "binary":
-        return SPIKE
-    if n.output == "ternary":
-        return ValueClass(MULTILEVEL, 1, True)
-    return _levels(int(n.max_level))
+def _neuron_class(n: ir.Node) -> ValueClass:
+    """What a neuron sends: binary spikes, or multi-bit spikes of its levels (IR ``Neuron`` and its
+    subclasses by ``output``; ``LoihiLIF``/``FpgaLIF`` by ``max_level``, 1 when they have none)."""
+    output = getattr(n, "output", "binary")
+    max_level = int(getattr(n, "max_level", 1) or 1)
+    if output == "ternary":
+        return ValueClass(MULTIBIT, 1, True)
+    if output == "integer" or max_level > 1:
+        return ValueClass(MULTIBIT, max_level) if max_level > 1 else SPIKE
+    return SPIKE
 
 
 def value_classes(graph: ir.Graph, steps: Optional[int] = None) -> dict[str, ValueClass]:
@@ -92,9 +111,9 @@ def value_classes(graph: ir.Graph, steps: Optional[int] = None) -> dict[str, Val
         op = n.op
         if op == "Input":
             out[n.name] = {"spikes": SPIKE, "counts": ValueClass(MULTILEVEL, None)}.get(n.kind, REAL_VALUE)
-        elif op == "Neuron":
+        elif isinstance(n, ir.Neuron) or op in SPIKING_OPS:
             out[n.name] = _neuron_class(n)
-        elif op in SPIKING_OPS:
+        elif op in HEAVISIDE_OPS:
             out[n.name] = SPIKE
         elif op in LAYOUT_OPS or op == "Scale":
             out[n.name] = ins[0]  # a constant factor changes the unit, not the levels
@@ -119,5 +138,5 @@ def value_classes(graph: ir.Graph, steps: Optional[int] = None) -> dict[str, Val
     return out
 
 
-__all__ = ["BINARY", "MULTILEVEL", "REAL", "ValueClass", "value_classes", "SPIKING_OPS", "LAYOUT_OPS",
-           "TEMPORAL_OPS"]
+__all__ = ["BINARY", "MULTIBIT", "MULTILEVEL", "REAL", "ValueClass", "value_classes", "SPIKING_OPS", "HEAVISIDE_OPS",
+           "LAYOUT_OPS", "TEMPORAL_OPS"]

@@ -80,6 +80,7 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
     from step_deploy.energy.counters import bit_widths
+    from step_deploy.ir import IRError
     from step_deploy.energy.report import WIDTH_DEPENDENT, price_all
     from .run import count_dataset, quantized_graph
 
@@ -100,12 +101,20 @@ def compute(ckpt, o: EnergyOptions, prep=None):
     if o.source == "torch":
         qgraph = None
         need_widths = any(m in WIDTH_DEPENDENT for m in models)
-        q_fpga = quantized_graph("golden-fpga", folded, calib_enc, T, weight_bits=o.weight_bits) if need_widths else None
+        q_fpga, no_int = None, None
+        if need_widths:
+            try:
+                q_fpga = quantized_graph("golden-fpga", folded, calib_enc, T, weight_bits=o.weight_bits)
+            except IRError as e:  # a neuron with no integer form (KLIF, EIF, CLIF, GLIF, PSN): float32 prices only
+                lines = [line.strip() for line in str(e).strip().splitlines()]
+                no_int = next((line for line in lines if line.startswith("error:")), lines[0])
     else:
         qgraph = q_fpga = quantized_graph(o.source, folded, calib_enc, T, weight_bits=o.weight_bits)
     run = count_dataset(model, prep.graph, x, y, source=o.source, qgraph=qgraph,
                         batch_size=o.batch_size, progress=o.progress, desc="counting")
     notes = []
+    if o.source == "torch" and no_int:
+        notes.append(f"no /int prices: the network has no FPGA integer form ({no_int.removeprefix('error: ')})")
     if data.is_noise:
         notes.append("the inputs are NOISE (no real data found): the counts and energies describe noise, not the task")
     header = {"checkpoint": Path(str(ckpt)).name, "arch": getattr(prep.info, "arch", None), "data": data.source,
