@@ -158,8 +158,11 @@ def _reference(ctx) -> Cell:
 
 
 def _onnx(ctx) -> Cell:
+    from step_deploy.exporters.onnx_ops import APPROXIMATE_OPS
+
     ctx.onnx  # noqa: B018  (export + onnxruntime session)
-    return Cell(EXACT)
+    approx = sorted({APPROXIMATE_OPS[n.op] for n in ctx.graph.topo_order() if n.op in APPROXIMATE_OPS})
+    return Cell(APPROXIMATED, "; ".join(approx)) if approx else Cell(EXACT)
 
 
 def _nir(ctx) -> Cell:

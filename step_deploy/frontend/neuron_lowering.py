@@ -84,7 +84,7 @@ def _module_params(m, path: str) -> dict:
         return m.neuron_params()
     except NotImplementedError as e:
         raise CaptureError(f"module {path or '<root>'!r} ({type(m).__name__}) cannot be captured: {e}. "
-                           f"It runs in PyTorch only; build the model with another neuron to deploy it") from None
+                           f"To deploy the model, build it with another neuron") from None
 
 
 def _from_old_format(p: dict, path: str, m) -> dict:
