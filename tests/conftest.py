@@ -65,7 +65,7 @@ def _fixture_source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _trained_once(arch: str, epochs: int):
+def _trained_once(arch: str, epochs: int, node: str | None = None, reset: str | None = None):
     """The digits model ``arch`` trained for ``epochs`` (seed 0), trained once per machine and code
     version: saved as a checkpoint in the build cache (``$STEP_DEPLOY_CACHE/test-models``, keyed by the
     training arguments and a hash of the code that decides them) under a file lock, so parallel test
@@ -75,11 +75,12 @@ def _trained_once(arch: str, epochs: int):
 
     root = Path(os.environ.get("STEP_DEPLOY_CACHE") or Path.home() / ".cache" / "step-deploy") / "test-models"
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{arch}-e{epochs}-seed0-{_fixture_source_hash()}.ckpt"
+    neuron = "" if node is None else f"-{node}" + ("" if reset is None else f"-{reset}")
+    path = root / f"{arch}-e{epochs}{neuron}-seed0-{_fixture_source_hash()}.ckpt"
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():
-            model, metrics = train(TrainArgs(arch=arch, epochs=epochs), progress=False)
+            model, metrics = train(TrainArgs(arch=arch, epochs=epochs, node=node, reset=reset), progress=False)
             tmp = path.with_name(path.name + f".tmp{os.getpid()}")
             save_checkpoint(model, tmp, metadata={**metrics, "arch_name": arch})
             os.replace(tmp, path)
