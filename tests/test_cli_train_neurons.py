@@ -11,21 +11,9 @@ from step_deploy.frontend.checkpoint import load_checkpoint
 from step_deploy.models import build_model
 from step_deploy.models.neurons import iter_neurons
 from step_deploy.training import TrainArgs, neuron_choice
+from test_cli_train import small_digits  # noqa: F401  (fixture: the first 64/32 digits)
 
 ARCH = "spikformer-2-64-digits"
-
-
-@pytest.fixture
-def small_digits(monkeypatch):
-    """The first 64 training and 32 test digits: the real training loop in about a second."""
-    real = training.load_dataset
-
-    def small(name, split, **kw):
-        ds = real(name, split, **kw)
-        n = 64 if split == "train" else 32
-        return torch.utils.data.TensorDataset(*(t[:n] for t in ds.tensors))
-
-    monkeypatch.setattr(training, "load_dataset", small)
 
 
 @pytest.fixture

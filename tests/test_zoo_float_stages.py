@@ -28,6 +28,7 @@ from step_deploy.frontend import CaptureError, capture, encoded_input, torch_tra
 from step_deploy.passes import run_pipeline
 from step_deploy.simulators.float_parity import check_float_backend, firing_boundary_distance, is_rounding_tie
 from step_deploy.simulators.reference import run
+from test_reference import _chain  # hand-built Input -> nodes... -> Output chains
 
 F = np.float32
 T = 4
@@ -130,14 +131,6 @@ def test_hdlif_capture_is_refused_naming_the_module():
 # --------------------------------------------------------------------------- hand-built graphs
 
 
-def _chain(*nodes, shape=(3,)) -> ir.Graph:
-    g = ir.Graph([ir.Input("x", shape=shape)])
-    prev = "x"
-    for n in nodes:
-        g.add(ir.replace(n, inputs=(prev,) + tuple(n.inputs)))
-        prev = n.name
-    g.add(ir.Output("y", (prev,)))
-    return g
 
 
 def _steps(*rows) -> torch.Tensor:

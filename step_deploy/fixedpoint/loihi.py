@@ -80,6 +80,20 @@ def weight_problems(weight: np.ndarray) -> list[str]:
     return out
 
 
+def programmable_features(n) -> list[str]:
+    """What a neuron (an IR ``Neuron`` or a ``LoihiLIF``: fields ``reset``, ``fire``, ``max_level``,
+    ``round_d``) needs of Loihi 2's programmable neuron beyond the stock LIF rule (empty for the
+    stock rule): the constraint check and the quantization report state the same list."""
+    out = []
+    if n.reset == "soft":
+        out.append("soft reset (v - S·θ)")
+    if n.fire == "round":
+        out.append(f"multi-level spikes 0..{n.max_level} (ILIF: round half to even of v/θ)")
+    elif n.fire == "round_normalized":
+        out.append(f"NILIF firing (2v > {n.round_d}·θ)")
+    return out
+
+
 class _FixedSynapse:
     """Fields shared by the fixed-point synapses: integer mantissas ``weight`` with the shared
     exponent ``weight_exp`` and an integer bias ``bias_mant << bias_exp`` (in ``a`` units)."""

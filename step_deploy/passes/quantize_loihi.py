@@ -181,14 +181,7 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
 
 def neuron_model(n: ir.Neuron) -> str:
     """What a non-stock neuron needs of Loihi 2's programmable neuron ('' for the stock LIF rule)."""
-    parts = []
-    if n.reset == "soft":
-        parts.append("soft reset (v - S·θ)")
-    if n.fire == "round":
-        parts.append(f"integer spikes 0..{n.max_level} (ILIF: round half to even of v/θ)")
-    elif n.fire == "round_normalized":
-        parts.append(f"NILIF firing (2v > {n.round_d}·θ)")
-    return ", ".join(parts)
+    return ", ".join(fx.programmable_features(n))
 
 
 def _spike_input_bound(src: ir.Node, node) -> dict:

@@ -213,18 +213,6 @@ def _threshold_compare(c: Context) -> list[Diagnostic]:
     return out
 
 
-def _custom_features(n: ir.Neuron) -> list[str]:
-    """What ``n`` needs of a programmable neuron that the Loihi export builds exactly (Lava ``FixedLIF``)."""
-    out = []
-    if n.reset == "soft":
-        out.append("soft reset (v -= threshold)")
-    if n.fire == "round":
-        out.append(f"multi-level spikes 0..{n.max_level} (ILIF: round half to even of v/threshold)")
-    elif n.fire == "round_normalized":
-        out.append(f"NILIF firing (v/threshold > {n.round_d}/2, rounded)")
-    return out
-
-
 def _neuron_model(c: Context) -> list[Diagnostic]:
     """Neuron dynamics against the chip's neuron: ops with no integer form are errors everywhere;
     soft reset and ILIF/NILIF spikes need a programmable neuron (``info`` on Loihi 2, where the
@@ -240,7 +228,7 @@ def _neuron_model(c: Context) -> list[Diagnostic]:
             continue
         if not isinstance(n, ir.Neuron) or n.name not in on_chip:
             continue
-        custom = _custom_features(n)
+        custom = fx.programmable_features(n)
         odd = [x for x, bad in ((f"v_reset={n.v_reset}", n.v_reset != 0), ("ternary output", n.output == "ternary"))
                if bad]
         if odd:
