@@ -173,7 +173,7 @@ FLOAT_OPS = {
     "TemporalMean": op_temporalmean, "TemporalLinear": op_temporallinear,
     **{op: op_neuron for op in NEURON_RULES},
 }
-_CORE_OPS = {k for k, c in ir.NODE_TYPES.items() if c.__module__ == "step_deploy.ir.nodes"}
+_CORE_OPS = {k for k, c in ir.NODE_TYPES.items() if ir.is_core_op(c)}
 assert set(FLOAT_OPS) == _CORE_OPS, "every core IR op needs a reference function"
 REFERENCE_BACKEND = ir.register_backend(
     "reference", FLOAT_OPS, kind="float", where="simulators/reference_ops.py",

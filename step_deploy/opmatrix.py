@@ -33,7 +33,7 @@ def backends() -> list[ir.Backend]:
 
 def op_groups() -> list[tuple[str, list[str]]]:
     """``[(group title, op names)]``: the core IR ops, then each format's node types."""
-    core = sorted(k for k, c in ir.NODE_TYPES.items() if c.__module__ == "step_deploy.ir.nodes")
+    core = sorted(k for k, c in ir.NODE_TYPES.items() if ir.is_core_op(c))
     groups = [("core IR ops (`step_deploy/ir/nodes.py`)", core)]
     for name in sorted(FORMATS):
         fmt = FORMATS[name]

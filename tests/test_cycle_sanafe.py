@@ -5,7 +5,6 @@ SANA-FE (GPL-3) only ever runs in a separate process (``sanafe_export.run_sanafe
 that need it skip, with the reason, only where the package is not installed (``make test`` installs
 it); installed but not importable in that process fails."""
 import functools
-import importlib.util
 
 import numpy as np
 import pytest
@@ -27,8 +26,7 @@ def needs_sanafe():
     broken is a failure, not a skip."""
     ok, why = _sanafe()
     if not ok:
-        if importlib.util.find_spec("sanafe") is None:
-            pytest.skip(f"sanafe is not installed: {why}")
+        pytest.importorskip("sanafe", reason=f"sanafe is not installed: {why}")
         pytest.fail(why)
 
 

@@ -217,10 +217,7 @@ def test_float_reference_equals_golden_on_exactly_representable_weights(mode):
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_lava_equals_golden_bit_for_bit(mode):
-    from step_deploy.exporters import lava_compat
-
-    if not lava_compat.lava_available():
-        pytest.skip("lava-nc is not installed (make setup)")
+    pytest.importorskip("lava", reason="lava-nc is not installed (make setup installs it)")
     from step_deploy.exporters.lava_runner import compare, run_lava
 
     g, q, rep, gold = quantized(mode)

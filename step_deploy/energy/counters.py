@@ -75,6 +75,7 @@ import torch
 from step_deploy import ir
 
 from .counts import CONVENTIONS, CountError, Counts, LayerCounts, compare_counts  # noqa: F401 (re-exported)
+from .nonzeros import Trace, _count_true, _NonZeros
 from .value_classes import BINARY, MULTIBIT, REAL, ValueClass, value_classes
 
 SYNAPSE_OPS = {"Conv2d": "conv2d", "FixedConv2d": "conv2d", "FpgaConv2d": "conv2d",
@@ -103,7 +104,6 @@ LOIHI_WEIGHT_BITS = 8
 LOIHI_STATE_BITS = 48  # u and v, 24 bits each (lava-nc fixed_pt)
 
 Bits = Union[None, int, Mapping[str, int]]
-Trace = Union[torch.Tensor, np.ndarray]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -218,95 +218,6 @@ def graph_plan(graph: ir.Graph, steps: Optional[int] = None) -> GraphPlan:
     if plan is None:
         plan = entry[1][steps] = GraphPlan(graph, steps)
     return plan
-
-
-# --------------------------------------------------------------------------- non-zero values, counted once
-
-
-_INT16_MAX = 2 ** 15 - 1
-
-
-@functools.lru_cache(maxsize=256)
-def _int16_chunk(n: int) -> Optional[int]:
-    """The largest divisor of ``n`` that an int16 sum of bytes cannot overflow (None below 1024:
-    too many small chunks to be worth it)."""
-    k = -(-n // _INT16_MAX)
-    while n % k:
-        k += 1
-    return n // k if n // k >= 1024 else None
-
-
-def _count_true(mask: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """int64 number of True values of a bool tensor over ``dims``. Summed as bytes into the
-    narrowest accumulator that cannot overflow (int16 up to 32767 values, trailing axes in int16
-    chunks beyond): exact, and several times faster than summing bools into int64."""
-    if not dims:
-        return mask.to(torch.int64)
-    u = mask.view(torch.uint8)
-    n = math.prod(mask.shape[d] for d in dims)
-    if n <= _INT16_MAX:
-        return u.sum(dims, dtype=torch.int16).to(torch.int64)
-    first = min(dims)
-    chunk = _int16_chunk(n)
-    if chunk is not None and tuple(dims) == tuple(range(first, mask.dim())):
-        lead = tuple(mask.shape[:first])
-        return u.reshape(lead + (n // chunk, chunk)).sum(-1, dtype=torch.int16).sum(-1, dtype=torch.int64)
-    return u.sum(dims, dtype=torch.int32 if n < 2 ** 31 else torch.int64).to(torch.int64)
-
-
-class _NonZeros:
-    """Which values of each trace are non-zero (``x.bool()``: exactly ``x != 0``, NaN included),
-    and how many per (step, sample): every trace is checked and read once per count, however many
-    rows use it (Q, K and V read the same spikes; a neuron's spikes feed the next synapse)."""
-
-    def __init__(self, traces: Mapping[str, Trace], steps: int, plan: GraphPlan):
-        self.traces, self.steps, self.shapes, self.positional = traces, steps, plan.shapes, plan.positional
-        self.samples: Optional[int] = None
-        self._masks: dict = {}
-        self._counts: dict = {}
-        self._per_position: dict = {}
-
-    def mask(self, name: str, user: str) -> torch.Tensor:
-        """``(T, B, *shape)`` bool: where ``traces[name]`` is non-zero."""
-        m = self._masks.get(name)
-        if m is None:
-            m = self._masks[name] = _nonzero(self.traces, name, self.shapes[name], self.steps, self.samples, user)
-            self.samples = m.shape[1]
-        return m
-
-    def count(self, name: str, user: str) -> torch.Tensor:
-        """``(T, B)`` int64: non-zero values of ``traces[name]`` per step and sample."""
-        c = self._counts.get(name)
-        if c is None:
-            if name in self.positional:  # a convolution needs it per position: one pass for both
-                p = self.per_position(name, user)
-                c = p.sum(tuple(range(2, p.dim())))
-            else:
-                m = self.mask(name, user)
-                c = _count_true(m, tuple(range(2, m.dim())))
-            self._counts[name] = c
-        return c
-
-    def per_position(self, name: str, user: str) -> torch.Tensor:
-        """``(T, B, *spatial)`` int64: non-zero values over the channel axis (axis 0 of a node's
-        ``(C, *spatial)`` shape) at every position."""
-        c = self._per_position.get(name)
-        if c is None:
-            c = self._per_position[name] = _count_true(self.mask(name, user), (2,))
-        return c
-
-
-def _nonzero(traces: Mapping[str, Trace], name: str, shape: tuple, steps: int, samples: Optional[int],
-             user: str) -> torch.Tensor:
-    if name not in traces:
-        raise CountError(f"no trace of node {name!r} (needed to count {user!r}); record every node of "
-                         f"energy.counters.needed_traces(graph)")
-    x = traces[name]
-    x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
-    want = (steps, samples if samples is not None else (x.shape[1] if x.dim() > 1 else -1)) + tuple(shape)
-    if tuple(x.shape) != want:
-        raise CountError(f"trace of node {name!r} has shape {tuple(x.shape)}, expected (T, B, *shape) = {want}")
-    return x if x.dtype == torch.bool else x.bool()
 
 
 @functools.lru_cache(maxsize=256)
@@ -435,7 +346,7 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
     if needed and not any(n in traces for n in needed):
         raise CountError("none of the traces count_graph needs was given; record "
                          "energy.counters.needed_traces(graph) (node outputs, (T, B, *shape))")
-    nz = _NonZeros(traces, steps, plan)
+    nz = _NonZeros(traces, steps, plan.shapes, plan.positional)
     rows, reductions = [], []  # counters: (T, B) int64 tensors, or an int where every entry is the same
     for n in plan.order:
         if n.op in SYNAPSE_OPS:

@@ -8,7 +8,8 @@ import numpy as np
 
 from .diagnostics import Diagnostic, IRError, errors
 from .graph import Graph
-from .nodes import NODE_TYPES, BatchNorm, CLIFNeuron, EIFNeuron, GLIFNeuron, Neuron, TemporalLinear
+from .neuron_nodes import CLIFNeuron, EIFNeuron, GLIFNeuron, Neuron, TemporalLinear
+from .nodes import NODE_TYPES, BatchNorm
 
 
 @dataclass(frozen=True)
