@@ -12,7 +12,7 @@ default, matches PyTorch). The spiking ops live in :mod:`.reference_neurons`, sp
 charge / fire / commit so that other checks (``float_parity``'s teacher forcing) reuse the one
 definition of each equation.
 
-**Sequence ops** (node classes with ``sequence = True``, e.g. ``TemporalLinear``) need their
+**Sequence ops** (node classes with ``sequence = True``: ``TemporalLinear``, ``TemporalBlockSum``) need their
 input's whole sequence: their function is called once per run as ``fn(node, xs, state, None)``
 with ``xs`` the inputs as ``(T, B, ...)`` tensors and returns ``(T, B, ...)``; ``reference.run``
 then evaluates the graph node-major."""
@@ -165,12 +165,44 @@ def op_temporallinear(n: ir.TemporalLinear, xs, state, t):
     return torch.addmm(b.unsqueeze(1), w, x.reshape(steps, -1)).reshape(x.shape)
 
 
+def op_relu(n: ir.ReLU, xs, state, t):
+    return torch.clamp_min(xs[0], 0)
+
+
+def shiftmax_den(row_sum: torch.Tensor) -> torch.Tensor:
+    """``2^ceil(log2 s)`` for ``s > 0``, exactly (``frexp``: ``s = m·2^e``, ``m`` in [1/2, 1))."""
+    m, e = torch.frexp(row_sum)
+    e = torch.where(m == 0.5, e - 1, e)
+    return torch.ldexp(torch.ones_like(row_sum), e)
+
+
+def op_shiftmax(n: ir.Shiftmax, xs, state, t):
+    """``num = 2^Δ`` (0 below ``2^-frac_bits``), ``den = 2^ceil(log2 Σ num)``, ``Y = num / den``; every
+    step is exact in float32 (powers of two, sums of at most 2^(24 - frac_bits) terms)."""
+    x = xs[0]
+    ax = _ax(n.axis)
+    delta = x - x.amax(dim=ax, keepdim=True)
+    num = torch.where(delta >= -n.frac_bits, torch.exp2(delta), torch.zeros_like(delta))
+    return num / shiftmax_den(num.sum(dim=ax, keepdim=True))
+
+
+def op_temporalblocksum(n: ir.TemporalBlockSum, xs, state, t):
+    """Window op over the whole ``(T, B, ...)`` input: each block of ``block`` steps gets its sum."""
+    x = xs[0]
+    steps = x.shape[0]
+    n.check_steps(steps)
+    b = int(n.block)
+    blocks = x.reshape((steps // b, b) + tuple(x.shape[1:])).sum(dim=1, keepdim=True)
+    return blocks.expand((steps // b, b) + tuple(x.shape[1:])).reshape(x.shape)
+
+
 FLOAT_OPS = {
     "Input": op_input, "Output": op_output, "Conv2d": op_conv2d, "Conv1d": op_conv1d, "Linear": op_linear,
     "BatchNorm": op_batchnorm, "Neuron": op_neuron, "MatMul": op_matmul, "Mul": op_mul, "Sum": op_sum,
     "Mean": op_mean, "Scale": op_scale, "Add": op_add, "Reshape": op_reshape, "Transpose": op_transpose,
     "Flatten": op_flatten, "MaxPool2d": op_maxpool2d, "AvgPool2d": op_avgpool2d, "Delay": op_delay,
     "TemporalMean": op_temporalmean, "TemporalLinear": op_temporallinear,
+    "ReLU": op_relu, "Shiftmax": op_shiftmax, "TemporalBlockSum": op_temporalblocksum,
     **{op: op_neuron for op in NEURON_RULES},
 }
 _CORE_OPS = {k for k, c in ir.NODE_TYPES.items() if ir.is_core_op(c)}
