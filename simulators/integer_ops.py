@@ -247,13 +247,41 @@ def op_maxpool2d(n: ir.MaxPool2d, xs, state, t):
     return i64(y) if xs[0].is_floating_point() else y.to(torch.int64)  # the max is one of the integer inputs
 
 
+def ceil_log2(x: torch.Tensor) -> torch.Tensor:
+    """``ceil(log2 x)`` of positive int64 values, exactly: the bit length of ``x - 1``."""
+    y = x - 1
+    bits = torch.zeros_like(y)
+    while bool((y > 0).any()):
+        bits = bits + (y > 0).to(torch.int64)
+        y = y >> 1
+    return bits
+
+
+def op_shiftmax(n: ir.Shiftmax, xs, state, t):
+    """Integer Shiftmax on integer scores (scale 1): ``a = 2^(F + Δ)`` (0 below ``Δ = -F``),
+    ``E = ceil(log2 Σ a)``, ``Y = a << (F + L - E)`` with ``L = ceil(log2 n)``: the float Shiftmax times
+    ``2^(F + L)``, exactly (``ir.Shiftmax.out_frac_bits``)."""
+    x = xs[0]
+    if x.is_floating_point():
+        raise GoldenError(f"{n.name}: Shiftmax needs integer scores (a product of spikes), got float values")
+    ax = n.axis + 1 if n.axis >= 0 else n.axis
+    f = int(n.frac_bits)
+    total_bits = n.out_frac_bits(tuple(x.shape[1:]))
+    delta = x - x.amax(dim=ax, keepdim=True)
+    keep = delta >= -f
+    a = torch.where(keep, torch.ones_like(x) << torch.clamp(delta + f, min=0), torch.zeros_like(x))
+    e = ceil_log2(a.sum(dim=ax, keepdim=True))
+    return a << (total_bits - e)
+
+
 #: core ops whose float definition is exact on integers
-EXACT_ON_INTEGERS = ("Input", "Output", "Mul", "Sum", "Add", "Reshape", "Transpose", "Flatten", "Delay")
+EXACT_ON_INTEGERS = ("Input", "Output", "Mul", "Sum", "Add", "Reshape", "Transpose", "Flatten", "Delay", "ReLU",
+                     "TemporalBlockSum")
 
 #: the core IR ops every fixed-point format runs (the others only exist in float graphs)
 CORE_INTEGER_OPS = {k: FLOAT_OPS[k] for k in EXACT_ON_INTEGERS}
-CORE_INTEGER_OPS.update({"MatMul": op_matmul, "MaxPool2d": op_maxpool2d})
+CORE_INTEGER_OPS.update({"MatMul": op_matmul, "MaxPool2d": op_maxpool2d, "Shiftmax": op_shiftmax})
 
 __all__ = ["GoldenError", "CORE_INTEGER_OPS", "EXACT_ON_INTEGERS", "F32_EXACT", "IntWeight", "FusedAffine",
            "fused_affine", "per_node", "small_to_f32", "f32_to_i64", "f64", "i64", "weight", "int_weight", "max_abs",
-           "exact_product", "float32_is_ieee", "shift", "op_matmul", "op_maxpool2d"]
+           "exact_product", "float32_is_ieee", "shift", "op_matmul", "op_maxpool2d", "op_shiftmax", "ceil_log2"]
