@@ -40,6 +40,9 @@ EXAMPLES = {
     "AvgPool2d": (ir.AvgPool2d("n", ("a",), kernel_size=(2, 2), stride=(2, 2)), [(2, 8, 8)]),
     "Delay": (ir.Delay("n", ("a",), steps=3), [(3,)]),
     "TemporalMean": (ir.TemporalMean("n", ("a",)), [(3,)]),
+    "ReLU": (ir.ReLU("n", ("a",)), [(3, 4)]),
+    "Shiftmax": (ir.Shiftmax("n", ("a",), axis=-1, frac_bits=6), [(2, 5, 5)]),
+    "TemporalBlockSum": (ir.TemporalBlockSum("n", ("a",), block=2), [(2, 4, 4)]),
     # Loihi fixed-point types (step_deploy.fixedpoint.loihi)
     "QuantizeInput": (fx.QuantizeInput("n", ("a",), scale=128.0, bits=8), [(3,)]),
     "FixedLinear": (fx.FixedLinear("n", ("a",), weight=np.array([[2, -4, 0]], np.int32), weight_exp=1,
