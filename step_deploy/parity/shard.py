@@ -25,8 +25,23 @@ from typing import Optional
 import numpy as np
 import torch
 
+from step_deploy.errors import StepDeployError
+from step_deploy.ir import IRError
+
 from .context import NotApplicable, ParityJob, context_for
 from .stages import StageOutput, pair_kind, registered_stages
+
+
+#: errors a stage raises to refuse a model it does not build (an op without an integer form, a window op
+#: on a step-by-step runtime, a network that does not fit): user-facing errors, reported as "not
+#: applicable" with their message. Any other exception is a crash: "failed", and the run exits 1.
+REFUSALS = (StepDeployError, IRError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    lines = text.splitlines()
+    return lines[0] + (f" (and {len(lines) - 1} more line(s))" if len(lines) > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,10 @@ def run_shard(job: ParityJob, spec: ShardSpec, x: torch.Tensor, y: Optional[torc
                                   _counters_per_sample(out, n), out.counter_source)
             except NotApplicable as e:
                 result["stages"][name] = {"status": "not applicable", "reason": str(e), "samples": 0}
+                continue
+            except REFUSALS as e:  # the stage's own documented refusal of this model (an op it does not build)
+                result["stages"][name] = {"status": "not applicable", "samples": 0,
+                                          "reason": f"refused by the stage: {_first_line(e)}"}
                 continue
             except Exception as e:  # a stage that crashes is reported in its cells, the others go on
                 tb = traceback.extract_tb(e.__traceback__)[-1]
