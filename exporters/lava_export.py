@@ -20,7 +20,12 @@ Add                 ``ElementwiseAdd``          Mul, MatMul   ``LiveMul``, ``Liv
 Sum                 ``AxisSum``                 MaxPool2d     ``MaxPool2d``
 Transpose           ``Permute``                 Reshape/Flatten  nothing (same port)
 Delay               ``Delay``                   TemporalSum   ``Accumulator``
+ReLU                ``LiveReLU``                Shiftmax      ``Shiftmax`` (embedded cores)
+TemporalBlockSum    refused (``fixedpoint.loihi.refuse_window_ops``): non-causal inside its block
 ==================  =========================================================================
+
+A ternary ``LoihiLIF`` (``fire='ternary'``) is a ``FixedLIF`` whose -1/0/+1 spikes travel as signed
+graded payloads (its Sparse consumers read 24-bit messages, not the binary 1-bit event).
 
 Edges whose producer runs ahead get a ``Delay`` process (``passes.delay_balance``), so each
 process sees one golden time step at a time. The unrolled matrices grow with the feature maps
@@ -53,7 +58,8 @@ def binary_nodes(qgraph: ir.Graph) -> set[str]:
     out = set()
     for n in qgraph.topo_order():
         spikes_in = n.op == "Input" and n.kind == "spikes"
-        spiking = n.op in _BINARY_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: graded 0..max_level
+        spiking = (n.op in _BINARY_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: graded 0..max_level
+                   and getattr(n, "fire", "threshold") != "ternary")  # ternary: signed graded -1/0/+1
         if spikes_in or spiking or (n.op in _BINARY_KEEP and all(i in out for i in n.inputs)):
             out.add(n.name)
     return out
@@ -221,6 +227,8 @@ PROCESS_BUILDERS = {
     "Transpose": lambda lp, n, s, size: lp.Permute(s[0], n.perm, name=n.name),
     "Delay": lambda lp, n, s, size: lp.Delay(size, steps=int(n.steps), name=n.name),
     "TemporalSum": lambda lp, n, s, size: lp.Accumulator(size, name=n.name),
+    "ReLU": lambda lp, n, s, size: lp.LiveReLU(size, name=n.name),
+    "Shiftmax": lambda lp, n, s, size: lp.Shiftmax(s[0], n.axis, int(n.frac_bits), name=n.name),
 }
 #: ops that are wiring, not processes: sources (host data), layout views and outputs
 WIRED_OPS = ("Input", "QuantizeInput", "Reshape", "Flatten", "Output")
@@ -238,6 +246,7 @@ def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[di
     ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
     ``QuantizeInput`` (the host-side quantized analog input). ``matrices``: a cache of unrolled
     synapse matrices (reuse it across samples)."""
+    fx.refuse_window_ops(qgraph, "Lava", LAVA_BACKEND)
     ir.require_ops(qgraph, LAVA_BACKEND)
     b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
     for n in qgraph.topo_order():

@@ -49,6 +49,32 @@ def maxpool_kernel(x, in_shape, kernel, stride, padding) -> np.ndarray:
     return out
 
 
+def relu_kernel(x) -> np.ndarray:
+    """``max(x, 0)`` (A²OS²A's K on the embedded cores)."""
+    return np.maximum(np.asarray(x, np.int64), 0)
+
+
+def _bit_length(s: np.ndarray) -> np.ndarray:
+    """Bits of each non-negative int64 (0 for 0): a leading-zero count, by halving."""
+    s, bits = s.copy(), np.zeros_like(s)
+    while np.any(s > 0):
+        bits += s > 0
+        s >>= 1
+    return bits
+
+
+def shiftmax_kernel(x, in_shape, axis, frac_bits) -> np.ndarray:
+    """Integer Shiftmax over ``axis`` of integer scores (contract §2): ``a = 2^(F + Δ)`` where
+    ``Δ = x - rowmax >= -F`` (else 0), ``E = ceil(log2 Σ a)``, ``y = a << (F + L - E)`` with
+    ``L = ceil(log2 n)``: shifts, adds and one leading-zero count per row."""
+    x = np.asarray(x, np.int64).reshape(in_shape)
+    f, n = int(frac_bits), int(in_shape[axis])
+    delta = x - x.max(axis=axis, keepdims=True)
+    a = np.where(delta >= -f, np.left_shift(1, np.maximum(delta + f, 0)), 0).astype(np.int64)
+    e = _bit_length(a.sum(axis=axis, keepdims=True) - 1)  # ceil(log2 S) = bit length of S - 1
+    return a << (f + int(_bit_length(np.array([n - 1]))[0]) - e)
+
+
 def permute_kernel(x, in_shape, perm) -> np.ndarray:
     return np.asarray(x, np.int64).reshape(in_shape).transpose(perm)
 
@@ -71,11 +97,15 @@ def rne_div(a: np.ndarray, b) -> np.ndarray:
 def lif_fire(v, thr, compare=">", fire="threshold", max_level=1, round_d=0) -> np.ndarray:
     """Spikes (int64) of the membrane ``v`` against ``thr = vth << 6`` (``fixedpoint.loihi.LoihiLIF``):
     ``threshold``: ``v > thr`` (or ``>=``); ``round``: ``clamp(rne_div(v, thr), 0, max_level)``;
-    ``round_normalized``: ``2v > round_d·thr``."""
+    ``round_normalized``: ``2v > round_d·thr``; ``ternary``: ``+1`` at ``v >= thr``, ``-1`` at
+    ``v <= -thr`` (``>`` / ``<`` with ``compare='>'``)."""
     if fire == "round":
         return np.clip(rne_div(v, thr), 0, int(max_level))
     if fire == "round_normalized":
         return (2 * v > int(round_d) * np.asarray(thr, np.int64)).astype(np.int64)
+    if fire == "ternary":  # signed spikes: +1 at v >= thr, -1 at v <= -thr (strict with '>')
+        pos, neg = (v >= thr, v <= -thr) if compare == ">=" else (v > thr, v < -thr)
+        return pos.astype(np.int64) - neg.astype(np.int64)
     return (v >= thr if compare == ">=" else v > thr).astype(np.int64)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .lava_compat import import_lava, register_process_models
 
 from .lava_kernels import (axis_sum_kernel, lif_fixed_step, matmul_kernel, maxpool_kernel,
-                           mul_kernel, permute_kernel, to_int32)
+                           mul_kernel, permute_kernel, relu_kernel, shiftmax_kernel, to_int32)
 
 import_lava()
 
@@ -27,7 +27,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from .lava_processes import (Accumulator, AxisSum, Delay, ElementwiseAdd, FixedLIF, LiveMatMul,
-                             LiveMul, MaxPool2d, Permute)
+                             LiveMul, LiveReLU, MaxPool2d, Permute, Shiftmax)
 
 # --------------------------------------------------------------------------- process models
 
@@ -180,3 +180,22 @@ class PyDelayModel(_SafeModel):
         if len(self._fifo) > self.proc_params["steps"]:
             return self._fifo.popleft()
         return np.zeros_like(self._fifo[0])
+
+
+@_fixed(LiveReLU)
+class PyLiveReLUModel(_SafeModel):
+    a_in: PyInPort = _IN
+    s_out: PyOutPort = _OUT
+
+    def compute(self, x):
+        return to_int32(relu_kernel(x), "LiveReLU")
+
+
+@_fixed(Shiftmax)
+class PyShiftmaxModel(_SafeModel):
+    a_in: PyInPort = _IN
+    s_out: PyOutPort = _OUT
+
+    def compute(self, x):
+        p = self.proc_params
+        return to_int32(shiftmax_kernel(x, p["in_shape"], p["axis"], p["frac_bits"]), "Shiftmax")

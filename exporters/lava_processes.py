@@ -45,6 +45,9 @@ Accumulator        a_in (N,); s_out (N,) running     shape.  total[t] = Σ_{k<=t
                    total; Var ``total``              ``total.get()`` before ``stop()``
 Delay              a_in (N,), s_out (N,)             shape, steps.  y[t] = x[t - steps]        steps
                                                      (zeros before); for delay balancing
+LiveReLU           a_in (N,), s_out (N,)             shape.  y = max(x, 0)                     0
+Shiftmax           a_in, s_out (prod in_shape,)      in_shape, axis, frac_bits.  integer       0
+                                                     Shiftmax of integer scores (contract §2)
 =================  ================================  ====================================  =======
 
 Outputs are computed in int64 and must fit int32, else the run fails (``OverflowError`` in the
@@ -62,7 +65,9 @@ model, see Errors; no silent wrap). ``out_shape`` of each process is available a
 Loihi 2 microcode only (``fixedpoint.loihi.LoihiLIF``, θ = vth << 6): ``fire='round'`` (STEP's ILIF)
 sends the integer ``s = clamp(rne_div(v, θ), 0, max_level)`` as a graded spike (round half to even,
 exact integer division); ``fire='round_normalized'`` (NILIF) fires ``s = 2v > round_d·θ``;
-``reset='soft'`` keeps ``v - s·θ`` instead of 0 (``reset='hard'``: 0 where ``s != 0``).
+``fire='ternary'`` sends ``+1`` at ``v >= θ`` and ``-1`` at ``v <= -θ`` (strict with ``compare='>'``)
+as a signed graded spike; ``reset='soft'`` keeps ``v - s·θ`` instead of 0 (``reset='hard'``: 0
+where ``s != 0``).
 
 ``trunc0`` rounds toward zero; ``bias_exp < 0`` shifts right. ``du``, ``dv`` are shared (12-bit);
 ``vth``, ``bias_mant``, ``bias_exp`` may be per neuron (Lava's ``LIF`` has one shared ``vth``).
@@ -106,7 +111,7 @@ Shape = tuple[int, ...]
 
 LATENCY: dict[str, int] = {
     "ElementwiseAdd": 0, "LiveMatMul": 0, "LiveMul": 0, "AxisSum": 0, "MaxPool2d": 0,
-    "Permute": 0, "FixedLIF": 0, "Accumulator": 0,
+    "Permute": 0, "FixedLIF": 0, "Accumulator": 0, "LiveReLU": 0, "Shiftmax": 0,
     # lava-nc's own processes, as measured in the tests
     "Dense": 1, "Sparse": 1, "LIF": 0,
 }
@@ -247,6 +252,28 @@ class Permute(_UnaryProcess):
         self._ports(_size(in_shape), out_shape)
 
 
+class LiveReLU(_UnaryProcess):
+    """``y = max(x, 0)`` of a graded integer vector (A²OS²A's K; embedded cores)."""
+
+    def __init__(self, shape, name: str | None = None):
+        shape = _shape(shape)
+        super().__init__(shape=shape, name=name)
+        self._ports(_size(shape), shape)
+
+
+class Shiftmax(_UnaryProcess):
+    """Integer Shiftmax over ``axis`` of integer scores (``lava_kernels.shiftmax_kernel``; embedded
+    cores): ``y = 2^(F + Δ) << (F + L - E)``, the float Shiftmax times ``2^(F + L)``."""
+
+    def __init__(self, in_shape, axis: int = -1, frac_bits: int = 16, name: str | None = None):
+        in_shape = _shape(in_shape)
+        ax = int(axis) % len(in_shape)
+        if not 0 <= int(frac_bits) <= 30:
+            raise ValueError(f"Shiftmax: frac_bits={frac_bits} must be in 0..30")
+        super().__init__(in_shape=in_shape, axis=ax, frac_bits=int(frac_bits), name=name)
+        self._ports(_size(in_shape), in_shape)
+
+
 def _per_neuron(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=np.int64), (n,)).astype(np.int32)
 
@@ -264,8 +291,9 @@ class FixedLIF(_UnaryProcess):
             raise ValueError(f"FixedLIF: compare must be '>' or '>=', got {compare!r}")
         if reset not in ("hard", "soft"):
             raise ValueError(f"FixedLIF: reset must be 'hard' or 'soft', got {reset!r}")
-        if fire not in ("threshold", "round", "round_normalized"):
-            raise ValueError(f"FixedLIF: fire must be 'threshold', 'round' or 'round_normalized', got {fire!r}")
+        if fire not in ("threshold", "round", "round_normalized", "ternary"):
+            raise ValueError(f"FixedLIF: fire must be 'threshold', 'round', 'round_normalized' or 'ternary', "
+                             f"got {fire!r}")
         if fire != "threshold" and np.min(vth) < 1:
             raise ValueError(f"FixedLIF: fire={fire!r} divides by the threshold: vth must be >= 1")
         if fire == "round_normalized" and int(round_d) < 1:
@@ -309,7 +337,7 @@ class Delay(_UnaryProcess):
 
 
 PROCESSES = (ElementwiseAdd, LiveMatMul, LiveMul, AxisSum, MaxPool2d, Permute, FixedLIF,
-             Accumulator, Delay)
+             Accumulator, Delay, LiveReLU, Shiftmax)
 
 __all__ = [p.__name__ for p in PROCESSES] + ["LATENCY", "latency", "matmul_out_shape",
                                               "pool_out_shape", "PROCESSES"]

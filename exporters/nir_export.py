@@ -41,6 +41,10 @@ _ZOO_REASONS = {
     "TemporalLinear": "a linear map across the T time steps (PSN, non-causal: needs a T-step buffer); NIR 1.0.8 "
                       "nodes act per time step",
     "Heaviside": "NIR 1.0.8 has no stateless threshold node (every spiking node integrates)",
+    "ReLU": "NIR 1.0.8 has no rectifier (A²OS²A's real-valued K is not a spike)",
+    "Shiftmax": "NIR 1.0.8 has no row-wise normalisation (bipolar self-attention's shift-based softmax)",
+    "TemporalBlockSum": "a sum over a block of time steps (STAtten, non-causal inside a block: needs a buffer of the "
+                        "block); NIR 1.0.8 nodes act per time step",
 }
 THRESHOLD_MODES = ("nudge", "keep")
 AVGPOOL_MODES = ("avgpool", "conv")

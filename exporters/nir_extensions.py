@@ -4,7 +4,8 @@ NIR 1.0.8 can only read its 19 node types (``nir.dict2NIRNode``), every node has
 and ``nir.read`` type-checks that every edge joins equal shapes. An op NIR lacks (MatMul, Mul,
 Sum, Mean, Reshape, Transpose, MaxPool2d, TemporalMean, BatchNorm, non-absorbable Add, soft-reset
 or multi-level neurons, the STEP zoo's KLIF/EIF/CLIF/GLIF neurons, PSN's TemporalLinear and
-Heaviside, Linear over token maps) is therefore written as a **cut**:
+Heaviside, Linear over token maps, the seed designs' ReLU, Shiftmax and TemporalBlockSum) is
+therefore written as a **cut**:
 
 * each operand ``k`` of the op ``X`` flows into a standard ``nir.Output`` node ``X.in<k>``
   (an operand port, typed with the operand's shape), and
@@ -58,6 +59,10 @@ EXTENSION_OPS: dict[str, tuple[str, str]] = {
     "TemporalLinear": ("X", "Y[t] = Σ_τ W[t, τ] X[τ] + b[t] over the T steps (sequence op: buffers all T inputs)"),
     "Heaviside": ("X", "S = X >= threshold (or >), stateless"),
     "Linear": ("X", "Y[..., o] = b[o] + Σ_i W[o, i] X[..., i] on a rank>1 input (W, b in metadata)"),
+    "ReLU": ("X", "Y = max(X, 0), stateless (A²OS²A's real-valued K)"),
+    "Shiftmax": ("X", "Δ = X - max_axis X; num = 2^Δ where Δ >= -frac_bits else 0; Y = num / 2^ceil(log2 Σ_axis num)"),
+    "TemporalBlockSum": ("X", "Y[t] = Σ of X over the block of `block` steps holding t (blocks aligned at step 0; "
+                              "window op: non-causal inside a block, latency block-1 steps)"),
 }
 
 

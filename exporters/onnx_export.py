@@ -41,8 +41,14 @@ and CLIF's sigmoid, written as ``1 / (1 + exp(-z))`` as PyTorch evaluates it): o
 ``Exp`` is not PyTorch's, so a membrane may differ in the last bit; the float parity check
 (``simulators/float_parity.py``) attributes any resulting spike flip to a rounding tie.
 
+The seed designs' ops: ``ReLU`` is ``Relu``; ``Shiftmax`` is ReduceMax, Sub, Pow(2, Δ), Where,
+ReduceSum and an exact power-of-two denominator (a ``Log`` estimate corrected by comparisons; see
+``onnx_ops.emit_shiftmax``), bit-exact on integer scores (``onnx_ops.APPROXIMATE_OPS`` states the
+fractional case).
+
 Refused with the reason (``onnx_ops.REFUSED_OPS``): ``TemporalLinear`` (PSN's map across time
-steps: the per-step model cannot see later steps).
+steps) and ``TemporalBlockSum`` (STAtten's block sum, non-causal inside a block): the per-step
+model cannot see later steps.
 """
 from __future__ import annotations
 

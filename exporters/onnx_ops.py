@@ -173,6 +173,43 @@ def emit_add(cx: Context, n: ir.Add, ins, out):
         y = cx.op("Add", [y, x], out=out if k == len(ins) - 1 else None, suffix=f"partial{k}")
 
 
+def emit_relu(cx: Context, n: ir.ReLU, ins, out):
+    """``Y = max(X, 0)`` (A²OS²A's K): ``Relu``, exact."""
+    cx.op("Relu", ins, out=out)
+
+
+def emit_shiftmax(cx: Context, n: ir.Shiftmax, ins, out):
+    """Shiftmax over ``axis`` in exact float32 operations (the reference's ``op_shiftmax``)::
+
+        Δ = X - ReduceMax(X);  num = Where(Δ >= -frac_bits, Pow(2, Δ), 0);  s = ReduceSum(num)
+        den = 2^ceil(log2 s);  Y = num / den
+
+    ``den`` is found exactly: ``p = Pow(2, Ceil(Log(s) / ln 2))`` is a power of two within a factor
+    two of the answer (``Log``'s rounding can put ``s = 2^k`` at ``k ± ulp``), then corrected by
+    comparison: ``p·2`` where ``p < s``, ``p/2`` where ``p/2 >= s`` (products by 2 are exact). On
+    integer scores (``Q·Kᵀ`` of spikes, every use in the seed designs) ``Δ`` is an integer, so ``Pow``
+    gives the same power of two as the reference's ``exp2``, ``s`` is an exact sum (at most
+    ``2^(24 - frac_bits)`` terms) and ``Y`` is bit-identical."""
+    ax = _axis(cx, n, n.inputs[0])
+    if cx.opset >= 18:  # ReduceMax takes its axes as an input from opset 18 on (an attribute before)
+        peak = cx.op("ReduceMax", [ins[0], cx.const("axes", [ax], np.int64)], "row_max", keepdims=1)
+    else:
+        peak = cx.op("ReduceMax", [ins[0]], "row_max", keepdims=1, axes=[ax])
+    delta = cx.op("Sub", [ins[0], peak], "delta")
+    power = cx.op("Pow", [cx.const("two", 2.0), delta], "power")
+    kept = cx.op("GreaterOrEqual", [delta, cx.const("floor", -float(n.frac_bits))], "kept")
+    num = cx.op("Where", [kept, power, cx.const("zero", 0.0)], "num")
+    s = cx.op("ReduceSum", [num, cx.const("sum_axes", [ax], np.int64)], "row_sum", keepdims=1)
+    est = cx.op("Ceil", [cx.op("Div", [cx.op("Log", [s], "log_sum"), cx.const("ln2", float(np.log(2.0)))],
+                               "log2_sum")], "exponent_estimate")
+    p = cx.op("Pow", [cx.const("two_den", 2.0), est], "den_estimate")
+    two = cx.const("factor_two", 2.0)
+    p = cx.op("Where", [cx.op("Less", [p, s], "den_too_small"), cx.op("Mul", [p, two], "den_doubled"), p], "den_up")
+    half = cx.op("Div", [p, two], "den_half")
+    p = cx.op("Where", [cx.op("GreaterOrEqual", [half, s], "den_too_large"), half, p], "den")
+    cx.op("Div", [num, p], out=out)
+
+
 # --------------------------------------------------------------------------- layout
 
 
@@ -262,6 +299,7 @@ EMITTERS: dict[str, Emitter] = {
     "Flatten": emit_flatten, "MaxPool2d": emit_maxpool2d, "AvgPool2d": emit_avgpool2d, "Delay": emit_delay,
     "TemporalMean": emit_temporalmean, "KLIFNeuron": emit_neuron, "EIFNeuron": emit_neuron,
     "CLIFNeuron": emit_clifneuron, "GLIFNeuron": emit_glifneuron, "Heaviside": emit_heaviside,
+    "ReLU": emit_relu, "Shiftmax": emit_shiftmax,
 }
 #: the backend's op set: the emitters plus the graph inputs (they become ONNX graph inputs)
 ONNX_BACKEND = ir.register_backend("onnx", set(EMITTERS) | {"Input"}, kind="float", where="exporters/onnx_ops.py",

@@ -23,8 +23,20 @@ The backend's and PyTorch's spikes are forced side by side (the batch is doubled
 checked against the same exact arithmetic: a raw mismatch that is a local flip of either side is a
 root; every other raw mismatch is a *cascade* of earlier roots (elements are visited in causal
 order, step first, then topological order, so the first raw mismatch is the first divergence and
-both sides share its float64 membrane). A graph with a sequence op (PSN's ``TemporalLinear``) runs
-node-major, so there the first divergence is the first in topological order, then step.
+both sides share its float64 membrane). A graph with a sequence op (PSN's ``TemporalLinear``) or a
+window op (STAtten's ``TemporalBlockSum``, non-causal inside its block) runs node-major, so there the
+first divergence is the first in topological order, then step: a flip at step ``t`` of a layer can
+change a consumer of a block sum at an earlier step of the block, and that earlier change is
+counted as its cascade, never as a root.
+
+The seed designs' other ops need no rule of their own: ternary neurons have two boundaries, ``±θ``
+(a spike missed or fired at either is a tie when the float64 membrane is within the tolerance of
+it); ``ReLU`` is exact; ``Shiftmax`` is exact on integer scores (powers of two; a row sum of powers
+of two ``>= 2^-frac_bits``), which is what it gets from ``Q·Kᵀ`` of the observed (forced) spikes,
+so it adds no rounding of its own. On fractional scores (not produced by the seed designs) a
+backend's float32 row sum can land on the other side of a power of two than float64's, which halves
+or doubles a row: the check then reports the flips downstream as non-tie (conservative, never
+hidden).
 
 ``ok`` guarantees, for the samples given: (0) both sides traced every Neuron of ``graph``; (1)
 every backend spike equals exact (float64) arithmetic on ``graph`` given the backend's own
@@ -58,13 +70,14 @@ from typing import Optional
 import torch
 
 from step_deploy import ir
+from step_deploy.frontend.neuron_groups import NEURON_GROUPS_KEY, group_traces  # noqa: F401 (API)
 
 from .reference import as_time_major, run
 from .reference_neurons import NEURON_RULES, threshold_at
 from .reference_ops import FLOAT_OPS
 
-__all__ = ["check_float_backend", "markdown_lines", "firing_boundary_distance", "is_rounding_tie",
-           "DEFAULT_TOLERANCE", "DEFAULT_LOGIT_TOLERANCE"]
+__all__ = ["check_float_backend", "markdown_lines", "firing_boundary_distance", "is_rounding_tie", "group_traces",
+           "DEFAULT_TOLERANCE", "DEFAULT_LOGIT_TOLERANCE", "NEURON_GROUPS_KEY"]
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_LOGIT_TOLERANCE = 1e-4
@@ -233,10 +246,13 @@ def check_float_backend(graph: ir.Graph, x, torch_logits: torch.Tensor, torch_tr
     ``(B, classes)``. ``tolerance``: relative (to ``max(1, |threshold|)``) distance of the float64
     membrane from a firing boundary under which a flipped spike counts as a rounding tie.
     ``logit_tolerance``: allowed relative error of each side's logits against the float64 readout
-    of its own spikes. See the module docstring for what ``ok`` guarantees; ``verdict`` says it in
+    of its own spikes. ``torch_traces`` may be keyed by PyTorch module: IR neurons that stand for
+    several of them (graph metadata ``neuron_groups``) are derived with :func:`group_traces`. See
+    the module docstring for what ``ok`` guarantees; ``verdict`` says it in
     one sentence. One float64 reference run on twice the batch."""
     if tolerance < 0 or logit_tolerance < 0:
         raise ValueError(f"tolerance={tolerance}, logit_tolerance={logit_tolerance}: must be >= 0")
+    torch_traces = group_traces(graph, torch_traces)  # IR neurons standing for several PyTorch neurons
     spiking = [n for n in graph.topo_order() if isinstance(n, ir.Neuron) or n.op in NEURON_RULES]
     for n in spiking:
         _rule(n)  # refuse a neuron whose flips cannot be attributed, before any work

@@ -5,8 +5,10 @@ Arithmetic (lava-nc 0.10.0 ``fixed_pt``, read in its source): synapses
 ``A = (W·X) << weight_exp + bias`` with 8-bit mantissas; neurons ``u = wrap24(a << 6)`` (``du =
 4095``: no current memory), ``v = sat24(trunc0(v·(4096-dv)/4096) + u)``, spike on ``v > vth<<6``
 (or ``>=`` on Loihi 2), reset to 0; Loihi 2's programmable neuron adds soft reset
-(``v - S·θ``) and integer spikes (``fire='round'``: ``clamp(rne_div(v, θ), 0, max_level)``, STEP's
-ILIF; ``'round_normalized'``: ``2v > D·θ``, NILIF). See ``fixedpoint.loihi.LoihiLIF``.
+(``v - S·θ``), integer spikes (``fire='round'``: ``clamp(rne_div(v, θ), 0, max_level)``, STEP's
+ILIF; ``'round_normalized'``: ``2v > D·θ``, NILIF) and ternary spikes (``fire='ternary'``: ``+1`` at
+``v >= θ``, ``-1`` at ``v <= -θ``; hard reset to 0 where ``S != 0``, soft ``v - S·θ``). See
+``fixedpoint.loihi.LoihiLIF``.
 
 **Events, no silent clipping** (counted with ``run_golden(..., events=True)``): see
 :data:`EVENTS`.
@@ -157,6 +159,9 @@ def lif_fire(n: fx.LoihiLIF, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(rne_div(v, thr), 0, int(n.max_level))
     if n.fire == "round_normalized":
         return (2 * v > int(n.round_d) * thr).to(torch.int64)
+    if n.fire == "ternary":  # +1 at v >= θ, -1 at v <= -θ (strict for compare '>')
+        pos, neg = (v >= thr, v <= -thr) if n.compare == ">=" else (v > thr, v < -thr)
+        return pos.to(torch.int64) - neg.to(torch.int64)
     return (v >= thr if n.compare == ">=" else v > thr).to(torch.int64)
 
 

@@ -37,8 +37,8 @@ def train_main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--T", type=int, help="time steps (default: the config's)")
     ap.add_argument("--node", help="neuron of every layer: a short name (lif, if, plif, ilif, nilif, eif, klif, "
-                                   "hdlif, clif, glif, psn) or STEP's class name (ILIFNode, ...); default: the "
-                                   "config's (lif). Saved in the checkpoint: step-export/step-parity rebuild it")
+                                   "hdlif, clif, glif, psn, tlif = ternary LIF) or STEP's class name (ILIFNode, "
+                                   "...); default: the config's (lif). Saved in the checkpoint: step-export/step-parity rebuild it")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 trains several "
                                                 "times faster on a machine whose cores are busy)")
     ap.add_argument("--reset", choices=("hard", "soft"),

@@ -3,12 +3,22 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+#: thread pools limited to one thread in each parallel test worker (make test runs one per core)
+ONE_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Set before numpy and torch load, so that this worker's OpenBLAS (numpy) and OpenMP (torch) pools
+    # start with one thread, and every process it starts inherits it: the CLI subprocesses (README tour,
+    # examples), Lava's runtime processes and Dask workers. With two threads each, the workers and their
+    # subprocesses oversubscribe the cores and spin against each other. A value the caller set is kept.
+    for _var in ONE_THREAD_ENV:
+        os.environ.setdefault(_var, "1")
 
-from step_deploy.models import build_model
-from step_deploy.models.random_stats import randomize_batchnorm  # noqa: F401  (tests import it from here)
+import numpy as np  # noqa: E402  (after the thread settings above)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from step_deploy.models import build_model  # noqa: E402
+from step_deploy.models.random_stats import randomize_batchnorm  # noqa: F401,E402  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 

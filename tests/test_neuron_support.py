@@ -20,7 +20,8 @@ def test_rows_are_the_registry_and_its_soft_reset_variants(rows):
     from step_deploy.models.neurons import NEURONS
 
     assert [n for n in rows if ", " not in n] == list(NEURONS)
-    assert {n for n in rows if n.endswith("soft reset")} == {"lif, soft reset", "if, soft reset", "plif, soft reset"}
+    assert {n for n in rows if n.endswith("soft reset")} == {"lif, soft reset", "if, soft reset", "plif, soft reset",
+                                                             "tlif, soft reset"}
     assert rows["ilif"].step_class == "ILIFNode" and rows["psn"].step_class == "PSNTorch"
 
 

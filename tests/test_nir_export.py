@@ -83,13 +83,19 @@ def all_ops_graph(seed: int = 0) -> ir.Graph:
         ir.Heaviside("psn", ("psn_fc",)),
         ir.Add("zoo", ("klif", "eif", "clif", "glif", "psn")),
         ir.Output("zoo_spikes", ("zoo",)),
+        # the seed designs' ops (A²OS²A's ReLU, bipolar attention's Shiftmax, STAtten's block sum), all extensions
+        ir.ReLU("relu", ("fc2",)),
+        ir.Shiftmax("shiftmax", ("qk",), frac_bits=4),
+        ir.TemporalBlockSum("block_sum", ("shiftmax",), block=3),
+        ir.Output("seed_relu", ("relu",)),
+        ir.Output("seed_attn", ("block_sum",)),
     ]
     return ir.Graph(nodes, metadata={"model": "all-ops", "T": 6})
 
 
 EXTENSIONS = {"bn", "maxpool", "tokens", "q", "k", "v", "qk", "qkv", "residual", "kv", "kv_sum", "kv_lif",
               "sdsa", "heads", "heads_t", "head_mean", "int_lif", "token_mean", "readout",
-              "klif", "eif", "clif", "glif", "psn_fc", "psn", "zoo"}
+              "klif", "eif", "clif", "glif", "psn_fc", "psn", "zoo", "relu", "shiftmax", "block_sum"}
 ABSORBED = {"sum12", "sum123"}
 
 

@@ -11,12 +11,15 @@ has null costs and is refused naming the key, ``loihi2-assumed`` is Loihi 2 with
 order (as ``energy.models``' Loihi model), each neuron on the core of its tile; a core index becomes
 chip and tile with ``hardware.core_xy`` (the system gets as many chips as the mapping needs, stated
 in ``hardware['chips']``). Products of two live tensors (``MatMul``/``Mul``, ``Mapping.off_core``)
-each run on an ``embedded`` unit; everything else off the mesh (the input quantization, Loihi 1's
+and the seed attention ops ``ReLU`` and ``Shiftmax`` (their dense cost per step,
+``targets.mapping.embedded_cost``) each run on an ``embedded`` unit, and so does a window op
+(STAtten's ``TemporalBlockSum``, see *Window ops*); everything else off the mesh (the input quantization, Loihi 1's
 host synapses and neurons for an analog input, the readout) on the ``host`` unit.
 
 **Execution.** Every value that leaves a unit is sent as packets: each non-zero value of a sender
 is one packet per destination core that has a synapse from it (a binary spike carries no payload; an
-ILIF neuron's integer spike of value k is one packet carrying k) (``axon_out`` at the sender, router
+ILIF neuron's integer spike of value k is one packet carrying k; a ternary spike one carrying ±1)
+(``axon_out`` at the sender, router
 hops by ``hardware.hops``, ``axon_in`` at the receiver) and one synaptic operation per synapse it
 reaches on that core (``synop_dense`` for a Linear, ``synop_conv`` for a convolution,
 ``synop_sparse`` for the weight-1 one-to-one and reduction synapses of adders, accumulators and fused
@@ -37,6 +40,14 @@ step per unit crossing: a spike sent in step k is delivered in step k + 1); a T-
 receiver's synaptic delay buffers (Loihi's dendritic delays; not priced). Compartments are updated
 in the T steps a layer works on a sample (what ``energy.counters`` counts); a real chip also updates
 them in the ``depth`` fill and drain steps, which this model does not add.
+
+**Window ops** (``TemporalBlockSum``, non-causal inside a block of B steps): a graph holding one
+runs block by block, each block node-major (every node over the B steps of the block, then the
+next node), which computes the same values as step by step for every causal node. The block sum's
+embedded unit accumulates the block (an add per element per step, ``embedded_ops``; its buffer of
+``numel`` counters is the mapping's ``OffCore.buffer``) and sends each step's sum ``B - 1`` hardware
+steps late, so everything after it sits ``B - 1`` steps deeper in the pipeline (``mesh_plan``).
+Lava cannot do this (its processes run step by step) and refuses the op.
 
 **Time** (``mesh_timing``: per unit and hardware step ``busy = Σ events × per-event latency``, a
 core's work serial in that core; the embedded unit's products at ``embedded_op``, an assumption in
@@ -67,10 +78,11 @@ import torch
 
 from step_deploy import ir
 from step_deploy.fixedpoint.format import format_of
+from step_deploy.ir.attention_nodes import WINDOW_OPS
 from step_deploy.simulators.golden import integer_inputs, integer_ops
 from step_deploy.simulators.golden_loihi import lif_update
 from step_deploy.simulators.reference import as_time_major
-from step_deploy.targets.mapping import map_to_cores
+from step_deploy.targets.mapping import embedded_cost, map_to_cores
 
 from .hardware import HardwareError, MeshHardware, Quantity, load_hardware
 from .mesh_plan import HOST, MeshPlan, build_plan, row_product
@@ -114,13 +126,18 @@ class _Book:
         #: ns per event on every unit (0 on unpriced ones), for the busy events that take time
         self.ns_per_event = {k: costs.latency_ns[k] * self.priced for k in BUSY_EVENTS if costs.latency_ns[k]}
         self._steps: list[list] = [[]]
+        self._cur = 0
 
     def add(self, name: str, u0: int, k: int, counts: np.ndarray) -> None:
         """``counts`` ``(B, C)`` events of ``name`` on units ``u0 .. u0 + C - 1`` in hardware step ``k``."""
-        self._steps[-1].append((name, u0, k, counts))
+        self._steps[self._cur].append((name, u0, k, counts))
 
-    def next_step(self) -> None:
-        self._steps.append([])
+    def at(self, t: int) -> None:
+        """Record into golden step ``t``'s list from now on (a block of steps runs node-major, so the
+        records of one step arrive interleaved with the others'; each step's list keeps node order)."""
+        while len(self._steps) <= t:
+            self._steps.append([])
+        self._cur = t
 
     def _apply(self, name: str, u0: int, k: int, counts: np.ndarray) -> None:
         c = counts.shape[1]
@@ -241,37 +258,78 @@ def simulate_mesh(qgraph: ir.Graph, graph: ir.Graph, inputs, *, steps: Optional[
     states: dict = {}
     synops_by_node: dict = {L: {} for L in plan.layers}
     order = qgraph.topo_order()
-    steps_iter = range(T)
+    block = _block_steps(qgraph, T)
+    blocks_iter = range(0, T, block)
     if progress:
         from tqdm import tqdm
-        steps_iter = tqdm(steps_iter, desc="mesh", unit="step")
+        blocks_iter = tqdm(blocks_iter, desc="mesh", unit="step" if block == 1 else f"block of {block} steps")
     with torch.no_grad():
-        for t in steps_iter:
-            values, sent = {}, {}
+        for t0 in blocks_iter:  # a block of steps node-major (one step at a time without window ops)
+            steps = range(t0, t0 + block)
+            values, sent = {t: {} for t in steps}, {t: {} for t in steps}
             for n in order:
-                name = n.name
-                if name in plan.layers:
-                    L = plan.layers[name]
-                    values[name] = _run_layer(plan, L, qgraph, values, sent, states, ops, book, t, synops_by_node[name])
-                    _send(plan, name, values, sent, L.unit0, book, t + L.depth)
-                elif name in plan.member_of:
+                if n.name in plan.member_of and n.name not in plan.layers:
                     continue
-                elif n.op == "Input":
-                    values[name] = feeds[name][t]
-                elif name in plan.embedded:
-                    values[name] = _run_embedded(plan, n, values, sent, states, ops, book, t)
-                    _send(plan, name, values, sent, plan.embedded[name], book, t + plan.depth[name])
-                else:
-                    values[name] = ops[n.op](n, [values[i] for i in n.inputs], states.setdefault(name, {}), t)
-                    if plan.unit_of[name] == HOST:
-                        _send(plan, name, values, sent, plan.host_unit, book, min(t + plan.depth[name], K - 1))
-            for name in traces:
-                traces[name].append(values[name])
-            for name in outs:
-                outs[name].append(values[name])
-            book.next_step()
+                if n.op in WINDOW_OPS:
+                    _run_window(plan, n, steps, values, sent, states, ops, book)
+                    continue
+                for t in steps:
+                    book.at(t)
+                    _run_node(plan, n, qgraph, values[t], sent[t], states, ops, book, t, feeds, K, synops_by_node)
+            for t in steps:
+                for name in traces:
+                    traces[name].append(values[t][name])
+                for name in outs:
+                    outs[name].append(values[t][name])
     book.settle()
     return _result(plan, hw, costs, book, T, B, K, mapping, traces, outs, synops_by_node)
+
+
+def _block_steps(qgraph: ir.Graph, T: int) -> int:
+    """Steps run node-major together: 1 (step by step), or the least common multiple of the window
+    ops' blocks (``TemporalBlockSum``: non-causal inside its block), which must divide ``T``."""
+    block = 1
+    for n in qgraph.topo_order():
+        if n.op in WINDOW_OPS:
+            n.check_steps(T)
+            block = math.lcm(block, int(n.block))
+    if T % block:
+        raise HardwareError(f"T={T} is not a multiple of {block}, the common block of the graph's window ops")
+    return block
+
+
+def _run_node(plan, n, qgraph, values, sent, states, ops, book, t, feeds, K, synops_by_node) -> None:
+    """One node at golden step ``t`` on its unit (a layer, an embedded unit or the host)."""
+    name = n.name
+    if name in plan.layers:
+        L = plan.layers[name]
+        values[name] = _run_layer(plan, L, qgraph, values, sent, states, ops, book, t, synops_by_node[name])
+        _send(plan, name, values, sent, L.unit0, book, t + L.depth)
+    elif n.op == "Input":
+        values[name] = feeds[name][t]
+    elif name in plan.embedded:
+        values[name] = _run_embedded(plan, n, values, sent, states, ops, book, t)
+        _send(plan, name, values, sent, plan.embedded[name], book, t + plan.depth[name])
+    else:
+        values[name] = ops[n.op](n, [values[i] for i in n.inputs], states.setdefault(name, {}), t)
+        if plan.unit_of[name] == HOST:
+            _send(plan, name, values, sent, plan.host_unit, book, min(t + plan.depth[name], K - 1))
+
+
+def _run_window(plan, n, steps, values, sent, states, ops, book) -> None:
+    """A window op (``TemporalBlockSum``) on its embedded unit over a block of steps: it accumulates
+    its input from packets (one add per element per step into ``buffer_elements`` counters) and
+    sends the block's sum at every step of the block, ``block - 1`` steps late (``mesh_plan`` adds
+    that latency to the depth of everything after it)."""
+    u = plan.embedded[n.name]
+    xs = [torch.stack([_received(plan, i, values[t], sent[t]) for t in steps]) for i in n.inputs]
+    y = ops[n.op](n, xs, states.setdefault(n.name, {}), None)
+    adds = float(math.prod(plan.shapes[n.inputs[0]]))
+    for j, t in enumerate(steps):
+        book.at(t)
+        values[t][n.name] = y[j]
+        book.add("embedded_ops", u, t + plan.depth[n.name], np.full((y.shape[1], 1), adds))
+        _send(plan, n.name, values[t], sent[t], u, book, t + plan.depth[n.name])
 
 
 def _delivered(plan: MeshPlan, src: str, values: dict, sent: dict):
@@ -358,10 +416,14 @@ def _lif_per_core(n, a: torch.Tensor, L, states) -> torch.Tensor:
 
 
 def _run_embedded(plan, n, values, sent, states, ops, book, t) -> torch.Tensor:
-    """A product of two live tensors on its embedded unit, from operands rebuilt from packets."""
+    """A product of two live tensors (or a seed attention op: ReLU, Shiftmax) on its embedded unit,
+    from operands rebuilt from packets."""
     u, k = plan.embedded[n.name], t + plan.depth[n.name]
     xs = [_received(plan, i, values, sent) for i in n.inputs]
-    if n.op == "MatMul":
+    if n.op in ("ReLU", "Shiftmax"):  # dense work on every value, whatever arrived
+        ops_per_sample = embedded_cost(n, tuple(plan.shapes[n.name]))[0]
+        work = torch.full((xs[0].shape[0],), float(ops_per_sample), dtype=torch.float64)
+    elif n.op == "MatMul":
         a, b = ((x != 0).view(torch.uint8).to(torch.float32) for x in xs)
         a = a.transpose(-1, -2) if n.transpose_a else a
         b = b.transpose(-1, -2) if n.transpose_b else b

@@ -25,7 +25,7 @@ from .mesh_placement import LAYOUT_OPS, SYNAPSE_KIND, LayerPlacement, edge_fans,
 from .result import Unit
 
 HOST = "host"
-EMBEDDED_OPS = ("MatMul", "Mul")
+EMBEDDED_OPS = ("MatMul", "Mul", "ReLU", "Shiftmax", "TemporalBlockSum")
 #: ops whose values are spikes (0 or 1), and so, through layout ops, their views
 SPIKING_OPS = ("LoihiLIF",)
 
@@ -172,6 +172,8 @@ def build_plan(qgraph: ir.Graph, graph: ir.Graph, mapping, hw, lat_ns: dict) -> 
             continue
         u = unit_of[n.name]
         depth[n.name] = max([depth[i] + (unit_of[i] != u and n.op not in LAYOUT_OPS) for i in n.inputs], default=0)
+        if n.op == "TemporalBlockSum":  # a window op emits a block's sum at the block's last step
+            depth[n.name] += n.latency
     hw_depth = max([L.depth for L in layers.values()] + [depth[n] for n in embedded], default=0)
     xy = torch.from_numpy(mesh_xy(total, hw)).to(torch.float64) if total else torch.zeros((0, 2))
     dest_count: dict[str, torch.Tensor] = {}
@@ -234,7 +236,8 @@ def build_plan(qgraph: ir.Graph, graph: ir.Graph, mapping, hw, lat_ns: dict) -> 
             send_mats[name] = dest[:, None].to(torch.float32)
     spiking: set = set()
     for n in qgraph.topo_order():
-        binary = n.op in SPIKING_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: one packet carrying 0..D
+        binary = (n.op in SPIKING_OPS and int(getattr(n, "max_level", 1)) == 1  # ILIF: one packet carrying 0..D
+                  and getattr(n, "fire", "threshold") != "ternary")  # ternary: one packet carrying -1 or +1
         if binary or (n.op in LAYOUT_OPS and n.inputs and n.inputs[0] in spiking):
             spiking.add(n.name)
     return MeshPlan(units, layers, embedded, host_unit, member_of, unit_of, depth, dest_count, hw_depth, total,

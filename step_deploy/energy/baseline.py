@@ -8,7 +8,9 @@ from the SNN's counts of the same graph: every synapse does its dense MACs once 
 MAC (the same no-reuse convention as the SNN's event-driven reads); every neuron layer becomes an
 activation layer (one quantize/ReLU per value, b bits written and read, no membrane); attention
 products are dense MACs of b-bit operands; reductions add every value once. Weight widths and
-the accumulator width are the SNN's, so the two differ only in what the issue compares:
+the accumulator width are the SNN's; the seed designs' element-wise ops (ReLU, Shiftmax) run once
+with the SNN's operation counts of one step, and STAtten's block sum over time steps has no
+QANN counterpart (one pass, no steps). So the two differ only in what the issue compares:
 activations of b bits once versus spikes over T steps. Multi-level spikes widen the budget: T
 steps of spikes with L levels (ILIF: D + 1; ternary: 3) sum to T·(L − 1) + 1 values, so
 ``b = ceil(log2(T·(L − 1) + 1))`` with L the most levels of any neuron (:func:`spike_levels`).
@@ -16,7 +18,8 @@ steps of spikes with L levels (ILIF: D + 1; ternary: 3) sum to T·(L − 1) + 1 
 **Break-even.** The SNN's energy is split into a part that scales with the number of spikes
 (synaptic operations and their weight reads on spike or spike-sum inputs, spike traffic, attention,
 reductions, spike-out and NoC messages) and a fixed part (the analog first layer, neuron updates,
-membrane traffic, mapped compartments). Assuming every spike-driven count scales with the overall
+membrane traffic, mapped compartments, and the seed designs' dense element-wise work: ReLU,
+Shiftmax, block sums and their accumulator traffic). Assuming every spike-driven count scales with the overall
 firing rate r, E(r) = fixed + variable · r / r₀, so the SNN costs less than the QANN while
 r < r* = r₀ · (E_QANN − fixed) / variable; when the fixed part alone exceeds E_QANN, no firing
 rate breaks even."""
@@ -30,7 +33,7 @@ from step_deploy import ir
 
 from .constants import Constants, load_constants
 from .counts import Counts
-from .models import FLOAT_BITS, EnergyModelError, EnergyReport, LayerEnergy, _Widths, accumulator_bits, \
+from .models import ELEMENTWISE_COSTS, FLOAT_BITS, EnergyModelError, EnergyReport, LayerEnergy, _Widths, accumulator_bits, \
     counts_format, weight_counts
 
 #: components of an SNN energy report that scale with the spikes (see the module doc)
@@ -103,6 +106,9 @@ def qann_counts(counts: Counts, activation_bits_: Optional[int] = None, union: O
             layers[r.name] = {"kind": "reduction", "adds": r.total("values") // (T * B)}
             if r.name in u:
                 layers[r.name]["effective_adds"] = u[r.name].total("accumulates") / B
+        elif r.kind == "nonlinear":  # ReLU, Shiftmax: the same operations, once
+            layers[r.name] = {"kind": "nonlinear", **{k: r.total(k) // (T * B) for k in r.counters}}
+        # a "buffer" row (TemporalBlockSum) has no QANN counterpart: a single pass has no steps to sum over
     return QannCounts(b, layers)
 
 
@@ -137,6 +143,8 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
                 comp = {"activation_traffic": e_bit * 2 * r["activation_bits_moved"]} if model == "step" else {}
             elif r["kind"] == "product":
                 comp = {"attention": e_mac * r["macs"]}
+            elif r["kind"] == "nonlinear":
+                comp = {"nonlinear": e_ac * _elementwise_adds(r, c)}
             else:
                 comp = {"reductions": e_ac * r["adds"]}
             rows.append(LayerEnergy(name, r["kind"], comp))
@@ -157,6 +165,8 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
                         "activation_traffic": w.sram_bit(r["activation_bits_moved"]) * 2 * r["activation_bits_moved"]}
             elif r["kind"] == "product":
                 comp = {"attention": (w.mult(wide or max(b, 8), fmt) + add) * r["macs"]}
+            elif r["kind"] == "nonlinear":
+                comp = {"nonlinear": add * _elementwise_adds(r, c)}
             else:
                 comp = {"reductions": add * r["adds"]}
             rows.append(LayerEnergy(name, r["kind"], comp))
@@ -164,6 +174,11 @@ def price_qann(q: QannCounts, model: str, snn_counts: Counts, graph: Optional[ir
     return EnergyReport(f"{model} (QANN, {b}-bit activations, {how})", c.description(model), 1, tuple(rows),
                         dict(c.used), (f"activations of {activation_rule(spike_levels(snn_counts))} = {b} bits, {how}, run once",),
                         {"activation_bits": b, "accumulator_bits": acc, "number_format": counts_format(snn_counts)})
+
+
+def _elementwise_adds(r: dict, c: Constants) -> float:
+    """Add equivalents of a QANN ``nonlinear`` layer (one inference), as the SNN's are priced."""
+    return r["adds"] + sum(c.get(f"elementwise.{key}") * r[k] for k, key in ELEMENTWISE_COSTS if r.get(k))
 
 
 def _skipping(r: dict) -> dict:

@@ -35,6 +35,29 @@ record=needed_traces(graph))`` or ``simulators.golden.run_golden`` return, or wh
   operand's value is added where the spike is 1), ``mac`` otherwise.
 * **reductions** (``Sum``, ``Mean``: SDT's column sum, QKFormer's per-head channel sum, the token
   mean before the head), per step: ``values`` read and ``accumulates`` (non-zero inputs added).
+* **nonlinear** element-wise ops of the seed attention designs, dense (every value, every step:
+  their cost does not depend on which values are zero), per step:
+
+  - ``ReLU`` (A²OS²A's K): ``compares`` = one per value (``max(x, 0)``: a compare with zero and a
+    select; assumption: counted as one compare, no source prices a sign-bit select separately).
+  - ``Shiftmax`` (bipolar self-attention), per score row of ``n`` entries, from its integer
+    definition (``ir.Shiftmax``, ``simulators.integer_ops.op_shiftmax``): ``n`` compares (the running
+    row maximum, one per arriving entry), ``n`` subtractions (``Δ = x - max``), ``n`` shifts
+    (``a = 1 << (F + Δ)``; the floor ``Δ >= -F`` is the sign of the shift amount, no extra
+    operation), ``n - 1`` adds (``S = Σ a``), one leading-zero count (``E = ceil(log2 S)``) and ``n``
+    shifts (``a << (F + L - E)``). Source: the operation list of the definition; that a hardware
+    unit needs no more (no multiplier, no divider) is the design's claim (seed_models.md §4), the
+    op-by-op count is ours.
+
+  Counters: ``values``, ``compares``, ``subtracts``, ``adds``, ``shifts``, ``leading_zero_counts``.
+* **buffers** (``TemporalBlockSum``: STAtten's sum of ``K_τᵀ V_τ`` over a block of ``block``
+  steps), dense, per step: ``adds`` (one per element: the step's value added into the block
+  accumulator), ``buffer_bits_written`` and ``buffer_bits_read`` (every element of the accumulator
+  written and read once per step, at ``membrane_bits`` bits per element: the block sum's own width,
+  ``ceil(log2(level + 1))`` of its value class when the level is known, else 32). Emitting the
+  block's sum to the ``block`` steps of the block reads the same accumulator (counted in the read);
+  the consumers' operands that wait ``block - 1`` steps for it are not counted (assumption: the
+  cycle simulator prices that latency, not the energy models).
 
 **Multi-bit spikes (Bit Budget).** A neuron with L output levels (IR ``Neuron.levels``: STEP's
 ILIF sends integers 0..D, L = D + 1; ternary neurons -1/0/+1, L = 3) sends ``b = ceil(log2(L))``
@@ -43,7 +66,13 @@ bits per non-zero spike, so ``spike_bits`` = spikes x b. A synaptic operation on
 (``value·w = Σ_i bit_i(value)·(w << i)``), so the row states ``bit_ops = b``: the accumulates one
 counted synaptic operation costs (the weight is read once). A product (attention) with a
 multi-bit spike operand and no binary one likewise costs ``bit_ops`` = the bits of its narrower
-multi-bit spike operand (a binary operand only gates: one accumulate, as before). Shen et al.'s
+multi-bit spike operand (a binary operand only gates: one accumulate, as before). A ternary
+spike (-1/0/+1: L = 3, 2 bits, a magnitude bit and a sign) makes each synaptic operation a
+*signed add* (the weight added or subtracted, no multiplier: contract §2) and a product with a
+ternary operand (A²OS²A's ``(Q·Kᵀ)·V``, bipolar attention's ``Q·Kᵀ``) signed adds of the other
+operand; both are priced by the spike's 2 bits like every multi-bit spike (``bit_ops = 2``; an
+assumption: in a sign-magnitude datapath the sign bit selects add or subtract, so one add/subtract
+is a lower bound and 2 the Bit Budget convention used throughout). Shen et al.'s
 Bit Budget (CVPR 2024, abstract: spike and weight bits are the budget, not SynOps; its S-ACE
 formula could not be read, see ``docs/energy.md``) is the source of pricing by bits; the
 shift-and-add decomposition is ours. Binary networks are unchanged (``bit_ops = 1`` everywhere).
@@ -85,6 +114,8 @@ SYNAPSE_OPS = {"Conv2d": "conv2d", "FixedConv2d": "conv2d", "FpgaConv2d": "conv2
 NEURON_OPS = ("Neuron", "KLIFNeuron", "EIFNeuron", "CLIFNeuron", "GLIFNeuron", "LoihiLIF", "FpgaLIF", "Heaviside")
 PRODUCT_OPS = ("MatMul", "Mul")
 REDUCTION_OPS = ("Sum", "Mean")
+NONLINEAR_OPS = ("ReLU", "Shiftmax")
+BUFFER_OPS = ("TemporalBlockSum",)
 
 #: counters of each kind of row, in report order
 COUNTERS = {
@@ -92,6 +123,8 @@ COUNTERS = {
     "neuron": ("spikes", "updates", "membrane_bits_read", "membrane_bits_written", "spike_bits", "spike_bits_dense"),
     "product": ("products", "coincidences", "accumulates"),
     "reduction": ("values", "accumulates"),
+    "nonlinear": ("values", "compares", "subtracts", "adds", "shifts", "leading_zero_counts"),
+    "buffer": ("values", "adds", "buffer_bits_written", "buffer_bits_read"),
 }
 
 #: neurons with no state to read and write
@@ -322,6 +355,27 @@ def _synapse_operation(c: ValueClass) -> tuple[str, int]:
     return "mac", 1
 
 
+def nonlinear_ops(n: ir.Node, shape: tuple) -> dict:
+    """Operations of one step and sample of a ``ReLU`` or ``Shiftmax`` node with per-step output
+    ``shape`` (see the module doc, *nonlinear*)."""
+    size = math.prod(shape)
+    ops = {"values": size, "compares": 0, "subtracts": 0, "adds": 0, "shifts": 0, "leading_zero_counts": 0}
+    if n.op == "ReLU":
+        ops["compares"] = size
+        return ops
+    row = int(shape[n.axis % len(shape)])
+    rows = size // row if row else 0
+    ops.update(compares=row * rows, subtracts=row * rows, shifts=2 * row * rows, adds=(row - 1) * rows,
+               leading_zero_counts=rows)
+    return ops
+
+
+def default_buffer_bits(c: ValueClass) -> int:
+    """Bits of one element of a block accumulator holding values of class ``c``: its level's width,
+    else float32."""
+    return int(c.bits) if c.kind != REAL and c.bits else FLOAT_BITS
+
+
 def _wider(a: Optional[int], b: Optional[int]) -> Optional[int]:
     return None if a is None or b is None else max(a, b)
 
@@ -394,6 +448,16 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
                                     operation, dense, counters, bit_ops=bit_ops))
         elif n.op in REDUCTION_OPS:
             reductions.append(n)
+        elif n.op in NONLINEAR_OPS:
+            c = classes[n.inputs[0]]
+            ops = nonlinear_ops(n, shapes[n.name])
+            rows.append(LayerCounts(n.name, n.op, "nonlinear", c.kind, c.bits, n.op.lower(), ops["values"], ops))
+        elif n.op in BUFFER_OPS:
+            c = classes[n.inputs[0]]
+            size = math.prod(shapes[n.name])
+            bb = _bits_for(membrane_bits, n.name, default_buffer_bits(classes[n.name]), "membrane_bits")
+            counters = {"values": size, "adds": size, "buffer_bits_written": size * bb, "buffer_bits_read": size * bb}
+            rows.append(LayerCounts(n.name, n.op, "buffer", c.kind, c.bits, "ac", size, counters, membrane_bits=bb))
     for n in reductions:  # after the others: a reduction of real values needs no trace, only B
         src = n.inputs[0]
         c = classes[src]
@@ -409,4 +473,5 @@ def count_graph(graph: ir.Graph, traces: Mapping[str, Trace], steps: int, membra
 
 __all__ = ["COUNTERS", "CONVENTIONS", "CountError", "Counts", "GraphPlan", "LayerCounts", "bit_widths",
            "compare_counts", "count_graph", "default_membrane_bits", "default_weight_bits", "graph_plan",
-           "needed_traces", "SYNAPSE_OPS", "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS", "STATELESS_NEURON_OPS"]
+           "needed_traces", "SYNAPSE_OPS", "NEURON_OPS", "PRODUCT_OPS", "REDUCTION_OPS", "STATELESS_NEURON_OPS",
+           "NONLINEAR_OPS", "BUFFER_OPS", "nonlinear_ops", "default_buffer_bits"]

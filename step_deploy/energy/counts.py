@@ -27,7 +27,8 @@ class LayerCounts:
     ``value_class``/``bits``: of the input (synapses, reductions), of the output (neurons), of both
     operands (products, e.g. ``'binary*binary'``, ``bits`` the wider one). ``size``: values per
     step and sample (a neuron layer's neurons, a synapse's input values). ``weight_bits`` and
-    ``membrane_bits``: the widths used (None where they do not apply). ``bit_ops``: accumulates
+    ``membrane_bits``: the widths used (None where they do not apply; a ``buffer`` row's
+    ``membrane_bits`` is the width of one element of its block accumulator). ``bit_ops``: accumulates
     one counted operation costs when a multi-bit spike of b bits is involved (Bit Budget, see
     ``counters`` *Multi-bit spikes*): b for a synapse reading such spikes and for the neuron
     sending them, the narrower spike's bits for a product of two; 1 everywhere else. ``levels``:
@@ -172,6 +173,11 @@ CONVENTIONS = {
                    "ceil(log2(levels)) bits (synop = 'bits' accumulates, a shift-and-add per bit); multilevel: "
                    "integer counts of 'bits' bits (synop = multiply by the weight); real: analog / weighted values "
                    "(synop = MAC)",
+    "nonlinear": "ReLU: one compare per value; Shiftmax per row of n scores: n compares (row max), n subtractions, "
+                 "n shifts (2^delta), n-1 adds (row sum), 1 leading-zero count (ceil log2 of the sum), n shifts "
+                 "(normalise); dense, every step",
+    "buffer": "TemporalBlockSum: one add per element per step into the block accumulator, every element written "
+              "and read once per step at the block sum's width",
     "bit_ops": "accumulates per counted operation on multi-bit spikes (Bit Budget): a spike's bits for a synapse "
                "and its neuron, the narrower spike's bits for a product of two; 1 (and omitted) elsewhere",
 }
@@ -236,6 +242,11 @@ def rebit(counts: Counts, weight_bits=None, membrane_bits=None, numeric: Optiona
             c["weight_bits_read"] = r.counters["synops"] * wb
             c["weight_bits_read_dense"] = r.counters["dense_macs"] * wb
             rows.append(dataclasses.replace(r, counters=c, weight_bits=wb, numeric=numeric or r.numeric))
+        elif r.kind == "buffer":  # a block accumulator is state: it takes the membranes' width when one is given
+            bb = pick(membrane_bits, r.name, r.membrane_bits)
+            c["buffer_bits_written"] = r.counters["values"] * bb
+            c["buffer_bits_read"] = r.counters["values"] * bb
+            rows.append(dataclasses.replace(r, counters=c, membrane_bits=bb, numeric=numeric or r.numeric))
         elif r.kind == "neuron":
             mb = 0 if r.membrane_bits == 0 else pick(membrane_bits, r.name, r.membrane_bits)  # stateless stays so
             c["membrane_bits_read"] = r.counters["updates"] * mb

@@ -49,6 +49,18 @@ Perspective from Network Quantization" (Bit Budget, CVPR 2024: spike and weight 
 are the budget; only its abstract could be read, its S-ACE formula is not reproduced here); the
 shift-and-add decomposition is this project's convention, stated in ``CONVENTIONS``.
 
+**The seed attention designs' ops** (``counters``: *nonlinear* and *buffers*). ReLU's compares and
+Shiftmax's compares, subtractions, shifts, adds and leading-zero count are priced as add
+equivalents (``elementwise.adds_per_*`` in ``constants.yaml``, each an assumption stated there):
+``paper``/``step`` at E_AC each, ``horowitz`` as an add at the accumulator width, ``loihi`` as one
+embedded-core operation each (they run beside attention, off the neuro-cores, wherever the core
+mapping places them: as products, they are priced even where it says host). TemporalBlockSum's
+adds (one per element per step) are priced the same way; its block accumulator's traffic (every
+element written and read once per step) is priced by the models that price memory: ``step`` at
+``e_memory_bit`` per bit, ``horowitz`` per bit of an SRAM the accumulator's size. Products with
+A²OS²A's ReLU-graded K are accumulates gated by the spikes of Q (``ac``, one add each), with its
+ternary V signed adds (2 bits: ``bit_ops = 2``).
+
 A model returns one :class:`LayerEnergy` per counted row (pJ summed over the batch, split into
 components); :func:`price` wraps them in an :class:`EnergyReport` with the constants used."""
 from __future__ import annotations
@@ -161,6 +173,36 @@ def _input_bits(row: LayerCounts) -> int:
     return row.bits or 8
 
 
+#: add equivalents of each counted element-wise operation (constants ``elementwise.*``); adds are adds
+ELEMENTWISE_COSTS = (("compares", "adds_per_compare"), ("subtracts", "adds_per_subtract"),
+                     ("shifts", "adds_per_shift"), ("leading_zero_counts", "adds_per_leading_zero_count"))
+
+
+def elementwise_adds(r: LayerCounts, c: Constants) -> float:
+    """Add equivalents of a ``nonlinear`` or ``buffer`` row over the batch (a constant is looked up,
+    and so reported, only where its operation occurs)."""
+    total = float(r.total("adds"))
+    for counter, key in ELEMENTWISE_COSTS:
+        n = r.total(counter) if counter in r.counters else 0
+        if n:
+            total += c.get(f"elementwise.{key}") * n
+    return total
+
+
+def _elementwise(r: LayerCounts, c: Constants, per_add: float, e_bit: Optional[float] = None) -> dict:
+    """Components of a ``nonlinear``/``buffer`` row: its ops at ``per_add`` pJ per add equivalent, and
+    (``e_bit``: pJ per bit, None where the model prices no memory) the block accumulator's traffic."""
+    if r.kind == "nonlinear":
+        return {"nonlinear": per_add * elementwise_adds(r, c)}
+    comp = {"temporal_buffer": per_add * elementwise_adds(r, c)}
+    if e_bit is not None:
+        comp["buffer_memory"] = e_bit * (r.total("buffer_bits_written") + r.total("buffer_bits_read"))
+    return comp
+
+
+ELEMENTWISE_KINDS = ("nonlinear", "buffer")
+
+
 # --------------------------------------------------------------------------- paper / STEP
 
 
@@ -175,6 +217,8 @@ def _paper(counts: Counts, graph, c: Constants, opts: dict) -> list:
             comp = {"attention": e_ac * r.bit_ops * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e_ac * r.total("accumulates")}
+        elif r.kind in ELEMENTWISE_KINDS:
+            comp = _elementwise(r, c, e_ac)
         else:
             comp = {}
         out.append(LayerEnergy(r.name, r.kind, comp))
@@ -197,6 +241,8 @@ def _step(counts: Counts, graph, c: Constants, opts: dict) -> list:
             comp = {"attention": e * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e_ac * r.total("accumulates")}
+        elif r.kind in ELEMENTWISE_KINDS:
+            comp = _elementwise(r, c, e_ac, e_bit)
         out.append(LayerEnergy(r.name, r.kind, comp))
     return out
 
@@ -265,6 +311,9 @@ def _horowitz(counts: Counts, graph, c: Constants, opts: dict) -> list:
             comp = {"attention": per * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": w.add(acc, fmt) * r.total("accumulates")}
+        elif r.kind in ELEMENTWISE_KINDS:
+            e_bit = w.sram_bit(r.size * (r.membrane_bits or FLOAT_BITS)) if r.kind == "buffer" else None
+            comp = _elementwise(r, c, w.add(acc, fmt), e_bit)
         out.append(LayerEnergy(r.name, r.kind, comp))
     return out
 
@@ -339,7 +388,8 @@ def _loihi(counts: Counts, graph, c: Constants, opts: dict) -> list:
         if r.name in graph.nodes and r.value_class != "real":
             sent.setdefault(origin(graph[r.name].inputs[0]), r.total("accumulates"))
     out, notes = [], []
-    host = [r.name for r in counts.rows if mp.nodes.get(r.name, {}).get("placement") == "host"]
+    host = [r.name for r in counts.rows if mp.nodes.get(r.name, {}).get("placement") == "host"
+            and r.kind not in ELEMENTWISE_KINDS]
     for r in counts.rows:
         comp = {}
         L = layer_of.get(r.name)
@@ -353,6 +403,11 @@ def _loihi(counts: Counts, graph, c: Constants, opts: dict) -> list:
             comp = {"attention": e["e_embedded_op"] * r.bit_ops * r.total("accumulates")}
         elif r.kind == "reduction":
             comp = {"reductions": e["e_synop_sparse"] * r.total("accumulates")} if r.name not in host else {}
+        elif r.kind in ELEMENTWISE_KINDS:  # off the neuro-cores, priced like attention wherever the mapping puts them
+            comp = _elementwise(r, c, e["e_embedded_op"])
+            if r.kind == "buffer":
+                notes.append(f"{r.name}: its block accumulator's memory traffic is not priced (the loihi model "
+                             f"prices operations and events; step and horowitz price it)")
         if r.kind == "neuron" and L is not None and L.name == r.name:
             events = r.total("spikes") * graded(r)
             comp.update(_layer_events(L, steps_samples, events, e, hop.get(L.name, 0.0)))
@@ -410,5 +465,6 @@ def price(counts: Counts, model: str, graph: Optional[ir.Graph] = None, constant
 
 
 __all__ = ["EnergyModelError", "EnergyReport", "LayerEnergy", "MODELS", "accumulator_bits", "counts_format",
+           "ELEMENTWISE_COSTS", "ELEMENTWISE_KINDS", "elementwise_adds",
            "loihi_mapping", "neuron_op_bits",
            "price", "resolve_models", "weight_counts"]

@@ -108,6 +108,7 @@ def markdown(res: EnergyResult) -> str:
     tot = c.totals()
     syn, neu = tot.get("synapse", {}), tot.get("neuron", {})
     prod, red = tot.get("product", {}), tot.get("reduction", {})
+    nl, buf = tot.get("nonlinear", {}), tot.get("buffer", {})
     n = max(c.samples, 1)
     acc = h.get("accuracy")
     lines = [f"# Energy of {h.get('checkpoint', 'the model')} ({h.get('arch', '?')})", "",
@@ -127,6 +128,11 @@ def markdown(res: EnergyResult) -> str:
              f"| attention products: coincidences / accumulates / dense | {prod.get('coincidences', 0) / n:,.0f} / "
              f"{prod.get('accumulates', 0) / n:,.0f} / {prod.get('products', 0) / n:,.0f} |",
              f"| reduction accumulates | {red.get('accumulates', 0) / n:,.0f} |",
+             *(["| ReLU / Shiftmax: compares / subtractions / adds / shifts / leading-zero counts | "
+                + " / ".join(f"{nl.get(k, 0) / n:,.0f}" for k in ("compares", "subtracts", "adds", "shifts",
+                                                                 "leading_zero_counts")) + " |"] if nl else []),
+             *([f"| block sums over time steps: adds / accumulator bits written + read | {buf.get('adds', 0) / n:,.0f}"
+                f" / {(buf.get('buffer_bits_written', 0) + buf.get('buffer_bits_read', 0)) / n:,.0f} |"] if buf else []),
              f"| weight bits read (event-driven) | {syn.get('weight_bits_read', 0) / n:,.0f} |",
              f"| membrane bits read + written | {(neu.get('membrane_bits_read', 0) + neu.get('membrane_bits_written', 0)) / n:,.0f} |",
              "", "## SNN against the quantized ANN (Bit Budget)", "",

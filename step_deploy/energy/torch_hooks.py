@@ -10,7 +10,13 @@ products are functions, not modules, so nothing can hook them: their operands ar
 the hooked neuron spikes through the graph's layout nodes (reshape, transpose, flatten) and the
 products themselves (``MatMul``, ``Mul``, ``Sum``, ``Mean``, ``Scale``; ``Add`` and ``MaxPool2d``
 for the residual stream the token mean reads), vectorized over
-``(T, B)``. Nothing here runs the reference interpreter."""
+``(T, B)``. The seed attention designs: a ``ReLU`` module (A²OS²A's ``k_relu``, after a BatchNorm)
+is hooked on its output like a neuron; ``Shiftmax`` and ``TemporalBlockSum`` are derived from their
+inputs by their definitions (the block sum over the ``T`` axis of the ``(T, B, ...)`` trace); IR
+neurons that capture merged from several PyTorch neurons (SEMM's stacked experts, graph metadata
+``neuron_groups``, written by ``frontend.seed_lowering``) get their traces from those modules'
+outputs.
+Nothing here runs the reference interpreter."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 
 from step_deploy import ir
+from step_deploy.frontend.neuron_groups import group_members, group_traces
 
 from .counters import NEURON_OPS, SYNAPSE_OPS, CountError, graph_plan
 
@@ -30,7 +37,7 @@ def _time_major(t: torch.Tensor, steps: int, shape: tuple, what: str, clone: boo
         raise CountError(f"{what}: leading axis {t.shape[0]} is not T·B for T={steps}")
     y = t.reshape(steps, t.shape[0] // steps, *t.shape[1:])
     y = y.clone() if clone else y
-    if tuple(y.shape[2:]) != tuple(shape):
+    if shape is not None and tuple(y.shape[2:]) != tuple(shape):
         raise CountError(f"{what}: per-step shape {tuple(y.shape[2:])} differs from the graph's {tuple(shape)}; "
                          f"was the graph captured from this model?")
     return y
@@ -67,6 +74,15 @@ def _derive(graph: ir.Graph, traces: dict, name: str) -> torch.Tensor:
         y = x.sum(ax, keepdim=n.keepdim) if n.op == "Sum" else x.mean(ax, keepdim=n.keepdim)
     elif n.op == "Scale":
         y = x * n.factor
+    elif n.op == "ReLU":
+        y = torch.clamp_min(x, 0)
+    elif n.op == "Shiftmax":
+        y = _shiftmax(n, x)
+    elif n.op == "TemporalBlockSum":  # (T, B, ...): the sum of each block of steps, at every step of the block
+        n.check_steps(x.shape[0])
+        b = int(n.block)
+        blocks = x.reshape((x.shape[0] // b, b) + tuple(x.shape[1:])).sum(1, keepdim=True)
+        y = blocks.expand((x.shape[0] // b, b) + tuple(x.shape[1:])).reshape(x.shape)
     elif n.op == "Add":
         y = sum(xs[1:], xs[0])
     elif n.op == "MaxPool2d":
@@ -79,6 +95,20 @@ def _derive(graph: ir.Graph, traces: dict, name: str) -> torch.Tensor:
     traces[name] = y
     return y
 
+
+def _shiftmax(n: ir.Node, x: torch.Tensor) -> torch.Tensor:
+    """The IR's Shiftmax (its docstring's equation) on ``(T, B, *shape)`` values:
+    ``num = 2^Δ`` where ``Δ = x - rowmax >= -frac_bits`` (else 0), ``Y = num / 2^ceil(log2 Σ num)``."""
+    ax = n.axis % (x.dim() - 2) + 2
+    delta = x - x.amax(dim=ax, keepdim=True)
+    num = torch.where(delta >= -int(n.frac_bits), torch.exp2(delta), torch.zeros_like(delta))
+    m, e = torch.frexp(num.sum(dim=ax, keepdim=True))  # sum = m·2^e, m in [1/2, 1): 2^ceil(log2 sum)
+    return num / torch.ldexp(torch.ones_like(m), torch.where(m == 0.5, e - 1, e))
+
+
+#: modules whose output is a graph node the counters read and that cannot be derived from hooked
+#: values (A²OS²A's ``k_relu`` follows a BatchNorm): hooked on their output like neurons
+OUTPUT_HOOKED_OPS = ("ReLU",)
 
 #: synapses that are part of a neuron module (PSN's ``TemporalLinear`` is named ``<PSN module>.fc``):
 #: their input is the input of that module
@@ -115,6 +145,8 @@ def hook_traces(model: nn.Module, x: torch.Tensor, graph: ir.Graph, steps: Optio
     traces = _forward_with_hooks(model, x, graph, plan, T, clone=False)
     if traces is None:  # something was changed in place after it was hooked: take copies
         traces = _forward_with_hooks(model, x, graph, plan, T, clone=True)
+    if group_members(graph):  # IR neurons standing for several PyTorch neurons (SEMM's stacked experts)
+        traces = group_traces(graph, traces)
     with torch.no_grad():
         for name in plan.needed:
             _derive(graph, traces, name)
@@ -154,10 +186,14 @@ def _forward_with_hooks(model: nn.Module, x: torch.Tensor, graph: ir.Graph, plan
             hooks.append(modules[owner].register_forward_pre_hook(
                 lambda mod, inp, key=src.name, shape=shapes[src.name], what=n.name:
                     take(key, inp[0], shape, f"input of module {what!r}")))
-        elif n.op in NEURON_OPS and n.name in modules:
+        elif (n.op in NEURON_OPS or n.op in OUTPUT_HOOKED_OPS) and n.name in modules:
             hooks.append(modules[n.name].register_forward_hook(
                 lambda mod, inp, out, key=n.name, shape=shapes[n.name]:
-                    take(key, out, shape, f"output of neuron {key!r}")))
+                    take(key, out, shape, f"output of module {key!r}")))
+    for path in group_members(graph):
+        if path in modules:
+            hooks.append(modules[path].register_forward_hook(
+                lambda mod, inp, out, key=path: take(key, out, None, f"output of module {key!r}")))
     wrapped = False
     if readout:
         if not callable(getattr(model, "time_mean", None)):

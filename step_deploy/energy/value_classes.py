@@ -13,6 +13,11 @@ The counters state, for every synapse and attention product, the *value class* o
 * ``real``: anything computed with weights (synapse outputs, membranes, analog pixels): its
   width is the representation's (float32 or the quantizer's), not a property of the network.
 
+The seed attention designs' ops: ``ReLU`` keeps its input's class without the sign (A²OS²A's K,
+``ReLU(BN(Linear(x)))``, is ``real``: a product with it is an accumulate of K's entries gated by
+the other operand's spikes, not an AND); ``Shiftmax`` gives ``real`` values (powers of two below
+one); ``TemporalBlockSum`` (STAtten's block of ``block`` steps) multiplies the level by ``block``.
+
 The class is decided from the graph, never from the values, so a float graph and its quantized
 version (``Mean`` becomes ``Sum``, ``TemporalMean`` becomes a ``TemporalSum``, ``Neuron`` becomes
 ``FpgaLIF``/``LoihiLIF``, whose ``max_level`` keeps the levels) get the same classes. Unknown node
@@ -91,14 +96,25 @@ def _combine(classes: list[ValueClass], fn) -> ValueClass:
 
 def _neuron_class(n: ir.Node) -> ValueClass:
     """What a neuron sends: binary spikes, or multi-bit spikes of its levels (IR ``Neuron`` and its
-    subclasses by ``output``; ``LoihiLIF``/``FpgaLIF`` by ``max_level``, 1 when they have none)."""
+    subclasses by ``output``; ``LoihiLIF``/``FpgaLIF`` by ``fire='ternary'`` or ``max_level``, 1 when
+    they have none)."""
     output = getattr(n, "output", "binary")
     max_level = int(getattr(n, "max_level", 1) or 1)
-    if output == "ternary":
+    if output == "ternary" or getattr(n, "fire", None) == "ternary":  # IR Neuron / FpgaLIF, LoihiLIF
         return ValueClass(MULTIBIT, 1, True)
     if output == "integer" or max_level > 1:
         return ValueClass(MULTIBIT, max_level) if max_level > 1 else SPIKE
     return SPIKE
+
+
+def _rectified(c: ValueClass) -> ValueClass:
+    """Class of ``max(x, 0)``: real stays real (A²OS²A's K: a graded activation, not a spike); signed
+    levels lose their sign (a rectified ternary spike is a binary one)."""
+    if c.kind == REAL or not c.signed:
+        return c
+    if c.kind == MULTIBIT:
+        return SPIKE if (c.max_level or 0) <= 1 else ValueClass(MULTIBIT, c.max_level)
+    return _levels(c.max_level)
 
 
 def value_classes(graph: ir.Graph, steps: Optional[int] = None) -> dict[str, ValueClass]:
@@ -133,7 +149,11 @@ def value_classes(graph: ir.Graph, steps: Optional[int] = None) -> dict[str, Val
             out[n.name] = _combine(ins, lambda m: kh * kw * m[0])
         elif op in TEMPORAL_OPS:
             out[n.name] = _combine(ins, lambda m: steps * m[0]) if steps else _combine(ins, lambda m: None)
-        else:  # synapses, batch norm, and anything not known to keep values small
+        elif op == "TemporalBlockSum":  # a sum of `block` steps of the input
+            out[n.name] = _combine(ins, lambda m: int(n.block) * m[0])
+        elif op == "ReLU":
+            out[n.name] = _rectified(ins[0])
+        else:  # synapses, batch norm, Shiftmax (fractions), and anything not known to keep values small
             out[n.name] = REAL_VALUE
     return out
 

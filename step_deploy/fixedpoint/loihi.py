@@ -15,7 +15,11 @@ counts) is recorded in the quantization report, not in the nodes: the nodes alon
 integer network.
 
 Core ops reused unchanged on integers: Add, Mul, Sum, MatMul (``scale`` must be 1), MaxPool2d,
-Reshape, Flatten, Transpose, Delay, Output.
+Reshape, Flatten, Transpose, Delay, Output, and the seed attention ops (``simulators.integer_ops``):
+ReLU (``max(x, 0)``, scale kept), Shiftmax (integer scores at scale 1 in, ``2^(F+L)`` out) and
+TemporalBlockSum (block sum, scale kept; a window op: the golden model runs it node-major, the
+mesh simulator block-major, and Lava, which runs step by step, refuses it with
+:func:`window_op_problem`).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ FORMAT_NAME = "loihi-fixed_pt"
 
 LOIHI_COMPARES = (">", ">=")
 LOIHI_RESETS = ("hard", "soft")
-LOIHI_FIRE_RULES = ("threshold", "round", "round_normalized")
+LOIHI_FIRE_RULES = ("threshold", "round", "round_normalized", "ternary")
 GRADED_SPIKE_BITS = 24  # Lava's CPU models carry 24-bit graded payloads (Loihi 2: up to 32)
 #: bounds of a legal 8-bit Loihi weight mantissa per sign mode (lava ``clip_weights``)
 WEIGHT_RANGE = {"mixed": (-256, 254), "excitatory": (0, 255), "inhibitory": (-255, 0)}
@@ -55,6 +59,31 @@ NO_INTEGER_FORM = {
 }
 NO_INTEGER_FORM_FIX = ("run it on a float stage (reference, ONNX, NIR), or use LIF/IF/PLIF neurons "
                        "(hard or soft reset, ILIF or NILIF spikes) for integer targets")
+
+
+def window_op_problem(node, executor: str) -> str:
+    """The one-line refusal of a window op (``TemporalBlockSum``) by a step-by-step ``executor`` (Lava;
+    the mesh simulator runs it block-major instead): op, why and what to do (the caller's diagnostic
+    names the node)."""
+    b = int(node.block)
+    return (f"{node.op}(block={b}) cannot run on {executor}: it is non-causal inside a block of {b} "
+            f"steps (Y[t] needs X up to the block's last step), which needs block-major execution or a latency of "
+            f"{b - 1} step(s) with a buffer, and {executor} runs every process step by step; run the golden model "
+            f"(which evaluates it node-major), or use block=1 (per-step attention)")
+
+
+def refuse_window_ops(graph, executor: str, backend=None) -> None:
+    """Raise ``ir.UnsupportedOpError`` (an ``IRError`` whose text is one diagnostic line per node)
+    for every window op (``TemporalBlockSum``) of ``graph``: ``executor`` (Lava) runs every process
+    step by step. ``backend``: the executor's registered ``ir.Backend``, if any."""
+    from step_deploy.ir.attention_nodes import WINDOW_OPS
+    from step_deploy.ir.backends import Backend, UnsupportedOpError
+    from step_deploy.ir.diagnostics import Diagnostic
+
+    bad = [n for n in graph.topo_order() if n.op in WINDOW_OPS]
+    if bad:
+        raise UnsupportedOpError(backend or Backend(executor, frozenset(), "integer"),
+                                 [Diagnostic("window-op", n.name, window_op_problem(n, executor)) for n in bad])
 
 
 def sign_mode(weight: np.ndarray) -> str:
@@ -87,6 +116,8 @@ def programmable_features(n) -> list[str]:
     out = []
     if n.reset == "soft":
         out.append("soft reset (v - S·θ)")
+    if n.fire == "ternary" or getattr(n, "output", None) == "ternary":
+        out.append("ternary spikes -1/0/+1 (signed 2-bit graded spikes)")
     if n.fire == "round":
         out.append(f"multi-level spikes 0..{n.max_level} (ILIF: round half to even of v/θ)")
     elif n.fire == "round_normalized":
@@ -198,6 +229,9 @@ class LoihiLIF(Node):
       ``'round'`` (STEP's ILIF, integer spikes 0..max_level, Loihi 2 graded spikes):
                        ``S[t] = clamp(rne_div(v', θ), 0, max_level)``
       ``'round_normalized'`` (STEP's NILIF, D = ``round_d``, binary): ``S[t] = 2·v' > D·θ``
+      ``'ternary'`` (signed spikes -1/0/+1, Loihi 2 graded spikes):
+                       ``S[t] = +1 if v' >= θ; -1 if v' <= -θ; else 0`` (``compare='>='``), or
+                       ``S[t] = +1 if v' > θ; -1 if v' < -θ; else 0`` (``compare='>'``)
     reset (``reset``):
       ``'hard'``: ``v[t] = v' · (S[t] == 0)``   (to 0; ``u`` is not reset; Lava's ``LIF``)
       ``'soft'``: ``v[t] = v' - S[t] · θ``     (Loihi 2 programmable neuron only)
@@ -240,8 +274,12 @@ class LoihiLIF(Node):
                              f"(a graded spike of {GRADED_SPIKE_BITS} bits)")
         if self.fire == "round_normalized" and int(self.round_d) < 1:
             raise ValueError(f"{who}: fire='round_normalized' (NILIF) needs round_d >= 1, got {self.round_d}")
+        if self.fire == "ternary" and int(self.max_level) != 1:
+            raise ValueError(f"{who}: fire='ternary' sends -1/0/+1 spikes, so max_level must be 1 "
+                             f"(got {self.max_level})")
         if self.fire != "threshold" and int(self.vth) < 1:
-            raise ValueError(f"{who}: fire={self.fire!r} divides by the threshold: vth must be >= 1")
+            raise ValueError(f"{who}: fire={self.fire!r} needs a positive threshold (it divides by it or fires at "
+                             f"±θ): vth must be >= 1")
 
     def infer_shape(self, in_shapes):
         return in_shapes[0]
@@ -253,8 +291,18 @@ class LoihiLIF(Node):
 
     @property
     def spike_bits(self) -> int:
-        """Bits of one spike: 1, or ``ceil(log2(max_level + 1))`` for integer spikes."""
-        return max(1, int(self.max_level).bit_length())
+        """Bits of one spike: 1, ``ceil(log2(max_level + 1))`` for integer spikes, 2 for ternary (signed)."""
+        return 2 if self.fire == "ternary" else max(1, int(self.max_level).bit_length())
+
+    @property
+    def output(self) -> str:
+        """The spike alphabet, named as the IR ``Neuron``'s: ``ternary``, ``integer`` (ILIF) or ``binary``."""
+        return {"ternary": "ternary", "round": "integer"}.get(self.fire, "binary")
+
+    @property
+    def signed(self) -> bool:
+        """True for ternary spikes (-1 travels as a signed graded payload)."""
+        return self.fire == "ternary"
 
 
 @register
@@ -280,6 +328,7 @@ CONSTANTS = {
     "decay_rounding": "toward zero", "current_overflow": "wrap (one ±2^24 correction)",
     "voltage_overflow": "saturate to ±(2^23 - 1)", "reset": "to 0 (current not reset); soft: v - S·(vth << 6)",
     "fire_rules": LOIHI_FIRE_RULES, "round": "half to even, exact integer division (rne_div)",
+    "ternary": "S = +1 if v >= θ, -1 if v <= -θ (strict with compare '>'); 2-bit signed graded spikes",
     "graded_spike_bits": GRADED_SPIKE_BITS,
     "synapse_output_bits": 16,
 }
@@ -287,5 +336,5 @@ CONSTANTS = {
 __all__ = [c.__name__ for c in FIXED_NODE_TYPES] + [
     "FORMAT_NAME", "CONSTANTS", "FIXED_SYNAPSES", "FIXED_NODE_TYPES", "LOIHI_COMPARES", "LOIHI_RESETS",
     "LOIHI_FIRE_RULES", "GRADED_SPIKE_BITS", "NO_INTEGER_FORM", "NO_INTEGER_FORM_FIX", "WEIGHT_RANGE",
-    "BIAS_MANT_BITS", "UV_BITS",
+    "BIAS_MANT_BITS", "UV_BITS", "window_op_problem", "refuse_window_ops", "programmable_features",
     "VTH_BITS", "sign_mode", "weight_problems"]

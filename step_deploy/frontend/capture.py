@@ -14,7 +14,7 @@ from torch import nn
 
 from step_deploy import ir
 
-from . import neuron_lowering, torch_lowering, zoo_lowering  # noqa: F401  (register lowerings)
+from . import neuron_lowering, seed_lowering, torch_lowering, zoo_lowering  # noqa: F401  (register lowerings)
 from .builder import Builder, CaptureError, lower
 
 _INPUT_KIND = {"direct": "analog", "rate": "spikes", "events": "counts"}

@@ -197,23 +197,36 @@ def _conv_unit(b, m, path, x, conv, bn, lif=None):
     return lower(b, getattr(m, lif), child(path, lif), x) if lif else x
 
 
-@lowers(sdt.SDSA)
-def _sdsa(b: Builder, m: sdt.SDSA, path: str, x: str) -> str:
-    identity = x
-    c, h, w = b.shape(x)
+def sdsa_heads(b: Builder, m, path: str, x: str) -> dict:
+    """SDT attention's front: ``s = shortcut_lif(x)``, then Q/K/V = LIF(BN(Conv1x1(s))) as heads ``(h, N, d)``."""
     s = lower(b, m.shortcut_lif, child(path, "shortcut_lif"), x)
     heads = {}
     for t in "qkv":
         y = _conv_unit(b, m, path, s, f"{t}_conv", f"{t}_bn", f"{t}_lif")
         heads[t] = _heads_from_tokens(b, path, t, _tokens_from_map(b, path, t, y), m.num_heads)
+    return heads
+
+
+def sdsa_out(b: Builder, m, path: str, y: str, x: str, attn_lif: bool = False) -> str:
+    """SDT attention's back: heads ``(h, N, d)`` to the ``(C, H, W)`` map of ``x``, [``attn_lif``],
+    ``proj_bn(proj_conv(.))`` plus the membrane shortcut ``x``."""
+    c, h, w = b.shape(x)
+    y = b.add(ir.Transpose, child(path, "y_t"), (y,), perm=(0, 2, 1))  # transpose(2, 3)
+    y = b.add(ir.Reshape, child(path, "y_map"), (y,), shape=(c, h, w))
+    if attn_lif:
+        y = lower(b, m.attn_lif, child(path, "attn_lif"), y)
+    y = _conv_unit(b, m, path, y, "proj_conv", "proj_bn")
+    return b.add(ir.Add, child(path, "shortcut_add"), (y, x))
+
+
+@lowers(sdt.SDSA)
+def _sdsa(b: Builder, m: sdt.SDSA, path: str, x: str) -> str:
+    heads = sdsa_heads(b, m, path, x)
     kv = b.add(ir.Mul, child(path, "k_mul_v"), (heads["k"], heads["v"]))
     kv = b.add(ir.Sum, child(path, "kv_sum"), (kv,), axis=1, keepdim=True)  # sum over tokens
     kv = lower(b, m.talking_heads_lif, child(path, "talking_heads_lif"), kv)
     y = b.add(ir.Mul, child(path, "q_mul_kv"), (heads["q"], kv))  # (h, N, d)
-    y = b.add(ir.Transpose, child(path, "y_t"), (y,), perm=(0, 2, 1))  # transpose(2, 3)
-    y = b.add(ir.Reshape, child(path, "y_map"), (y,), shape=(c, h, w))
-    y = _conv_unit(b, m, path, y, "proj_conv", "proj_bn")
-    return b.add(ir.Add, child(path, "shortcut_add"), (y, identity))
+    return sdsa_out(b, m, path, y, x)
 
 
 @lowers(sdt.MSMLP)

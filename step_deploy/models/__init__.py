@@ -18,6 +18,9 @@ from .neurons import BaseNeuron, IFNode, LIFNode, PLIFNode, iter_neurons, make_n
 from .qkformer import QKFormer
 from .sdt import SpikeDrivenTransformer
 from .spikformer import Spikformer
+from . import seed_attention  # noqa: F401  (registers tlif and the statten/a2os2a/bsa attention layers)
+from .seed_attention import A2OS2ASSA, BipolarSSA, STAttenSDSA, STAttenSSA, TernaryLIFNode, shiftmax
+from .spikformer_semm import SpikformerSEMM
 from .step_args import (
     STEP_ARCH_NAMES,
     STEP_NODE_TYPES,
@@ -45,6 +48,13 @@ __all__ = [
     "Spikformer",
     "SpikeDrivenTransformer",
     "QKFormer",
+    "SpikformerSEMM",
+    "STAttenSSA",
+    "STAttenSDSA",
+    "A2OS2ASSA",
+    "BipolarSSA",
+    "TernaryLIFNode",
+    "shiftmax",
     "SpikingTransformerBase",
     "BaseNeuron",
     "LIFNode",
@@ -63,6 +73,7 @@ FAMILIES: dict[str, type[SpikingTransformerBase]] = {
     "spikformer": Spikformer,
     "sdt": SpikeDrivenTransformer,
     "qkformer": QKFormer,
+    "spikformer_semm": SpikformerSEMM,
 }
 
 _CIFAR10 = dict(step=4, img_size=32, patch_size=4, in_channels=3, num_classes=10, mlp_ratio=4)
@@ -82,6 +93,31 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # depths=3 adds one stage-3 SSA block (linear-order attention).
     "qkformer-2-64-digits": dict(family="qkformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2),
     "qkformer-3-64-digits": dict(family="qkformer", **_DIGITS, embed_dim=64, num_heads=4, depths=3),
+    # the seed attention designs (research/seed_models.md; models/seed_attention.py, spikformer_semm.py):
+    # STEP-sized CIFAR configs and tiny digits configs. STAtten: blocks of chunk_size=2 of the T=4 steps.
+    # BSA: Shiftmax keeps frac_bits = 16 - ceil(log2 N) (N = 64 tokens on CIFAR, 16 on digits), so its exact
+    # output scale 2^(frac_bits + ceil log2 N) = 2^16 fits Loihi's thresholds (a larger one is refused there).
+    "spikformer-statten-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
+                                     attn_layer="statten", chunk_size=2),
+    "sdt-statten-2-512": dict(family="sdt", **_CIFAR10, embed_dim=512, num_heads=8, depths=2,
+                              attn_layer="statten", chunk_size=2),
+    "spikformer-a2os2a-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
+                                    attn_layer="a2os2a"),
+    "spikformer-bsa-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
+                                 attn_layer="bsa", shiftmax_bits=10),
+    # STEP's spikf_semm_cifar defaults (7,739,372 parameters; expert_dim/num_expert hard-coded in STEP)
+    "spikformer_semm-4-384": dict(family="spikformer_semm", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
+                                  expert_dim=96, num_expert=4),
+    "spikformer-statten-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
+                                           attn_layer="statten", chunk_size=2),
+    "sdt-statten-1-64-digits": dict(family="sdt", **_DIGITS, embed_dim=64, num_heads=4, depths=1,
+                                    attn_layer="statten", chunk_size=2),
+    "spikformer-a2os2a-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
+                                          attn_layer="a2os2a"),
+    "spikformer-bsa-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
+                                       attn_layer="bsa", shiftmax_bits=12),
+    "spikformer_semm-2-64-digits": dict(family="spikformer_semm", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
+                                        expert_dim=16, num_expert=4),
 }
 
 
@@ -91,7 +127,7 @@ def list_configs() -> list[str]:
 
 
 def build_family(family: str, **kwargs) -> SpikingTransformerBase:
-    """Build ``spikformer``, ``sdt`` or ``qkformer`` (STEP timm names accepted too)."""
+    """Build ``spikformer``, ``sdt``, ``qkformer`` or ``spikformer_semm`` (STEP timm names accepted too)."""
     key = STEP_ARCH_NAMES.get(family, family)
     if key not in FAMILIES:
         raise ValueError(

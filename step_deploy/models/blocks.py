@@ -22,6 +22,7 @@ __all__ = [
     "BNAndPadLayer",
     "repconv",
     "pick_layer",
+    "attn_options",
     "NeuronSpec",
     "SpikingTransformerBase",
     "bn_tokens",
@@ -236,6 +237,12 @@ class Conv2StemLayers(nn.Module):
         self.rpe_conv = _conv3x3(d, d)
         self.rpe_bn = nn.BatchNorm2d(d)
         self.rpe_lif = make_node()
+
+
+def attn_options(attn_cls: type, **available) -> dict:
+    """The model options an attention class takes (its ``options`` tuple, e.g. STAtten's
+    ``chunk_size``), picked from ``available``; STEP's layers take none."""
+    return {k: available[k] for k in getattr(attn_cls, "options", ())}
 
 
 def pick_layer(arch: str, option: str, value: str, table: dict) -> type:

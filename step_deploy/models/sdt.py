@@ -29,6 +29,7 @@ from torch import nn
 from .blocks import (
     Conv2StemLayers,
     NeuronSpec,
+    attn_options,
     SpikingTransformerBase,
     SPSLayers,
     capture_config,
@@ -94,12 +95,15 @@ class SDSA(nn.Module):
         """``(TB, C, H, W)`` -> ``(TB, heads, N, C/heads)``."""
         return x.flatten(2).transpose(1, 2).unflatten(2, (self.num_heads, -1)).permute(0, 2, 1, 3)
 
+    def qkv_heads(self, x: torch.Tensor):
+        """``s = shortcut_lif(x)``; Q, K, V = LIF(BN(Conv1x1(s))) as heads ``(TB, heads, N, d)``."""
+        s = self.shortcut_lif(x)
+        return tuple(self._heads(getattr(self, f"{t}_lif")(getattr(self, f"{t}_bn")(getattr(self, f"{t}_conv")(s))))
+                     for t in "qkv")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
-        s = self.shortcut_lif(x)
-        q = self._heads(self.q_lif(self.q_bn(self.q_conv(s))))
-        k = self._heads(self.k_lif(self.k_bn(self.k_conv(s))))
-        v = self._heads(self.v_lif(self.v_bn(self.v_conv(s))))
+        q, k, v = self.qkv_heads(x)
         kv = k.mul(v).sum(dim=-2, keepdim=True)  # (TB, heads, 1, d): per-channel token count
         kv = self.talking_heads_lif(kv)
         y = q.mul(kv)  # (TB, heads, N, d)
@@ -128,6 +132,7 @@ class RepConvSDSA(SDSA):
 
 
 EMBED_LAYERS = {"SPS": MembraneSPS, "conv2_embed": Conv2MembraneSPS}
+#: STEP's names; :mod:`.seed_attention` adds ``statten``
 ATTN_LAYERS = {"SDSA": SDSA, "random_sdsa": RandomSDSA, "repconv_attn": RepConvSDSA}
 
 
@@ -154,9 +159,9 @@ class SDTBlock(nn.Module):
     """``x = attn(x); x = mlp(x)`` (residuals inside)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec,
-                 attn_cls: type = SDSA):
+                 attn_cls: type = SDSA, attn_options: dict | None = None):
         super().__init__()
-        self.attn = attn_cls(dim, num_heads, make_node)
+        self.attn = attn_cls(dim, num_heads, make_node, **(attn_options or {}))
         self.mlp = MSMLP(dim, int(dim * mlp_ratio), make_node)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +173,9 @@ class SpikeDrivenTransformer(SpikingTransformerBase):
 
     ``attn_scale`` is accepted (STEP passes it) but SDSA has no scaling. ``embed_layer``
     (``SPS``/``conv2_embed``) and ``attn_layer`` (``SDSA``/``random_sdsa``/``repconv_attn``) are STEP's layer
-    swaps; ``block_tau`` (default: ``tau``) is the tau of the blocks' neurons.
+    swaps; ``block_tau`` (default: ``tau``) is the tau of the blocks' neurons. ``attn_layer='statten'``
+    is STAtten's attention (:class:`~.seed_attention.STAttenSDSA`, blocks of ``chunk_size`` steps);
+    ``shiftmax_bits`` is accepted for symmetry with Spikformer (no SDT layer uses it).
     """
 
     arch = "sdt"
@@ -177,15 +184,16 @@ class SpikeDrivenTransformer(SpikingTransformerBase):
                  embed_dim=512, num_heads=8, mlp_ratio=4, depths=2, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
                  node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SDSA",
-                 block_tau=None, levels=None):
+                 block_tau=None, levels=None, chunk_size=2, shiftmax_bits=16):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
         stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)
         attn = pick_layer(self.arch, "attn_layer", attn_layer, ATTN_LAYERS)
+        options = attn_options(attn, chunk_size=chunk_size, shiftmax_bits=shiftmax_bits)
         block_node = self.make_node if block_tau is None else self.make_node.with_tau(block_tau)
         self.patch_embed = stem(in_channels, embed_dim, self.make_node, patch_size)
         self.block = nn.ModuleList(
-            SDTBlock(embed_dim, num_heads, mlp_ratio, block_node, attn) for _ in range(depths)
+            SDTBlock(embed_dim, num_heads, mlp_ratio, block_node, attn, options) for _ in range(depths)
         )
         self.head_lif = self.make_node(tau=2.0)  # STEP hard-codes tau=2.0 here
         self.head = nn.Linear(embed_dim, num_classes)

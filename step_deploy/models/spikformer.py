@@ -24,6 +24,7 @@ from torch import nn
 from .blocks import (
     Conv2StemLayers,
     NeuronSpec,
+    attn_options,
     SpikingTransformerBase,
     SPSLayers,
     bn_tokens,
@@ -147,6 +148,7 @@ class RepConvSSA(nn.Module):
 
 
 EMBED_LAYERS = {"SPS": SPS, "conv2_embed": Conv2SPS}
+#: STEP's names; :mod:`.seed_attention` adds ``statten``, ``a2os2a`` and ``bsa``
 ATTN_LAYERS = {"SSA": SSA, "random_ssa": RandomSSA, "repconv_attn": RepConvSSA}
 
 
@@ -171,9 +173,9 @@ class Block(nn.Module):
     """``x = x + attn(x); x = x + mlp(x)`` (spike maps add: values 0..n)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, make_node: NeuronSpec, scale: float,
-                 attn_cls: type = SSA):
+                 attn_cls: type = SSA, attn_options: dict | None = None):
         super().__init__()
-        self.attn = attn_cls(dim, num_heads, make_node, scale)
+        self.attn = attn_cls(dim, num_heads, make_node, scale, **(attn_options or {}))
         self.mlp = MLP(dim, int(dim * mlp_ratio), make_node)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +187,9 @@ class Spikformer(SpikingTransformerBase):
     """Spikformer-CIFAR; STEP checkpoints (``spikformer_cifar``) load with ``strict=True``.
 
     ``embed_layer`` (``SPS`` or ``conv2_embed``) and ``attn_layer`` (``SSA``, ``random_ssa`` or
-    ``repconv_attn``) are STEP's layer-swap options, with STEP's names.
+    ``repconv_attn``) are STEP's layer-swap options, with STEP's names; ``attn_layer`` also takes the
+    seed designs (:mod:`.seed_attention`): ``statten`` (blocks of ``chunk_size`` steps), ``a2os2a``
+    and ``bsa`` (Shiftmax with ``shiftmax_bits`` fractional bits).
     """
 
     arch = "spikformer"
@@ -194,14 +198,15 @@ class Spikformer(SpikingTransformerBase):
                  embed_dim=384, num_heads=12, mlp_ratio=4, depths=4, tau=2.0, threshold=1.0,
                  attn_scale=0.125, encoding="direct", surrogate="sigmoid", alpha=4.0,
                  node="lif", compare=None, reset="hard", seed=0, embed_layer="SPS", attn_layer="SSA",
-                 levels=None):
+                 levels=None, chunk_size=2, shiftmax_bits=16):
         super().__init__(capture_config(locals()))
         self.check_heads(self.arch, embed_dim, num_heads)
         stem = pick_layer(self.arch, "embed_layer", embed_layer, EMBED_LAYERS)
         attn = pick_layer(self.arch, "attn_layer", attn_layer, ATTN_LAYERS)
+        options = attn_options(attn, chunk_size=chunk_size, shiftmax_bits=shiftmax_bits)
         self.patch_embed = stem(in_channels, embed_dim, self.make_node, patch_size)
         self.block = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, self.make_node, attn_scale, attn) for _ in range(depths)
+            Block(embed_dim, num_heads, mlp_ratio, self.make_node, attn_scale, attn, options) for _ in range(depths)
         )
         self.head = nn.Linear(embed_dim, num_classes)
 

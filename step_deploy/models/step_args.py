@@ -13,6 +13,9 @@ options say. Read in its code (snapshot c0b3193), the places that matter for inf
   ``IFNode``, ``GLIFTorch``: step 10; ``HDLIFNode`` cannot be built without ``input_dims``;
   BrainCog's nodes, which ``train_dvs.py`` uses, default to ``layer_by_layer=False``: one
   memoryless step over the whole ``(T*B)`` batch).
+* **Spikformer-SEMM** (``spikf_semm_cifar``) builds its stem and blocks without ``step`` and its Q
+  experts (``MLP_Unit``) reshape with a literal 4, always as STEP ``LIFNode`` (tau 2, threshold 1);
+  its MLP hard-codes an 8 x 8 token grid: only T = 4 and 32 x 32 images are loaded.
 * A neuron built with ``step=s`` splits the ``(T*B, ...)`` tensor into ``s`` "steps"
   (``rearrange('(t b) ... -> t b ...', t=s)``). With ``s != T`` its membrane links rows that
   are not consecutive steps of one sample: STEP mixes samples (its result depends on the batch
@@ -46,7 +49,8 @@ __all__ = [
 ]
 
 # timm model names registered by STEP (cls/models/static/*_cifar.py) -> our family
-STEP_ARCH_NAMES = {"spikformer_cifar": "spikformer", "sdt_cifar": "sdt", "qkformer_cifar": "qkformer"}
+STEP_ARCH_NAMES = {"spikformer_cifar": "spikformer", "sdt_cifar": "sdt", "qkformer_cifar": "qkformer",
+                   "spikf_semm_cifar": "spikformer_semm"}
 _STEP_FILE = {v: k for k, v in STEP_ARCH_NAMES.items()}  # family -> STEP model file stem
 
 # STEP ``node_type`` -> our neuron kind (every class of STEP's cls/models/utils/node.py)
@@ -90,6 +94,10 @@ STEP_LAYER_SWAPS: dict[str, dict[str, dict[str, str | None]]] = {
         "embed_layer": {"SPS": "SPS", "conv2_embed": "conv2_embed", "vit_embed": None, "sequential_embed": None},
         "attn_layer": {"SDSA": "SDSA", "random_sdsa": "random_sdsa", "repconv_attn": "repconv_attn"},
     },
+    "spikformer_semm": {
+        "embed_layer": {"SPS": "SPS", "conv2_embed": "conv2_embed", "vit_embed": None, "sequential_embed": None},
+        "attn_layer": {"SSA": "SSA", "random_attn": "random_attn", "repconv_attn": None},
+    },
 }
 
 # what a refused layer swap would need
@@ -98,6 +106,8 @@ _SWAP_NEEDS = {
                  "which needs a constant-add IR op",
     "sequential_embed": "sequence input (B, C, L) for sMNIST/psMNIST/sCIFAR and a Conv1d stem with "
                         "AdaptiveAvgPool1d",
+    "repconv_attn": "SEMM's RepConv experts attention (RepConv K/V/proj on the token map with the router and "
+                    "Q experts of EMSA), which step-deploy does not build",
 }
 
 _SWAP_NOTES = {
@@ -107,6 +117,8 @@ _SWAP_NOTES = {
                   "during training; at inference the layer is Spikformer's SSA, loaded as such.",
     "random_sdsa": "args.attn_layer='random_sdsa': STEP froze q_conv/k_conv at their random initialisation "
                    "during training; at inference the layer is SDT's SDSA, loaded as such.",
+    "random_attn": "args.attn_layer='random_attn': STEP froze SEMM's k_linear/v_linear at their random "
+                   "initialisation during training; at inference the layer is SEMM's EMSA, loaded as such.",
     "repconv_attn": "args.attn_layer='repconv_attn': STEP's RepConv attention ablation (Q/K/V/proj are 1x1 conv, "
                     "BatchNorm padded with BN(0), depthwise 3x3, 1x1 conv), reproduced with STEP's layer names; "
                     "the padding is exported as BatchNorm of a zero-padded map (equal up to float rounding).",
@@ -120,7 +132,8 @@ _STEP_KEYS = ("step", "img_size", "in_channels", "num_classes", "embed_dim", "nu
 _STEP_DVS_DATASETS = {"dvsg", "dvsc10", "ncaltech101", "ncars", "nomni", "esimnet", "nmnist",
                       "ntidigits", "shd", "ucf101dvs", "hmdbdvs"}
 
-_FAMILY_TITLE = {"spikformer": "Spikformer", "sdt": "SDT", "qkformer": "QKFormer"}
+_FAMILY_TITLE = {"spikformer": "Spikformer", "sdt": "SDT", "qkformer": "QKFormer",
+                 "spikformer_semm": "Spikformer-SEMM"}
 
 
 class StepArgsError(ValueError):
@@ -234,6 +247,14 @@ def _plan_time_steps(family: str, T: int, node: str, dvs: bool, kwargs: dict, qu
                "batch size, and it fails when T*B is not a multiple of 4)")
         raise StepArgsError(f"args.step={T}: STEP's SDT builds its stem and blocks without passing step on, so "
                             f"their neurons run 4 steps while the encoder and head_lif run {T}: {why}. {fix}")
+    if family == "spikformer_semm":
+        if T == 4:
+            return
+        raise StepArgsError(
+            f"args.step={T}: STEP's spikf_semm_cifar runs only T=4: it builds its stem and blocks without passing "
+            f"step on (their neurons and reshapes use 4) and its Q experts (MLP_Unit) reshape with a literal 4, "
+            f"while the encoder makes {T} steps, so each 4-step neuron mixes samples or time steps of the (T*B) "
+            f"batch. {fix}")
     if family == "qkformer":
         if dvs:
             raise StepArgsError(
@@ -260,6 +281,10 @@ def _plan_tau(family: str, tau: float, threshold: float, node: str, kwargs: dict
         kwargs["block_tau"] = 2.0
         quirks.append(f"args.tau={tau:g}: STEP's SDT builds its blocks and head_lif with tau=2.0 (hard-coded); "
                       f"only the stem (patch_embed) uses tau={tau:g}. Reproduced: block neurons run tau=2.0.")
+    if family == "spikformer_semm" and (tau != 2.0 or threshold != 1.0 or node != "lif"):
+        quirks.append(f"node_type/tau/threshold: STEP's SEMM builds its Q experts (attn.ff_list.*.unit_lif) as "
+                      f"LIFNode(tau=2.0, threshold=1.0) whatever args say (here node {node}, tau={tau:g}, "
+                      f"threshold={threshold:g} elsewhere); reproduced.")
     if family == "qkformer" and (tau != 2.0 or threshold != 1.0):
         quirks.append(f"args.tau={tau:g}, args.threshold={threshold:g}: STEP's QKFormer builds stage1/stage2 "
                       f"tssa.q_lif with node(), i.e. tau=2.0 and the node's default threshold (stored in the "
@@ -300,6 +325,12 @@ def plan_from_step_args(step_arch: str, args: Mapping[str, Any] | Namespace) -> 
     if float(kwargs.get("mlp_ratio", 4)).is_integer():
         kwargs["mlp_ratio"] = int(kwargs.get("mlp_ratio", 4))
     kwargs["patch_size"] = 4
+    if family == "spikformer_semm" and int(kwargs.get("img_size", 32)) != 32:
+        raise StepArgsError(
+            f"args.img_size={kwargs['img_size']}: STEP's spikf_semm_cifar hard-codes the 8 x 8 token grid of a 32 x 32 "
+            f"image (its MLP reshapes the tokens to 8 x 8 for the depthwise conv), so STEP cannot have run this model "
+            f"consistently. Use a checkpoint trained on 32 x 32 images, or load the weights without STEP's args "
+            f"(pass --arch / arch=...).")
     if family == "qkformer":
         kwargs["num_heads"] = 8
 

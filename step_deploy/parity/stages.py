@@ -118,7 +118,10 @@ def _run_torch(ctx: StageContext, x, x_enc) -> StageOutput:
     from step_deploy.energy.torch_hooks import hook_traces
     from step_deploy.frontend import torch_traces
 
+    from step_deploy.frontend.neuron_groups import group_traces
+
     logits, traces = torch_traces(ctx.model, x)
+    traces = group_traces(ctx.graph, traces)  # IR neurons that stand for several modules (SEMM's stacked experts)
     with torch.no_grad():
         hooked = hook_traces(ctx.model, x, ctx.graph, ctx.steps)
     counts = count_graph(ctx.graph, hooked, ctx.steps)

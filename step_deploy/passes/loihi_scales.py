@@ -5,9 +5,13 @@
 * :func:`calibrate`: one float run (the reference interpreter) on calibration data; per node the
   largest magnitude, and for neurons the largest input and membrane.
 * :class:`ScaleClasses`: tensors joined by scale-preserving ops (Add, MaxPool2d, layout, Sum,
-  Delay) share one integer scale. A class holding a spike- or count-derived tensor has its scale
-  fixed by exact arithmetic; a class of synapse outputs only gets the smallest power of two at
-  which every member's largest weight fills the 8-bit mantissa at ``weight_exp = e_min``.
+  Delay, ReLU, TemporalBlockSum) share one integer scale. A class holding a spike- or
+  count-derived tensor has its scale fixed by exact arithmetic; a class of synapse outputs only gets the smallest power of two at
+  which every member's largest weight fills the 8-bit mantissa at ``weight_exp = e_min``. A
+  ``Shiftmax`` needs integer scores at the exact scale 1 (a product of spike tensors; anything else
+  is refused naming the node) and fixes its output scale at ``2^(frac_bits + ceil(log2 n))``; a
+  ReLU'd synapse output (A²OS²A's K) keeps its synapse's free scale, and products through
+  ``MatMul`` carry it (:attr:`ScaleClasses.shiftmax_origin` names the Shiftmax behind a fixed scale).
 * :func:`headroom`: how many bits each free class must drop so the calibration values fit the
   24-bit state, the 17-bit threshold, 24-bit graded payloads and the int32 readout (``margin``).
 """
@@ -25,7 +29,8 @@ from ..fixedpoint.loihi import NO_INTEGER_FORM, NO_INTEGER_FORM_FIX
 from ..ir.diagnostics import Diagnostic, IRError
 
 SYNAPSES = ("Linear", "Conv2d", "Conv1d")
-PRESERVING = ("Add", "MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Sum", "Output")
+PRESERVING = ("Add", "MaxPool2d", "Transpose", "Reshape", "Flatten", "Delay", "Sum", "Output", "ReLU",
+              "TemporalBlockSum")
 MAX_UV = 1 << 23
 
 
@@ -39,8 +44,6 @@ def _neuron_problem(n: ir.Neuron, target: str, multi_level: bool) -> str:
         return f"kind={n.kind}: {target}'s integer neuron computes LIF, IF and PLIF"
     if n.v_reset != 0:
         return f"v_reset={n.v_reset}: {target}'s integer neuron resets to 0 (or subtracts the threshold)"
-    if n.output == "ternary":
-        return f"output=ternary: {target}'s integer neuron sends 0..D spikes, not -1/0/+1"
     if not multi_level and (n.reset != "hard" or n.output != "binary" or n.fire != "threshold"):
         return (f"reset={n.reset}, output={n.output}, fire={n.fire}: {target}'s LIF resets to 0 "
                 f"and sends binary threshold spikes")
@@ -52,9 +55,9 @@ def prepare(graph: ir.Graph, target: str = "Loihi", multi_level: bool = False) -
     each ``TemporalMean`` after the ``Linear`` it feeds.
 
     Refused with a diagnostic naming the node: BatchNorm/Scale/AvgPool2d, the ops of
-    :data:`NO_INTEGER_FORM`, neurons with ``v_reset != 0`` or ternary spikes, and, unless
-    ``multi_level`` (the caller's neurons implement them), soft reset, integer (ILIF) and
-    ``round_normalized`` (NILIF) spikes."""
+    :data:`NO_INTEGER_FORM`, neurons with ``v_reset != 0``, and, unless ``multi_level`` (the
+    caller's neurons implement them), soft reset, integer (ILIF), ``round_normalized`` (NILIF) and
+    ternary (-1/0/+1) spikes."""
     g = graph.copy()
     bad = []
     for n in g.nodes.values():
@@ -67,7 +70,7 @@ def prepare(graph: ir.Graph, target: str = "Loihi", multi_level: bool = False) -
         elif isinstance(n, ir.Neuron) and _neuron_problem(n, target, multi_level):
             bad.append(Diagnostic("quantize-neuron", n.name, _neuron_problem(n, target, multi_level),
                                   hint="use hard reset to 0 with binary spikes" if not multi_level else
-                                  "use v_reset=0 and binary or integer (0..D) spikes"))
+                                  "use v_reset=0 and binary, ternary or integer (0..D) spikes"))
     if bad:
         raise IRError(bad)
     for tm in [n for n in g.topo_order() if n.op == "TemporalMean"]:
@@ -156,6 +159,11 @@ def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
 
     ops = {k: wrap(f) for k, f in FLOAT_OPS.items()}
     for chunk in batches(g, inputs, batch_size):
+        for name, x in chunk.items():  # node-major runs (graphs with a window op) feed inputs without an op call
+            st = stats.setdefault(name, {"amax": 0.0, "min": 0.0})
+            if x.numel():
+                st["amax"] = max(st["amax"], float(x.float().abs().max()))
+                st["min"] = min(st["min"], float(x.float().min()))
         run(g, {k: v.float() for k, v in chunk.items()}, steps=steps, ops=ops)
     return stats
 
@@ -186,6 +194,14 @@ class ScaleClasses:
         for n in self.order:
             self.members.setdefault(self.cls[n.name], []).append(n)
         self.caps: dict[str, int] = {}
+        #: class -> the Shiftmax whose fixed output scale it carries (through MatMul/Mul/preserving ops)
+        self.shiftmax_origin: dict[str, str] = {}
+
+    def _shiftmax_error(self, m, s_in, why: str) -> IRError:
+        return _err("quantize-scale", m.name, f"Shiftmax needs integer scores at scale 1 (a product of spike "
+                    f"tensors, e.g. MatMul(Q, K) of ternary spikes); its input {m.inputs[0]} has scale {s_in:g} "
+                    f"({why})", "feed it Q·Kᵀ of spike tensors with MatMul scale 1 (no real-valued operand, no "
+                    "constant): then the integer Shiftmax equals the float one exactly")
 
     def solve(self) -> tuple[dict, dict]:
         """-> (scale per class, {class: {free class: power}} dependencies)."""
@@ -213,10 +229,17 @@ class ScaleClasses:
                 if m.op not in ("Input", "Neuron") and any(s is None for s in ins[m.name]):
                     return False
                 dep = Counter()
-                if m.op not in ("Input", "Neuron"):
+                if m.op not in ("Input", "Neuron", "Shiftmax"):  # a Shiftmax's output scale is fixed
                     for i in m.inputs:
                         dep.update(deps[self.cls[i]])
+                if m.op == "Shiftmax" and deps[self.cls[m.inputs[0]]]:
+                    raise self._shiftmax_error(m, ins[m.name][0], "depends on a synapse's calibrated scale")
                 vals.append((m, self._derived(m, ins[m.name]), dict(dep)))
+                origin = m.name if m.op == "Shiftmax" else next(
+                    (self.shiftmax_origin[self.cls[i]] for i in m.inputs
+                     if m.op not in ("Input", "Neuron") and self.cls[i] in self.shiftmax_origin), None)
+                if origin is not None:
+                    self.shiftmax_origin[c] = origin
             for m, s, _ in vals[1:]:
                 if not math.isclose(s, vals[0][1], rel_tol=1e-12):
                     raise _err("quantize-scales", m.name, f"joins tensors of scales {vals[0][1]} and {s}",
@@ -247,16 +270,22 @@ class ScaleClasses:
             return ins[0] * ins[1] / m.scale
         if m.op == "TemporalMean":
             return ins[0]
+        if m.op == "Shiftmax":
+            if ins[0] != 1.0:
+                raise self._shiftmax_error(m, ins[0], "not an integer score")
+            return 2.0 ** m.out_frac_bits(tuple(self.shapes[m.inputs[0]]))
         raise _err("quantize-op", m.name, f"{m.op} has no Loihi integer form",
-                   "supported: Conv/Linear, LIF/IF neurons, Add, Mul, Sum, Mean, MatMul, MaxPool2d, layout, Delay")
+                   "supported: Conv/Linear, LIF/IF neurons, Add, Mul, Sum, Mean, MatMul, MaxPool2d, layout, Delay, "
+                   "ReLU, Shiftmax, TemporalBlockSum")
 
 
 
 
 def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[dict, list]:
     """Bits each free scale class must drop so calibration values fit (24-bit state, 24-bit graded
-    payloads, int32 readout); plus notes on overflows no class can fix."""
-    need, notes = {}, []
+    payloads, int32 readout); plus notes on overflows no class can fix. An overflow behind a
+    Shiftmax's exact scale raises ``IRError`` naming the Shiftmax and the ``frac_bits`` that fit."""
+    need, notes, shiftmax_over = {}, [], {}
 
     def demand(name, value, limit, what, m=margin):
         if value * m <= limit:
@@ -266,6 +295,10 @@ def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[
         if len(d) == 1 and next(iter(d.values())) == 1:
             c = next(iter(d))
             need[c] = max(need.get(c, 0), bits)
+        elif sc.shiftmax_origin.get(sc.cls[name]):
+            sm = sc.shiftmax_origin[sc.cls[name]]
+            if bits > shiftmax_over.get(sm, (0,))[0]:
+                shiftmax_over[sm] = (bits, name, what, limit.bit_length())
         else:
             notes.append(f"{name}: {what} needs {bits} more bits than fit and its scale is fixed by exact counts")
 
@@ -281,7 +314,20 @@ def headroom(g, sc: ScaleClasses, sig, deps, layers, stats, margin, T) -> tuple[
             demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name) * T, 2 ** 31, "readout sum")
         elif n.op not in ("Input", "Output"):
             demand(n.name, st.get("amax", 0) * sc.scale(sig, n.name), MAX_UV, "graded value")
+    if shiftmax_over:
+        raise IRError([_shiftmax_overflow(g[sm], *over, sc.scale(sig, over[1])) for sm, over in shiftmax_over.items()])
     return need, notes
+
+
+def _shiftmax_overflow(sm: ir.Shiftmax, bits: int, name: str, what: str, field: int, scale: float) -> Diagnostic:
+    """A Shiftmax whose exact output scale overflows a Loihi field downstream: refused, naming it and
+    the largest ``frac_bits`` that fits (its scale is exact, so no headroom pass can lower it)."""
+    f = int(sm.frac_bits)
+    fix = (f"use frac_bits <= {f - bits} (the model's shiftmax_bits) for Loihi" if f - bits >= 0 else
+           "shorten the score rows, or run the attention on the host")
+    return Diagnostic("quantize-headroom", sm.name, f"Shiftmax(frac_bits={f}) fixes the scale of {name} at "
+                      f"2^{int(round(math.log2(scale)))}: its {what} needs {bits} more bit(s) than Loihi's {field}-bit "
+                      f"field holds on the calibration data (an exact scale cannot be lowered)", hint=fix)
 
 
 __all__ = ["NO_INTEGER_FORM", "NO_INTEGER_FORM_FIX", "prepare", "input_nodes", "integer_core_node", "batches",

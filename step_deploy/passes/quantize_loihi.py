@@ -3,8 +3,8 @@
 ``quantize_loihi(graph, calib_inputs, steps, target=None) -> (qgraph, report)``.
 
 Requires: a float IR without BatchNorm next to a synapse (run ``fold_batchnorm`` first), LIF/IF/PLIF
-neurons with ``v_reset = 0`` (hard or soft reset; binary, integer ``fire='round'`` (ILIF) or
-``fire='round_normalized'`` (NILIF) spikes). KLIF/EIF/CLIF/GLIF neurons and PSN's
+neurons with ``v_reset = 0`` (hard or soft reset; binary, ternary (-1/0/+1), integer ``fire='round'``
+(ILIF) or ``fire='round_normalized'`` (NILIF) spikes). KLIF/EIF/CLIF/GLIF neurons and PSN's
 ``TemporalLinear``/``Heaviside`` have no integer form and are refused naming the node
 (``loihi_scales.NO_INTEGER_FORM``). Guarantees: every op is integer (``fixedpoint.loihi`` types plus
 Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout/Delay), node names kept (spikes compare by name).
@@ -42,6 +42,17 @@ halvings are exact, so ``v`` is exactly the scaled float membrane of the quantiz
   integers 0..D with scale 1: a downstream synapse sees ``D·w`` at most (the calibration run,
   which produces the same values, sizes its scale), and Lava sends them as graded spikes.
 Per layer the report records the choice, the chip it needs and the Lava process.
+
+**Seed attention ops** (contract §2). A ternary neuron becomes a ``LoihiLIF(fire='ternary')`` with
+the exact threshold (``+1`` at ``v >= θ``, ``-1`` at ``v <= -θ``; hard reset to 0 where it spiked,
+soft ``v - S·θ``): Loihi 2's programmable neuron, 2-bit signed graded spikes, and the synapses after
+it add or subtract. ``ReLU`` keeps its input's scale (A²OS²A's K: the synapse's integers, rectified),
+so ``Q·Kᵀ·V`` with a real K has the synapse's scale and the attention neuron's threshold carries it.
+``Shiftmax`` takes integer scores at scale 1 only (refused naming the node otherwise) and outputs the
+scale ``2^(F+L)``; when that exact scale overflows the attention neuron's 24-bit state or 17-bit
+threshold, the export is refused naming the Shiftmax and the largest ``frac_bits`` that fits (an
+exact scale cannot be lowered). ``TemporalBlockSum`` keeps the scale; the golden model runs it
+node-major (the report states its block, buffer and latency).
 
 **Input.** Analog input (direct-coded pixels) is quantized on the host to ``input_bits``-bit graded
 spikes (``QuantizeInput``, a power-of-two scale from the calibration maximum). The quantizer is
@@ -173,10 +184,31 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, input_q: dict, tie: str, T: 
         k_in = [k2[i] for i in n.inputs]
         node = integer_core_node(n, ins, fx.TemporalSum)
         q.add(node)
-        k2[n.name] = sum(k_in) if n.op in ("Mul", "MatMul") else min(k_in)
-        if n.op in ("Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean"):
-            layers[n.name] = {"op": node.op, "scale": sc.scale(sig, n.name)}
+        k2[n.name] = 0 if n.op == "Shiftmax" else sum(k_in) if n.op in ("Mul", "MatMul") else min(k_in)
+        if n.op in ("Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean") + SEED_OPS:
+            layers[n.name] = {"op": node.op, "scale": sc.scale(sig, n.name), **_seed_op_info(n, s_in, shapes)}
     return q, layers, k2
+
+
+#: the seed attention ops, integer ops of the core set (``simulators.integer_ops``), recorded per layer
+SEED_OPS = ("ReLU", "Shiftmax", "TemporalBlockSum")
+
+
+def _seed_op_info(n: ir.Node, s_in: list, shapes: dict) -> dict:
+    """What the report states of a seed attention op: its input scale and, for Shiftmax, the exact
+    output fraction bits; for TemporalBlockSum its block, buffer and latency on a streaming target."""
+    if n.op == "Shiftmax":
+        return {"input_scale": s_in[0], "frac_bits": int(n.frac_bits),
+                "out_frac_bits": n.out_frac_bits(tuple(shapes[n.inputs[0]])),
+                "note": "integer scores at scale 1 -> a_j << (F + L - E): the float Shiftmax times 2^(F+L), exactly"}
+    if n.op == "TemporalBlockSum":
+        return {"block": int(n.block), "buffer_elements": n.buffer_elements(tuple(shapes[n.inputs[0]])),
+                "latency_steps": n.latency,
+                "note": "window op: the golden model runs it node-major, the mesh simulator block-major; Lava "
+                        "(step by step) refuses it"}
+    if n.op == "ReLU":
+        return {"note": "max(x, 0) on the synapse's integers: the scale of its input is kept"}
+    return {}
 
 
 def neuron_model(n: ir.Neuron) -> str:
@@ -208,6 +240,8 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     dv = int(round(dv_f))
     state = 64.0 * s_in * (tau if (n.decay_input and n.kind != "IF") else 1.0)
     custom = neuron_model(n)
+    ternary = n.output == "ternary"
+    fire = "ternary" if ternary else n.fire
     mode = "exact" if custom else ("native" if n.compare == ">" else tie)
     shift = 0
     if mode == "gap":
@@ -222,8 +256,8 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     info = {"op": "LoihiLIF", "input_scale": s_in, "state_scale": state, "threshold": n.v_threshold, "du": 4095,
             "dv": dv, "decay_exact": dv == dv_f, "threshold_exact": vth == vth_f, "tie": mode,
             "compare": ">" if mode in ("gap", "native") else ">=" if mode == "ge" else n.compare, "gap_shift": shift,
-            "reset": n.reset, "fire": n.fire, "max_level": int(n.max_level) if n.fire == "round" else 1,
-            "spike_bits": max(1, int(n.max_level).bit_length()) if n.fire == "round" else 1}
+            "reset": n.reset, "fire": fire, "max_level": int(n.max_level) if n.fire == "round" else 1,
+            "spike_bits": max(1, int(n.max_level).bit_length()) if n.fire == "round" else 2 if ternary else 1}
     if n.fire == "round_normalized":
         info["round_d"] = int(n.round_d)
     if mode == "gap":
@@ -234,7 +268,7 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
     elif mode == "exact":
         info.update(chip=CHIP_CUSTOM, lava_process="FixedLIF", neuron_model=custom,
                     note="exact threshold θ = vth << 6 (no 'gap' grid: a soft reset subtracts θ, rounding divides "
-                         "by it)")
+                         "by it, a ternary neuron also fires at -θ)")
     else:
         info.update(chip=CHIP_GT, lava_process="LIF")
     info["threshold_mantissa"] = vth
@@ -244,7 +278,7 @@ def _quantize_neuron(n: ir.Neuron, ins, s_in: float, k_in: int, shape, tie: str,
         c = int(shape[-1])
         shift_node = fx.FixedLinear(f"{n.name}.gap_shift", ins, weight=np.eye(c, dtype=np.int32), weight_exp=shift)
         src = shift_node.name
-    node = fx.LoihiLIF(n.name, (src,), du=4095, dv=dv, vth=vth, compare=info["compare"], reset=n.reset, fire=n.fire,
+    node = fx.LoihiLIF(n.name, (src,), du=4095, dv=dv, vth=vth, compare=info["compare"], reset=n.reset, fire=fire,
                        max_level=info["max_level"], round_d=int(n.round_d) if n.fire == "round_normalized" else 0)
     return node, info, shift_node
 

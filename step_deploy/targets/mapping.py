@@ -16,7 +16,12 @@ A *layer* is a group of neurons with the synapse groups that feed them:
   * ``readout`` compartments for a synapse no neuron consumes (the host reads their voltage).
 MatMul and Mul of two live tensors are not synapses: they go to the embedded cores / host with
 their cost (AND-popcount operations per step) and the cost of expanding them into coincidence
-neurons. Reshape/Transpose/Flatten are free (index remapping in the connectivity), Delay is a
+neurons. The seed attention ops run there too, with their cost per step (:func:`embedded_cost`):
+ReLU (a compare per value), Shiftmax (per row of n scores: n compares, n subtractions, 2n shifts,
+n-1 adds and a leading-zero count) and TemporalBlockSum (an add per element per step into a block
+accumulator of ``buffer_elements`` counters, emitting after ``block - 1`` steps: ``OffCore.buffer``).
+Ternary neurons send signed 2-bit graded spikes.
+Reshape/Transpose/Flatten are free (index remapping in the connectivity), Delay is a
 synaptic delay, TemporalMean is a host readout. An analog Input needs graded spikes (Loihi 2);
 without them the first synapse layer and its neurons run on the host (Loihi 1).
 The per-core resource model is in ``step_deploy.targets.memory``."""
@@ -40,6 +45,24 @@ ROLE_NOTES = {
 }
 LAYOUT = (ir.Reshape, ir.Transpose, ir.Flatten, ir.Delay)
 LINEAR_REDUCE = (ir.Add, ir.Sum, ir.AvgPool2d)  # Mean is a Sum; linear maps of spike maps
+#: the seed attention ops: embedded-core work like the products of live tensors
+SEED_EMBEDDED = (ir.ReLU, ir.Shiftmax, ir.TemporalBlockSum)
+
+
+def embedded_cost(n: ir.Node, shape: tuple) -> tuple[int, str, str]:
+    """``(operations per step and sample, unit, what)`` of a seed attention op on an embedded core,
+    for its per-step output ``shape`` (the same operations ``energy.counters`` counts)."""
+    size = math.prod(shape)
+    if isinstance(n, ir.ReLU):
+        return size, "compares", "max(x, 0) of a graded value (A²OS²A's K)"
+    if isinstance(n, ir.Shiftmax):
+        row = int(shape[n.axis % len(shape)])
+        rows = size // row if row else 0
+        return (row + row + 2 * row + (row - 1) + 1) * rows, "shift/add/compare ops", (
+            f"Shiftmax over {rows} row(s) of {row} integer scores (compares, subtractions, shifts, adds, "
+            f"a leading-zero count per row; frac_bits={n.frac_bits})")
+    return size, "adds", (f"sum over a block of {n.block} steps (non-causal inside the block: emits at the "
+                          f"block's last step)")
 
 
 @dataclass
@@ -85,6 +108,7 @@ class OffCore:
     ops_per_step: int
     cost_unit: str
     expansion: Optional[dict] = None
+    buffer: Optional[dict] = None  # a window op's block accumulator: elements, block, latency in steps
 
 
 @dataclass
@@ -174,6 +198,11 @@ def _values(g: ir.Graph, shapes: dict, target: TargetSpec) -> tuple[dict, dict]:
             vm = None if None in (a["vmax"], b["vmax"]) else m * a["vmax"] * b["vmax"]
             kind = "spikes" if both_bin and isinstance(n, ir.Mul) else "graded"
             out, place = {"kind": kind, "vmax": vm, "signed": a["signed"] or b["signed"]}, "embedded"
+        elif isinstance(n, SEED_EMBEDDED):
+            vm = k0["vmax"] * int(n.block) if isinstance(n, ir.TemporalBlockSum) and k0["vmax"] else None
+            out = {"kind": "graded", "vmax": vm,
+                   "signed": bool(k0["signed"]) and isinstance(n, ir.TemporalBlockSum)}
+            place = "embedded"
         elif isinstance(n, LINEAR_REDUCE):
             if "current" in kinds:
                 out, place = {"kind": "current", "vmax": None, "signed": True}, "folded"
@@ -409,6 +438,13 @@ def _off_core(n: ir.Node, shapes, val, target: TargetSpec, wb: int) -> OffCore:
                else "reads a value computed on the host" if val[n.inputs[0]]["kind"] in ("host", "final")
                else "synapse on a synapse output (compose the weights first)")
         return OffCore(n.name, n.op, "host", why, size * fan, "MACs")
+    if isinstance(n, SEED_EMBEDDED):
+        ops, unit, how = embedded_cost(n, tuple(shapes[n.name]))
+        buf = None
+        if isinstance(n, ir.TemporalBlockSum):
+            buf = {"buffer_elements": n.buffer_elements(tuple(shapes[n.inputs[0]])), "block": int(n.block),
+                   "latency_steps": n.latency}
+        return OffCore(n.name, n.op, "embedded/host", how, ops, unit, buffer=buf)
     if isinstance(n, ir.TemporalMean):
         return OffCore(n.name, n.op, "host", "temporal readout (running mean over steps)", size, "adds")
     if isinstance(n, ir.MaxPool2d):

@@ -111,7 +111,8 @@ def report_dict(mapping, diags: list[Diagnostic], target=None) -> dict:
                    "off_core_ops_per_step": m.off_core_ops, "layers": len(m.layers), "off_core_nodes": len(m.off_core)},
         "layers": [_layer_dict(L) for L in m.layers],
         "off_core": [{"node": o.node, "op": o.op, "placement": o.placement, "how": o.how,
-                      "ops_per_step": o.ops_per_step, "cost_unit": o.cost_unit, "expansion": o.expansion}
+                      "ops_per_step": o.ops_per_step, "cost_unit": o.cost_unit, "expansion": o.expansion,
+                      **({"buffer": dict(o.buffer)} if o.buffer else {})}
                      for o in m.off_core],
         "nodes": {k: dict(v) for k, v in m.nodes.items()},
         "diagnostics": [d.as_dict() for d in diags],
@@ -146,6 +147,9 @@ def report_markdown(mapping, diags: list[Diagnostic], target=None) -> str:
             e = o.expansion
             alt = (f"{e['neurons']} neurons, {e['synapses']} synapses, {e['cores']} cores"
                    + ("" if e["possible"] else " (not on this target)")) if e else "-"
+            if o.buffer:
+                alt = (f"buffer of {o.buffer['buffer_elements']} elements, latency {o.buffer['latency_steps']} "
+                       f"step(s)")
             s.append(f"| {o.node} | {o.op} | {o.placement} | {o.how} | {o.ops_per_step} {o.cost_unit} | {alt} |")
     else:
         s.append("everything maps onto neuro-cores.")

@@ -133,7 +133,8 @@ def _graded_spikes(c: Context) -> list[Diagnostic]:
                 readers.setdefault(s, []).append(L.name)
     for s, who in readers.items():
         v, bits = m.values[s], payload_bits(m.values[s])
-        rng = f"0..{v['vmax']}" if v["vmax"] is not None else "non-binary values"
+        lo = f"-{v['vmax']}" if v.get("signed") else "0"
+        rng = f"{lo}..{v['vmax']}" if v["vmax"] is not None else "non-binary values"
         why = "has no graded spikes (binary only)" if not graded else f"carries at most {cap}-bit spikes"
         out.append(Diagnostic("graded-spikes", s, f"{s} sends {rng} ({bits}-bit) to on-chip layer(s) "
                               f"{', '.join(who)}; {t.name} {why}", bits, cap, _graded_hint(c.graph[s], t)))
@@ -152,6 +153,70 @@ def _live_products(c: Context) -> list[Diagnostic]:
         out.append(Diagnostic("live-spike-product", o.node, f"{o.how} is not a synapse: {o.ops_per_step} "
                               f"{o.cost_unit} per step", o.ops_per_step, None,
                               f"run on embedded/host cores ({o.ops_per_step} {o.cost_unit}/step) or {alt}", "warning"))
+    return out
+
+
+def _embedded_ops(c: Context) -> list[Diagnostic]:
+    """The seed attention ops (ReLU, Shiftmax, TemporalBlockSum) run on the embedded cores with their
+    cost per step; the block sum also needs its buffer and delays its consumers by ``block - 1`` steps."""
+    out = []
+    for o in c.mapping.off_core:
+        if o.op not in ("ReLU", "Shiftmax", "TemporalBlockSum"):
+            continue
+        msg = f"{o.how} runs on the embedded cores: {o.ops_per_step} {o.cost_unit} per step"
+        hint = f"expected for {o.op} (no neuro-core form); budget {o.ops_per_step} {o.cost_unit}/step"
+        value = o.ops_per_step
+        if o.buffer:
+            b = o.buffer
+            msg += (f"; a block accumulator of {b['buffer_elements']} elements, and its consumers wait "
+                    f"{b['latency_steps']} step(s) (latency) for each block of {b['block']}")
+            hint = (f"buffer {b['buffer_elements']} elements on the embedded core; Lava (step by step) cannot run it: "
+                    f"the golden model and the mesh simulator can, or use block=1")
+        out.append(Diagnostic("embedded-op", o.node, msg, value, None, hint, "warning"))
+    return out
+
+
+def _shiftmax_neuron(g: ir.Graph, sm: ir.Node) -> tuple[Optional[ir.Neuron], float]:
+    """The neuron a Shiftmax's probabilities reach through ``MatMul`` (its other operand spikes:
+    scale 1) and layout ops, and the constant those MatMuls divide by (their ``scale``)."""
+    name, div = sm.name, 1.0
+    while True:
+        users = g.consumers(name)
+        if len(users) != 1:
+            return None, div
+        u = users[0]
+        if isinstance(u, ir.Neuron):
+            return u, div
+        if isinstance(u, ir.MatMul):
+            div *= float(u.scale)
+        elif not isinstance(u, (ir.Reshape, ir.Transpose, ir.Flatten)):
+            return None, div
+        name = u.name
+
+
+def _shiftmax_scale(c: Context) -> list[Diagnostic]:
+    """A Shiftmax's exact integer scale ``2^(F + ceil(log2 n))`` reaches the attention neuron's
+    threshold ``θ · τ · scale`` (17-bit mantissa on Loihi): too large a ``frac_bits`` cannot deploy."""
+    out, shapes = [], c.graph.infer_shapes()
+    top = (1 << fx.VTH_BITS) - 1
+    for n in c.graph.topo_order():
+        if not isinstance(n, ir.Shiftmax):
+            continue
+        neuron, div = _shiftmax_neuron(c.graph, n)
+        if neuron is None:
+            continue
+        bits = n.out_frac_bits(tuple(shapes[n.inputs[0]]))
+        tau = float(neuron.tau) if neuron.decay_input and neuron.kind != "IF" else 1.0
+        vth = float(neuron.v_threshold) * tau * 2.0 ** bits / div
+        if vth <= top:
+            continue
+        over = math.ceil(math.log2(vth / top))
+        fits = int(n.frac_bits) - over
+        out.append(Diagnostic("shiftmax-scale", n.name, f"Shiftmax(frac_bits={n.frac_bits}) over rows of "
+                              f"{shapes[n.inputs[0]][n.axis]} has the exact integer scale 2^{bits}: {neuron.name}'s "
+                              f"threshold mantissa {int(vth)} exceeds {c.target.name}'s {fx.VTH_BITS} bits", int(vth), top,
+                              f"train with frac_bits <= {fits} (shiftmax_bits)" if fits >= 0 else
+                              "shorten the score rows, or run the attention on the host"))
     return out
 
 
@@ -215,9 +280,9 @@ def _threshold_compare(c: Context) -> list[Diagnostic]:
 
 def _neuron_model(c: Context) -> list[Diagnostic]:
     """Neuron dynamics against the chip's neuron: ops with no integer form are errors everywhere;
-    soft reset and ILIF/NILIF spikes need a programmable neuron (``info`` on Loihi 2, where the
-    export builds them exactly; ``error`` on Loihi 1) and, for multi-level spikes, graded spikes
-    wide enough for ``max_level``; ``v_reset != 0`` and ternary spikes are not built."""
+    soft reset, ILIF/NILIF and ternary spikes need a programmable neuron (``info`` on Loihi 2, where
+    the export builds them exactly; ``error`` on Loihi 1) and, for multi-level and ternary (signed
+    2-bit) spikes, graded spikes wide enough; ``v_reset != 0`` is not built."""
     t, out = c.target, []
     prog, graded, cap = t.limit("programmable_neurons"), t.limit("graded_spikes"), t.limit("spike_payload_bits")
     on_chip = {L.name for L in c.mapping.layers}
@@ -229,8 +294,7 @@ def _neuron_model(c: Context) -> list[Diagnostic]:
         if not isinstance(n, ir.Neuron) or n.name not in on_chip:
             continue
         custom = fx.programmable_features(n)
-        odd = [x for x, bad in ((f"v_reset={n.v_reset}", n.v_reset != 0), ("ternary output", n.output == "ternary"))
-               if bad]
+        odd = [f"v_reset={n.v_reset}"] if n.v_reset != 0 else []
         if odd:
             out.append(Diagnostic("neuron-model", n.name, f"{', '.join(odd + custom)}: the built-in neuron resets "
                                   f"to 0 and sends binary spikes", ", ".join(odd + custom), "hard reset to 0, binary",
@@ -240,7 +304,7 @@ def _neuron_model(c: Context) -> list[Diagnostic]:
             continue
         if not custom:
             continue
-        bits = int(n.max_level).bit_length() if n.fire == "round" else 1
+        bits = int(n.max_level).bit_length() if n.fire == "round" else 2 if n.output == "ternary" else 1
         if not prog:
             out.append(Diagnostic("neuron-model", n.name, f"{', '.join(custom)}: {t.name}'s built-in neuron resets to "
                                   f"0 and sends binary spikes (not programmable)", ", ".join(custom),
@@ -248,7 +312,8 @@ def _neuron_model(c: Context) -> list[Diagnostic]:
                                   "deploy on a chip with programmable neurons" + (" and graded spikes" if bits > 1 else "")
                                   + " (Loihi 2), or retrain with hard reset and binary threshold spikes (LIF/IF/PLIF)"))
         elif bits > 1 and (not graded or bits > cap):
-            out.append(Diagnostic("neuron-model", n.name, f"multi-level spikes 0..{n.max_level} need {bits}-bit "
+            spikes = "ternary spikes -1/0/+1" if n.output == "ternary" else f"multi-level spikes 0..{n.max_level}"
+            out.append(Diagnostic("neuron-model", n.name, f"{spikes} need {bits}-bit "
                                   f"graded spikes; {t.name} carries {cap if graded else 1}-bit spikes", bits,
                                   cap if graded else 1, f"lower max_level to at most {(1 << cap) - 1}" if graded
                                   else "deploy on a chip with graded spikes (Loihi 2)"))
@@ -256,8 +321,9 @@ def _neuron_model(c: Context) -> list[Diagnostic]:
             out.append(Diagnostic("neuron-model", n.name, f"{', '.join(custom)}: the built-in neuron resets to 0 "
                                   f"and sends binary spikes", ", ".join(custom), "hard reset to 0, binary",
                                   f"handled exactly by the Loihi export: a custom neuron ({t.name} neurons are "
-                                  f"programmable; Lava process FixedLIF" + (f", {bits}-bit graded spikes" if bits > 1
-                                                                              else "") + ")", "info"))
+                                  f"programmable; Lava process FixedLIF" + (
+                                      f", {bits}-bit {'signed ' if n.output == 'ternary' else ''}graded spikes"
+                                      if bits > 1 else "") + ")", "info"))
     return out
 
 
@@ -277,7 +343,7 @@ def _feeds_chip(g: ir.Graph, m, name: str) -> bool:
 def _off_core(c: Context) -> list[Diagnostic]:
     out, m = [], c.mapping
     for o in m.off_core:
-        if o.op in ("MatMul", "Mul") or m.values[o.node].get("from_analog"):
+        if o.op in ("MatMul", "Mul", "ReLU", "Shiftmax", "TemporalBlockSum") or m.values[o.node].get("from_analog"):
             continue
         at_end = not _feeds_chip(c.graph, m, o.node)
         out.append(Diagnostic("off-core", o.node, f"runs on the host: {o.how} ({o.ops_per_step} {o.cost_unit}/step)",
@@ -323,6 +389,10 @@ RULES: list[Rule] = [
     Rule("weight-precision", "weight mantissa widths the synapse format supports", _weight_precision),
     Rule("graded-spikes", "non-binary values between on-chip layers need graded spikes", _graded_spikes),
     Rule("live-spike-product", "MatMul/Mul of two live tensors is not a synapse", _live_products),
+    Rule("embedded-op", "ReLU, Shiftmax and TemporalBlockSum run on the embedded cores (cost per step; the block "
+         "sum's buffer and latency)", _embedded_ops),
+    Rule("shiftmax-scale", "a Shiftmax's exact scale 2^(F + L) carried into the attention neuron's threshold fits "
+         "its mantissa", _shiftmax_scale),
     Rule("analog-input", "an analog input is not spikes", _analog_input),
     Rule("threshold-compare", "the model's threshold comparison against the built-in neuron's", _threshold_compare),
     Rule("neuron-model", "reset mode, firing rule and spike alphabet the chip's neurons support (soft reset, "
