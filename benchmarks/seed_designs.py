@@ -345,8 +345,15 @@ def parse(argv=None) -> tuple[argparse.Namespace, Options]:
     ap.add_argument("--retrain", action="store_true", help="train again even where a cached checkpoint matches")
     ap.add_argument("--random-weights", action="store_true",
                     help="no training: random weights (BatchNorm statistics randomized), a smoke run of every stage")
+    ap.add_argument("--train-only", action="store_true",
+                    help="only train (or reuse) the checkpoints into <output>/checkpoints, then stop")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --train-only: train this many checkpoints at once, one process each (a many-core "
+                         "machine; give --threads 1); the checkpoints equal those trained one by one")
     ap.add_argument("-o", "--output", default="runs/seed_designs", help="output folder (default: %(default)s)")
     a = ap.parse_args(argv)
+    if a.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {a.jobs}")
     for flag in ("epochs", "samples", "calib_samples", "sim_samples"):
         if getattr(a, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
@@ -363,10 +370,33 @@ def parse(argv=None) -> tuple[argparse.Namespace, Options]:
                       random_weights=a.random_weights)
 
 
+def _train_one(job) -> str:
+    arch, data, o, out = job
+    path, metrics = checkpoint(arch, data, o, out)
+    return f"{arch} on {data}: test accuracy {metrics.get('test_accuracy')}, {path.name}"
+
+
+def train_only(a, o: Options, out: Path) -> int:
+    """Train (or reuse) every checkpoint of the table, ``a.jobs`` at a time in separate processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(arch, data, o, out) for _, arch in a.design_list for data in a.data_list]
+    if a.jobs == 1:
+        done = map(_train_one, jobs)
+    else:
+        pool = ProcessPoolExecutor(max_workers=a.jobs)
+        done = pool.map(_train_one, jobs)
+    for line in done:
+        print(line, flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     a, o = parse(argv)
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
+    if a.train_only:
+        return train_only(a, o, out)
     start = time.perf_counter()
     rows = run(a.design_list, a.data_list, o, out, log=lambda s: print(s, file=sys.stderr))
     md = markdown(rows, o)

@@ -38,6 +38,16 @@ Per compute node, ``P`` lanes in parallel (``P`` capped at the parallel dimensio
     else 1 DSP), ``Transpose`` (copy, ``bits`` LUTs of routing), ``FpgaTemporalSum`` (add +
     saturate, ``2 × bits``; its output is its state): ``ceil(elements / P)``; ``MaxPool2d`` (×
     window, ``2 × bits``), ``Sum`` (× reduced length, ``bits``).
+  * Ternary spikes (-1/0/+1, ``ap_int<2>``): a ternary ``FpgaLIF`` adds its ``-θ`` comparator
+    (``membrane_bits + 1`` LUTs per lane); a synapse or ``MatMul`` they feed adds or subtracts (0
+    DSP; ``2 × acc_bits + out_bits`` / ``2 × out_bits`` LUTs per lane).
+  * The seed attention ops: ``ReLU`` (``bits`` LUTs per lane, ``ceil(elements / P)``);
+    ``Shiftmax`` per row lane a max comparator, a subtractor, two barrel shifters, an adder and a
+    leading-zero counter (0 DSP), three passes over each row: ``ceil(rows / P) × 3 × length``;
+    ``TemporalBlockSum`` (window op of B steps, latency ``B - 1``) an accumulator of ``bits`` LUTs
+    per lane, two passes (accumulate, write) per step: ``2 × ceil(elements / P)``. A graph holding a
+    window op runs block-major (``hls_writer``): every output buffer holds the block's ``B`` steps
+    (``B × storage_bits``).
   * ``Reshape`` / ``Flatten``: free (same memory). ``FpgaQuantizeInput``: on the host, 0 resources.
     ``Input`` / ``Output``: ports (their interface adapters are in the design control overhead).
   * Memories: weights ``count × weight_bits``, state ``N × membrane_bits`` (or readout bits), output

@@ -6,9 +6,12 @@ saturation the golden model applies (see each kernel's header comment).
 Nodes map to kernels as follows: ``FpgaConv2d``/``FpgaConv1d`` (as ``H = 1``) -> ``conv2d``,
 ``FpgaLinear`` -> ``linear``, ``FpgaLIF`` -> ``lif`` (every fire rule and reset; integer spikes as
 ``ap_uint<ceil(log2(D+1))>``), ``FpgaTemporalSum`` -> ``readout``,
-``MatMul`` -> ``matmul`` (AND + popcount on spikes), ``Add``/``Mul`` -> ``add``/``mul``
-(broadcasting), ``Sum`` -> ``sum``, ``MaxPool2d`` -> ``maxpool2d``, ``Transpose`` ->
-``transpose``. ``Reshape`` and ``Flatten`` are the same memory (no code), ``FpgaQuantizeInput``
+``MatMul`` -> ``matmul`` (AND + popcount on spikes, signed adds on ternary spikes),
+``Add``/``Mul`` -> ``add``/``mul`` (broadcasting), ``Sum`` -> ``sum``, ``MaxPool2d`` ->
+``maxpool2d``, ``Transpose`` -> ``transpose``, and the seed designs' ops: ``ReLU`` -> ``relu``,
+``Shiftmax`` -> ``shiftmax`` (shifts, adds and a leading-zero count per row), ``TemporalBlockSum``
+-> ``block_sum`` (a window op: called once per block of ``block`` steps on B-step buffers, see
+``hls_writer``). ``Reshape`` and ``Flatten`` are the same memory (no code), ``FpgaQuantizeInput``
 runs where the pixels come from (the top's input is its output).
 """
 from __future__ import annotations
@@ -27,11 +30,11 @@ from .tensor_types import ALIAS_OPS, TensorType, UnsupportedForFpga
 
 MAX_RANK = 4
 DECAY_CODE = {"input": 0, "state": 1, "none": 2}
-FIRE_CODE = {"threshold": 0, "round": 1, "round_normalized": 2}
+FIRE_CODE = {"threshold": 0, "round": 1, "round_normalized": 2, "ternary": 3}
 
 #: what the HLS writer emits: kernels, plus ports, aliases and the host-side input quantizer
 KERNEL_OPS = ("FpgaConv2d", "FpgaConv1d", "FpgaLinear", "FpgaLIF", "FpgaTemporalSum", "MatMul", "Add", "Mul", "Sum",
-              "MaxPool2d", "Transpose")
+              "MaxPool2d", "Transpose", "ReLU", "Shiftmax", "TemporalBlockSum")
 HLS_BACKEND = ir.register_backend(
     "fpga-hls", set(KERNEL_OPS) | {"Input", "Output", "FpgaQuantizeInput", *ALIAS_OPS}, kind="integer",
     where="fpga/hls_layers.py",
@@ -51,6 +54,7 @@ class Layer:
     state_bits: int = 0
     reset: Optional[str] = None  # the reset call
     weights: Optional[dict] = None  # {"w": int8 array, "bias": int64 or None, "k": int8}
+    window: int = 1  # a window op's block: the kernel runs once per block on B-step buffers
 
     @property
     def cname(self) -> str:
@@ -110,7 +114,7 @@ def _synapse(layer: Layer, n, x: TensorType) -> None:
               f"static const int weight_bits = {int(n.weight_bits)}, acc_bits = {int(n.acc_bits)}, "
               f"out_bits = {int(n.out_bits)}, shift_bits = {shift_bits};",
               f"static const bool spike_in = {'true' if x.spike else 'false'}, "
-              f"has_bias = {'false' if bias is None else 'true'};"]
+              f"ternary_in = {'true' if x.ternary else 'false'}, has_bias = {'false' if bias is None else 'true'};"]
     if isinstance(n, fx.FpgaLinear):
         tokens = int(prod(x.shape[:-1])) if len(x.shape) > 1 else 1
         layer.config = common + [f"static const int tokens = {tokens}, cin = {w.shape[1]}, cout = {cout};"]
@@ -177,7 +181,9 @@ def build_layer(idx: int, n: ir.Node, types: dict[str, TensorType], source) -> O
                         f"static const int batch = {int(prod(sa[:-2]))}, m = {m}, k = {k}, n = {nn};",
                         f"static const bool ta = {str(bool(n.transpose_a)).lower()}, "
                         f"tb = {str(bool(n.transpose_b)).lower()};",
-                        f"static const bool a_spike = {str(a.spike).lower()}, b_spike = {str(b.spike).lower()};"]
+                        f"static const bool a_spike = {str(a.spike).lower()}, b_spike = {str(b.spike).lower()};",
+                        f"static const bool a_ternary = {str(a.ternary).lower()}, "
+                        f"b_ternary = {str(b.ternary).lower()};"]
         layer.kernel = f"stepd::matmul<cfg_{cn}>({{in0}}, {{in1}}, {{out}});"
     elif n.op in ("Add", "Mul"):
         a, b = ins
@@ -216,6 +222,26 @@ def build_layer(idx: int, n: ir.Node, types: dict[str, TensorType], source) -> O
                         "static const int " + ", ".join(f"d{d} = {dims[d]}" for d in range(MAX_RANK)) + ";",
                         "static const int " + ", ".join(f"i{d} = {istr[d]}" for d in range(MAX_RANK)) + ";"]
         layer.kernel = f"stepd::transpose<cfg_{cn}>({{in0}}, {{out}});"
+    elif n.op == "ReLU":
+        layer.config = [f"typedef {ins[0].ctype} in_t;", f"typedef {out.ctype} out_t;",
+                        f"static const int n = {out.size};"]
+        layer.kernel = f"stepd::relu<cfg_{cn}>({{in0}}, {{out}});"
+    elif n.op == "Shiftmax":
+        s = list(ins[0].shape)
+        ax = n.axis % len(s)
+        f, total = int(n.frac_bits), n.out_frac_bits(tuple(s))
+        delta_bits = ins[0].bits + 1 + (0 if ins[0].signed else 1)
+        layer.config = [f"typedef {ins[0].ctype} in_t;", f"typedef {out.ctype} out_t;",
+                        f"static const int outer = {int(prod(s[:ax]))}, len = {s[ax]}, "
+                        f"inner = {int(prod(s[ax + 1:]))};",
+                        f"static const int frac_bits = {f}, log_len = {total - f}, sum_bits = {total + 1}, "
+                        f"delta_bits = {delta_bits};"]
+        layer.kernel = f"stepd::shiftmax<cfg_{cn}>({{in0}}, {{out}});"
+    elif n.op == "TemporalBlockSum":
+        layer.window = int(n.block)
+        layer.config = [f"typedef {ins[0].ctype} in_t;", f"typedef {out.ctype} out_t;",
+                        f"static const int n = {out.size}, block = {int(n.block)};"]
+        layer.kernel = f"stepd::block_sum<cfg_{cn}>({{in0}}, {{out}});"
     else:
         raise UnsupportedForFpga(f"node {n.name!r} ({n.op}) has no FPGA kernel")
     return layer

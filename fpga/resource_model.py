@@ -4,6 +4,7 @@ and ``DesignModel``, the layer models of one graph that ``estimate`` and ``auto_
 Every number is an estimate, not a synthesis result."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from math import ceil, prod
 from numbers import Integral
@@ -30,7 +31,7 @@ DSP_A_BITS, DSP_B_BITS = 27, 18
 HOST_OPS = ("FpgaQuantizeInput",)
 PORT_OPS = ("Input", "Output")
 COMPUTE_OPS = ("FpgaConv2d", "FpgaConv1d", "FpgaLinear", "FpgaLIF", "FpgaTemporalSum", "MatMul", "Add", "Mul",
-               "Sum", "MaxPool2d", "Transpose")
+               "Sum", "MaxPool2d", "Transpose", "ReLU", "Shiftmax", "TemporalBlockSum")
 ESTIMATE_LABEL = "estimate (analytical model, not synthesis results)"
 #: the rules every per-layer ``model`` line follows, for reports
 MODEL_RULES = (
@@ -39,10 +40,14 @@ MODEL_RULES = (
     "state (membranes, readout sums) and every layer's output buffer stay on chip for the whole sample; "
     "weights are const ROMs on chip",
     "synapses: P output-channel lanes, fan-in loop at II=1: cycles = ceil(C_out/P) x positions x fan_in; "
-    "spike input: gated adders, 0 DSP; multi-bit input: 1 DSP per lane",
+    "spike input: gated adders, 0 DSP; ternary spike input: adder-subtractors, 0 DSP; multi-bit input: 1 DSP per lane",
     "LIF: P neurons per cycle, 4 x membrane_bits LUTs per lane (ILIF: + (D - 1) comparators of membrane_bits + 1; "
     "soft reset: + spike_bits x membrane_bits); integer spikes are ceil(log2(D + 1))-bit buffer values; MatMul on spikes: AND + popcount of 64-bit "
-    "words; other ops: P elements per cycle",
+    "words; ternary operands: signed adds, 0 DSP; other ops: P elements per cycle",
+    "seed attention ops: ReLU a comparator + mux per lane; Shiftmax per row lane a max comparator, a "
+    "subtractor, two barrel shifters, an adder and a leading-zero counter, 3 passes over the row; "
+    "TemporalBlockSum (window op, block B) an accumulator per lane, 2 passes (accumulate, write) per step; "
+    "a graph holding a window op runs block-major: every output buffer holds B steps",
     "memories: " + MEMORY_RULE,
     f"control: {LAYER_CONTROL_LUT} LUT per layer + {DESIGN_CONTROL_LUT} LUT / {DESIGN_CONTROL_FF} FF per design; "
     f"FF = {FF_PER_LUT} x logic LUT",
@@ -193,11 +198,15 @@ def fit_message(est: DesignEstimate, over: list, budget: float = 1.0) -> str:
 
 def lif_lane_lut(n: fx.FpgaLIF) -> tuple[int, str]:
     """LUTs of one LIF lane and the formula: ``4 × membrane_bits`` (add, shift, compare, mux: STEP's
-    LIF); ILIF (``fire='round'``, D levels) adds ``D - 1`` comparators of ``membrane_bits + 1`` bits
-    (the kernel's comparator ladder, no divider); a soft reset subtracts ``S·θ`` instead of muxing 0:
+    LIF); a ternary neuron adds its ``-θ`` comparator (``membrane_bits + 1``); ILIF
+    (``fire='round'``, D levels) adds ``D - 1`` comparators of ``membrane_bits + 1`` bits (the
+    kernel's comparator ladder, no divider); a soft reset subtracts ``S·θ`` instead of muxing 0:
     ``spike_bits × membrane_bits`` (the subtractor and the shift-adds of ``S·θ``)."""
     mb = int(n.membrane_bits)
     lut, txt = 4 * mb, f"4 x {mb} membrane bits"
+    if n.fire == "ternary":  # the second comparator, against -θ
+        lut += mb + 1
+        txt += f" + ternary -θ comparator {mb + 1}"
     if n.fire == "round" and int(n.max_level) > 1:
         lut += (int(n.max_level) - 1) * (mb + 1)
         txt += f" + ILIF {int(n.max_level) - 1} more comparators x {mb + 1}"
@@ -225,10 +234,17 @@ class _Shape:
     text: object  # P -> str
 
 
-def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType]) -> _Shape:
+def _barrel_lut(bits: int) -> int:
+    """LUTs of a barrel shifter of ``bits``-bit values: ``bits x ceil(log2 bits)`` 2:1 muxes."""
+    return bits * max(1, math.ceil(math.log2(max(2, bits))))
+
+
+def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType], block: int = 1) -> _Shape:
+    """The layer model of ``n``; ``block`` > 1 when the design runs block-major (a window op in the
+    graph): every output buffer then holds ``block`` steps."""
     op = n.op
     out_t = tt[n.name]
-    buf = ("buffer", out_t.storage_bits, out_t.bits, False)
+    buf = ("buffer", out_t.storage_bits * block, out_t.bits, False)
     if isinstance(n, fx.FPGA_SYNAPSES):
         w = n.weight
         c_out = int(w.shape[0])
@@ -236,14 +252,16 @@ def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType]) -> _Shape:
         out_shape = shapes[n.name]
         positions = int(prod(out_shape[:-1])) if op == "FpgaLinear" else int(prod(out_shape[1:]))
         x = tt[n.inputs[0]]
-        spike_in = x.spike
-        dsp = 0 if spike_in else _dsp_per_mult(x.bits, n.weight_bits)
-        lut = (n.acc_bits + n.out_bits) if spike_in else n.out_bits
+        spike_in, ternary_in = x.spike, x.ternary
+        dsp = 0 if (spike_in or ternary_in) else _dsp_per_mult(x.bits, n.weight_bits)
+        lut = ((n.acc_bits + n.out_bits) if spike_in else (2 * n.acc_bits + n.out_bits) if ternary_in
+               else n.out_bits)
         bias = (n.acc_bits if n.bias is not None else 0) + SHIFT_BITS
         mems = (("weights", int(w.size) * n.weight_bits, n.weight_bits, True),
                 ("bias", c_out * bias, bias, True), buf)
-        kind = "spike input: gated adders" if spike_in else f"{x.bits}-bit input: {dsp} DSP/lane"
-        acc_txt = f"acc {n.acc_bits} + " if spike_in else ""
+        kind = ("spike input: gated adders" if spike_in else "ternary input: adder-subtractors" if ternary_in
+                else f"{x.bits}-bit input: {dsp} DSP/lane")
+        acc_txt = f"acc {n.acc_bits} + " if spike_in else f"add/sub 2 x {n.acc_bits} + " if ternary_in else ""
         return _Shape(c_out, lambda p: ceil(c_out / p) * positions * fan_in, dsp, lut, mems,
                       lambda p: (f"synapse, {kind}: cycles = ceil({c_out}/P={p}) x {positions} positions x "
                                  f"{fan_in} fan-in; LUT/lane = {lut} ({acc_txt}out {n.out_bits} round/sat); "
@@ -271,9 +289,10 @@ def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType]) -> _Shape:
             return _Shape(E, lambda p: ceil(E / p) * words, 0, lut, (buf,),
                           lambda p: (f"spike MatMul, AND + popcount: cycles = ceil({E}/P={p}) x ceil({K}/64); "
                                      f"LUT/lane = {lut}"))
-        dsp = 0 if (a.spike or b.spike) else _dsp_per_mult(a.bits, b.bits)
-        lut = out_t.bits
-        kind = "gated accumulate" if dsp == 0 else f"{dsp} DSP/lane"
+        signed = a.ternary or b.ternary
+        dsp = 0 if (a.spike or b.spike or signed) else _dsp_per_mult(a.bits, b.bits)
+        lut = 2 * out_t.bits if signed else out_t.bits
+        kind = ("signed accumulate (ternary)" if signed else "gated accumulate") if dsp == 0 else f"{dsp} DSP/lane"
         return _Shape(E, lambda p: ceil(E / p) * K, dsp, lut, (buf,),
                       lambda p: f"MatMul, {kind}: cycles = ceil({E}/P={p}) x {K}; LUT/lane = {lut}")
     if op == "Add":
@@ -304,6 +323,28 @@ def _layer_shape(n: ir.Node, shapes: dict, tt: dict[str, TensorType]) -> _Shape:
         lut = out_t.bits
         return _Shape(E, lambda p: ceil(E / p), 0, lut, (buf,),
                       lambda p: f"Transpose (copy): cycles = ceil({E}/P={p}); LUT/lane = {lut}")
+    if op == "ReLU":
+        lut = out_t.bits
+        return _Shape(E, lambda p: ceil(E / p), 0, lut, (buf,),
+                      lambda p: f"ReLU: cycles = ceil({E}/P={p}); LUT/lane = {lut} (compare + mux)")
+    if op == "Shiftmax":
+        x = tt[n.inputs[0]]
+        s_in = shapes[n.inputs[0]]
+        length = int(s_in[n.axis % len(s_in)])
+        rows = E // length
+        sum_bits = out_t.bits  # F + L + 1: the row sum and every output
+        lut = 2 * x.bits + 1 + 2 * _barrel_lut(sum_bits) + 2 * sum_bits
+        return _Shape(rows, lambda p: ceil(rows / p) * 3 * length, 0, lut, (buf,),
+                      lambda p: (f"Shiftmax: cycles = ceil({rows} rows/P={p}) x 3 passes x {length}; LUT/lane = "
+                                 f"{lut} (max comparator {x.bits} + subtractor {x.bits + 1} + 2 barrel shifters "
+                                 f"{_barrel_lut(sum_bits)} + adder {sum_bits} + leading-zero count {sum_bits}), 0 DSP"))
+    if op == "TemporalBlockSum":
+        b = int(n.block)
+        lut = out_t.bits
+        return _Shape(E, lambda p: 2 * ceil(E / p), 0, lut, (buf,),
+                      lambda p: (f"TemporalBlockSum (window of {b} steps, latency {b - 1}): cycles/step = 2 passes "
+                                 f"x ceil({E}/P={p}); LUT/lane = {lut} (an accumulator of {out_t.bits} b); "
+                                 f"buffers hold {block} steps"))
     raise EstimateError(f"node {n.name!r} ({op}) has no FPGA kernel and no estimate; the FPGA back end "
                         f"supports {', '.join(COMPUTE_OPS + ALIAS_OPS + HOST_OPS)}")
 
@@ -345,6 +386,9 @@ class DesignModel:
         if self.steps <= 0:
             raise EstimateError("the graph records no time_steps; pass steps=T")
         self.part, self.has_uram = part, part.uram > 0
+        windows = [int(n.block) for n in qgraph.nodes.values() if n.op == "TemporalBlockSum"]
+        #: steps every buffer holds: the window ops' common block (block-major design), else 1
+        self.block = math.lcm(*windows) if windows else 1
         self.shapes: dict[str, _Shape] = {}
         self.nodes: dict[str, ir.Node] = {}
         self.host: list[str] = []
@@ -358,7 +402,7 @@ class DesignModel:
                 self.host.append(n.name)
                 continue
             self.nodes[n.name] = n
-            self.shapes[n.name] = _layer_shape(n, shapes, tt)
+            self.shapes[n.name] = _layer_shape(n, shapes, tt, self.block)
         self._cache: dict[tuple[str, int], LayerEstimate] = {}
 
     def layer(self, name: str, p: int) -> LayerEstimate:

@@ -6,9 +6,12 @@ these types and the resource estimates size memories with them, so both agree.
 Propagation per step (``[lo, hi]`` integer bounds):
   analog input quantizer ``[0, 2^b - 1]`` or signed ``b`` bits; synapse ``signed(out_bits)``;
   LIF ``[0, max_level]`` (``[0, 1]`` but for STEP's ILIF integer spikes, ``ceil(log2(D + 1))``
-  bits); readout ``signed(bits)``; ``Add`` sums bounds; ``Mul`` the corner products;
-  ``Sum`` over ``n`` elements ``n · [lo, hi]``; ``MatMul`` ``K · corners`` (``K`` the
-  contracted length); ``MaxPool2d``, ``Reshape``, ``Flatten``, ``Transpose`` keep bounds.
+  bits; ternary spikes ``[-1, 1]``, ``ap_int<2>``); readout ``signed(bits)``; ``Add`` sums bounds;
+  ``Mul`` the corner products; ``Sum`` over ``n`` elements ``n · [lo, hi]``; ``MatMul`` ``K ·
+  corners`` (``K`` the contracted length); ``ReLU`` ``[max(lo, 0), max(hi, 0)]``; ``Shiftmax``
+  ``[0, 2^(F + L)]`` (``F = frac_bits``, ``L = ceil(log2 n)``: one surviving term gets it all);
+  ``TemporalBlockSum`` over ``B`` steps ``B · [lo, hi]``; ``MaxPool2d``, ``Reshape``, ``Flatten``,
+  ``Transpose`` keep bounds.
 """
 from __future__ import annotations
 
@@ -49,6 +52,11 @@ class TensorType:
         return self.lo == 0 and self.hi == 1
 
     @property
+    def ternary(self) -> bool:
+        """Signed ternary spikes -1/0/+1 (``ap_int<2>``): a synapse adds or subtracts, no multiplier."""
+        return self.lo == -1 and self.hi == 1
+
+    @property
     def size(self) -> int:
         return int(prod(self.shape))
 
@@ -86,7 +94,7 @@ def tensor_types(g: ir.Graph) -> dict[str, TensorType]:
         elif isinstance(n, fx.FPGA_SYNAPSES):
             b = fx.signed_bounds(n.out_bits)
         elif isinstance(n, fx.FpgaLIF):
-            b = (0, int(n.max_level))  # integer spikes (ILIF): 0..max_level
+            b = n.spike_range  # 0/1, integer spikes (ILIF) 0..max_level, ternary -1..1
         elif isinstance(n, fx.FpgaTemporalSum):
             b = fx.signed_bounds(n.bits)
         elif op == "Add":
@@ -106,6 +114,12 @@ def tensor_types(g: ir.Graph) -> dict[str, TensorType]:
             b = (lo * k, hi * k)
         elif op in ("MaxPool2d", "Reshape", "Flatten", "Transpose"):
             b = ins[0]
+        elif op == "ReLU":
+            b = (max(ins[0][0], 0), max(ins[0][1], 0))
+        elif op == "Shiftmax":
+            b = (0, 1 << n.out_frac_bits(shapes[n.inputs[0]]))
+        elif op == "TemporalBlockSum":
+            b = (ins[0][0] * int(n.block), ins[0][1] * int(n.block))
         elif op == "Output":
             continue
         else:

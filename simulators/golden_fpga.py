@@ -3,7 +3,8 @@ registration as the fixed-point format ``'fpga-int'``.
 
 Arithmetic: synapses ``acc = sat(W·X + bias)``, ``Y = sat((acc + 2^(k-1)) >> k)`` per output
 channel (round half up); neurons ``H = sat((M + (A << j)) >> 1)`` (tau = 2, floor), spike on
-``H >= threshold`` (or STEP's ILIF/NILIF rounding: ``clamp(rne_div(H, θ), 0, D)``, ``2H > Dθ``),
+``H >= threshold`` (or STEP's ILIF/NILIF rounding: ``clamp(rne_div(H, θ), 0, D)``, ``2H > Dθ``; or
+ternary ``+1 if H >= θ, -1 if H <= -θ``),
 reset to 0 or by subtraction (``H - S·θ``); readout ``A[t] = sat32(A[t-1] + X[t])``. Every saturation is
 counted (``run_golden(..., events=True)``), never silent: see :data:`EVENTS`.
 """
@@ -160,6 +161,8 @@ def lif_fire(n: fx.FpgaLIF, h: torch.Tensor) -> torch.Tensor:
         return torch.clamp(rne_div(h, thr), 0, int(n.max_level))
     if n.fire == "round_normalized":
         return (2 * h > int(n.round_d) * thr).to(torch.int64)
+    if n.fire == "ternary":  # +1 at or above θ, -1 at or below -θ (2-bit signed spikes)
+        return (h >= thr).to(torch.int64) - (h <= -thr).to(torch.int64)
     return (h >= thr).to(torch.int64)
 
 

@@ -298,9 +298,9 @@ def test_fpga_limits_of_the_multi_level_neurons_are_named():
     with pytest.raises(IRError, match=r"\[wide\] ILIF max_level=300: the FPGA streams integer spikes of at most "
                                       r"8 bits .* -> use max_level <= 255"):
         quantize_fpga(g, spike_inputs(4)[..., :4], steps=T)
-    g = _one_neuron_graph(ir.Neuron("tern", ("fc",), output="ternary"))
-    with pytest.raises(IRError, match=r"\[tern\] output=ternary"):
-        quantize_fpga(g, spike_inputs(4)[..., :4], steps=T)
+    g = _one_neuron_graph(ir.Neuron("tern", ("fc",), output="ternary"))  # issue 13: ternary spikes run (2 bits)
+    q, _ = quantize_fpga(g, spike_inputs(4)[..., :4], steps=T)
+    assert q["tern"].fire == "ternary" and q["tern"].spike_bits == 2
 
 
 # --------------------------------------------------------------------------- HLS C++, C simulation, cycle sim

@@ -4,7 +4,7 @@ neuron that deploys on the integer targets, a trained digits Spikformer through 
 both cycle-level simulators): the integer stages of one domain agree on every spike of every layer
 and step with equal energy counters, and the float stages agree with PyTorch.
 
-The models train 1 epoch (cached per machine and code version, as the other trained fixtures):
+The models train 2 epochs (cached per machine and code version, as the other trained fixtures):
 what is tested is the stages' agreement on weights that training shaped, not the accuracy."""
 import json
 
@@ -17,15 +17,13 @@ from step_deploy.models import iter_neurons
 
 #: (node, reset): the deployable neurons whose integer form is new in issue 12 (LIF is the demo's)
 DEPLOYABLE = [("ilif", None), ("nilif", None), ("if", "soft")]
-#: training epochs of each model: one shapes the weights as well as more would for this test
-EPOCHS = 1
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("node, reset", DEPLOYABLE, ids=["ilif", "nilif", "if-soft"])
 def test_a_trained_model_is_bit_exact_on_every_stage(node, reset, tmp_path, capsys):
     pytest.importorskip("lava")
-    model = _trained_once("spikformer-2-64-digits", EPOCHS, node=node, reset=reset)
+    model = _trained_once("spikformer-2-64-digits", 2, node=node, reset=reset)
     ckpt = save_checkpoint(model, tmp_path / f"{node}.ckpt", metadata={"dataset": "digits"})
     out = tmp_path / "out"
     code = parity_main([str(ckpt), "--stages", "all", "--limit", "lava=1,csim=4", "--samples", "6",

@@ -5,12 +5,14 @@
 
 Execution. The kernels of ``fpga.hls_writer``'s design (the compute nodes in graph order; the input
 quantizer runs on the host, Reshape/Flatten are views) run in the schedule's order: ``'step'``
-step-major (the generated design), ``'batched'`` kernel-major (each kernel all T steps). A kernel
+step-major (the generated design; block-major when the graph holds a window op, ``TemporalBlockSum``:
+each kernel over the block's steps, the window op once per block), ``'batched'`` kernel-major (each
+kernel all T steps). A kernel
 reads the streams its producers delivered (their output buffers) and computes its outputs with the
 format's integer op functions (``simulators.golden_fpga`` and the core integer ops: one reference
 function per op); it keeps its own state. It never reads the golden model's outputs; its spikes are
 tested equal to ``run_golden``'s at every layer and step, for every ``FpgaLIF`` mode (hard or soft
-reset, STEP's ILIF integer spikes, NILIF). An integer spike is one value of its stream (a 2 is one
+reset, STEP's ILIF integer spikes, NILIF, ternary). An integer spike is one value of its stream (a 2 is one
 ``ceil(log2(D + 1))``-bit value, not two events), and the traffic counts its bits (``tensor_types``).
 
 Time (``fpga_schedule``): per kernel and step ``busy`` from the FPGA target's own per-layer model
@@ -29,6 +31,7 @@ Events per kernel and step (``SimResult.events``, summed over samples): ``cycles
 """
 from __future__ import annotations
 
+import math
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,15 +64,29 @@ COUNTED_EVENTS = {"synapse": {"synops": "synops"}, "neuron": {"spikes_out": "spi
                   "product": {"accumulates": "accumulates"}, "reduction": {"accumulates": "accumulates"}}
 
 
+def window_block(qgraph: ir.Graph) -> int:
+    """The block of steps the design runs together: the common block of its window ops
+    (``TemporalBlockSum``), 1 when it has none (step by step)."""
+    blocks = [int(n.block) for n in qgraph.nodes.values() if n.op == "TemporalBlockSum"]
+    return math.lcm(*blocks) if blocks else 1
+
+
 def execute(qgraph: ir.Graph, inputs, steps: Optional[int], schedule: str,
             keep: Iterable[str], progress: bool = False) -> tuple[dict, dict, int]:
     """Run the design's kernels in ``schedule`` order on ``inputs``; ``(outputs, traces, T)`` with
-    ``traces[name]`` ``(T, B, ...)`` int64 for the nodes in ``keep``."""
+    ``traces[name]`` ``(T, B, ...)`` int64 for the nodes in ``keep``. A window op (``TemporalBlockSum``)
+    runs once per block on the block's steps of its input; with one in the graph the ``'step'``
+    schedule is block-major (the generated design: each kernel over a block's steps in turn)."""
     fmt = format_of(qgraph)
     ops = integer_ops(fmt)
     order = qgraph.topo_order()
     feeds = {k: as_time_major(x, qgraph[k], steps) for k, x in integer_inputs(qgraph, inputs).items()}
     T = next(iter(feeds.values())).shape[0]
+    block = window_block(qgraph)
+    if T % block:
+        w = next(n for n in order if n.op == "TemporalBlockSum" and T % int(n.block))
+        raise UsageError(f"node {w.name!r} (TemporalBlockSum) sums blocks of {w.block} steps but the inputs have "
+                         f"T={T} steps: run a T that is a multiple of {block}")
     keep = set(keep) | {o.name for o in qgraph.outputs}
     streams: dict[str, list] = {n.name: [None] * T for n in order}  # what each node delivered, per step
     state: dict[str, dict] = {n.name: {} for n in order}
@@ -78,17 +95,27 @@ def execute(qgraph: ir.Graph, inputs, steps: Optional[int], schedule: str,
         xs = [feeds[n.name][t]] if n.op == "Input" else [streams[i][t] for i in n.inputs]
         streams[n.name][t] = ops[n.op](n, xs, state[n.name], t)
 
+    def fire_steps(n, t0, length):
+        """Node ``n`` over steps ``t0 .. t0 + length - 1``: a window op in one call on the stacked steps."""
+        if n.op != "TemporalBlockSum":
+            for t in range(t0, t0 + length):
+                fire(n, t)
+            return
+        x = torch.stack(streams[n.inputs[0]][t0:t0 + length])
+        y = ops[n.op](n, [x], state[n.name], None)
+        for t in range(length):
+            streams[n.name][t0 + t] = y[t]
+
     bar = _bar(progress, T if schedule == "step" else len(order), schedule)
     with torch.no_grad():
-        if schedule == "step":  # the generated design: steps outermost
-            for t in range(T):
+        if schedule == "step":  # the generated design: steps (blocks of a window op's steps) outermost
+            for t0 in range(0, T, block):
                 for n in order:
-                    fire(n, t)
-                bar.update(1)
+                    fire_steps(n, t0, block)
+                bar.update(block)
         else:  # time-step batching: each kernel runs its T steps before the next kernel
             for n in order:
-                for t in range(T):
-                    fire(n, t)
+                fire_steps(n, 0, T)
                 bar.update(1)
     bar.close()
     traces = {k: torch.stack(v) for k, v in streams.items() if k in keep}
@@ -351,6 +378,7 @@ def hardware_summary(plan: DesignPlan, qgraph: Optional[ir.Graph] = None) -> dic
             "overlap_between_samples": plan.overlap, "latency_cycles": plan.latency_cycles,
             "interval_cycles": plan.interval_cycles, "resources": plan.resources(),
             "utilisation": {r: float(f"{u:.6g}") for r, u in util.items()}, "fits": plan.fits(),
+            "window_block": plan.block, "window_latency_steps": plan.window_latency_steps,
             "memory_bits": plan.memory_bits(), "dram_bandwidth_gbps": plan.board.dram_bandwidth_gbps,
             "kernels": [{"node": k.node, "op": k.op, "parallelism": k.parallelism, "loop_cycles": k.loop_cycles,
                          "step_cycles": k.step_cycles, "spilled_weights": k.spilled} for k in plan.kernels],
@@ -373,6 +401,11 @@ def notes(plan: DesignPlan, port_pressure: int = 0) -> list[str]:
         out.append("schedule 'batched' (time-step batching): membranes in registers, buffers hold T steps twice "
                    "(ping-pong); kernels overlap on consecutive samples, throughput = 1 / slowest kernel; stall "
                    "counts the idle time within one sample's window")
+    if plan.block > 1:
+        out.append(f"a window op (TemporalBlockSum) sums blocks of {plan.block} steps: "
+                   + ("the design runs block-major, every output buffer holds the block's steps (memory_bits."
+                      "buffers), and a block's first output waits " if plan.schedule == "step" else
+                      "its kernel waits for the block's last input step, ") + f"{plan.window_latency_steps} step(s)")
     if port_pressure:
         out.append(f"{port_pressure} kernel input(s) read more values per cycle than the producer's banks have ports "
                    "(hardware.port_pressure); not modelled in the time, as in fpga.estimate")

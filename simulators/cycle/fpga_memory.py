@@ -15,7 +15,9 @@ depends on the spikes):
   element; the charge ``H`` in a register.
 * ``MatMul``: on two spike operands a 64-bit word of each per output per word of the contracted
   length; else one value of each per output per contracted element. ``Sum`` / ``MaxPool2d``: one
-  input value per output per reduced element; ``Add`` / ``Mul`` / ``Transpose``: every input once.
+  input value per output per reduced element; ``Add`` / ``Mul`` / ``Transpose`` / ``ReLU`` /
+  ``TemporalBlockSum`` (per step of its block): every input once; ``Shiftmax``: every input three
+  times (row max, row sum, output).
 * every kernel writes its output buffer once per step (``storage_bits``; spikes packed one per bit,
   STEP's ILIF integer spikes 0..D ``ceil(log2(D + 1))`` bits each); a readout's output is its state.
 * DRAM: the input port reads the quantized input once per step (``x[T × IN]``), the output port
@@ -89,7 +91,10 @@ def kernel_traffic(g: ir.Graph, plan: DesignPlan, k: int, tt: dict[str, TensorTy
     elif n.op == "MaxPool2d":
         c["input_bits_read"] = out.size * int(prod(n.kernel_size)) * ins[0].bits
         c["register_bits"] = out.size * out.bits
-    else:  # Add, Mul, Transpose: every input value once
+    elif n.op == "Shiftmax":  # three passes over each row: max, sum of powers of two, output shifts
+        c["input_bits_read"] = 3 * out.size * ins[0].bits
+        c["register_bits"] = 2 * out.size * out.bits
+    else:  # Add, Mul, Transpose, ReLU, TemporalBlockSum (per step of its block): every input value once
         c["input_bits_read"] = sum(out.size * x.bits for x in ins)
         c["register_bits"] = out.size * out.bits
     return c

@@ -11,6 +11,11 @@ resources are the estimate's layer model, so the ``'step'`` plan *is* the estima
               another inside a step. ``busy[k, t] = c_k + D``; ``latency = T · Σ_k (c_k + D)``. Every
               kernel's state lives in the sample's on-chip memories and the design is one sequential
               function: no overlap between samples, ``interval = latency`` (throughput 1/latency).
+              With a window op (``TemporalBlockSum``, block ``B``) the design runs **block-major**
+              (``fpga.hls_writer``): blocks of ``B`` steps outermost, each kernel over the block's
+              ``B`` steps; the work and so ``latency`` are those above, every output buffer holds
+              ``B`` steps (the estimate's memories), and a block's first output waits ``B - 1``
+              steps for its last input (:attr:`DesignPlan.window_latency_steps`).
 ``'batched'`` time-step batching (FireFly v2, arXiv 2309.16158; Chen & Chang, arXiv 2503.19643): each
               kernel runs all T steps of its layer before the next kernel starts, the step loop
               innermost, so a lane keeps its neuron's membrane (or readout sum) in a register for the
@@ -151,6 +156,13 @@ class DesignPlan:
     steps: int
     kernels: tuple[KernelPlan, ...]
     host: tuple[str, ...] = ()
+    #: a window op's block of steps (``TemporalBlockSum``); > 1: the 'step' design runs block-major
+    block: int = 1
+
+    @property
+    def window_latency_steps(self) -> int:
+        """Steps a block's first output waits for the block's last input: ``block - 1``."""
+        return self.block - 1
 
     @property
     def overlap(self) -> bool:
@@ -224,8 +236,8 @@ def _batched_memories(model: DesignModel, name: str, steps: int) -> tuple[tuple,
             lane_regs += word
             if isinstance(model.nodes[name], fx.FpgaTemporalSum):  # its output was its state
                 mems.append(("buffer", 2 * bits, word, False))
-        elif role == "buffer":
-            mems.append(("buffer", 2 * steps * bits, word, False))
+        elif role == "buffer":  # T steps (not the block-major design's B), twice
+            mems.append(("buffer", 2 * steps * (bits // model.block), word, False))
         else:
             mems.append((role, bits, word, rom))
     return tuple(mems), lane_regs
@@ -280,7 +292,7 @@ def plan_design(qgraph: ir.Graph, part: Union[FpgaPart, str] = "zcu104", *, cloc
             b18, u = _weight_blocks(model, name, l.parallelism)
             l = replace(l, bram36=max(0, l.bram36 - b18 // 2), uram=max(0, l.uram - u))
         kernels.append(KernelPlan(name, l.op, l.parallelism, c, l, regs[name], name in spilled))
-    return DesignPlan(schedule, part, board, clock, model.steps, tuple(kernels), tuple(model.host))
+    return DesignPlan(schedule, part, board, clock, model.steps, tuple(kernels), tuple(model.host), model.block)
 
 
 def _positions(model: DesignModel, name: str) -> int:

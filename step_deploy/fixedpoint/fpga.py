@@ -17,7 +17,10 @@ in the quantization report, not in the nodes: the nodes alone define the integer
 
 Core ops reused unchanged on integers (exact): Add, Mul (AND of spikes), Sum (column sums /
 popcounts), MatMul (``scale`` must be 1; Q·Kᵀ and (Q·Kᵀ)·V on binary spikes are AND + popcount),
-MaxPool2d, Reshape, Flatten, Transpose, Delay, Output.
+MaxPool2d, Reshape, Flatten, Transpose, Delay, Output, and the seed attention designs' ReLU (scale
+preserving), Shiftmax (integer scores at scale 1 in, scale ``2^(frac_bits + ceil(log2 n))`` out) and
+TemporalBlockSum (a window op; the golden model runs such a graph node-major), as
+``simulators.integer_ops`` defines them (contract §2).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ READOUT_BITS = 32
 DECAYS = ("input", "state", "none")
 #: ``FpgaLIF.reset`` and ``FpgaLIF.fire`` (the IR neuron's names)
 RESETS = ("hard", "soft")
-FIRE_RULES = ("threshold", "round", "round_normalized")
+FIRE_RULES = ("threshold", "round", "round_normalized", "ternary")
 #: the largest integer spike (``fire='round'``) and NILIF ``round_d``: 8-bit spike streams
 MAX_LEVEL = 255
 
@@ -146,6 +149,7 @@ class FpgaLIF(Node):
       ``'threshold'``:        ``S[t] = H >= θ``                                   (0/1)
       ``'round'`` (STEP's ILIF, D = ``max_level``): ``S[t] = clamp(rne_div(H, θ), 0, D)``  (0..D)
       ``'round_normalized'`` (STEP's NILIF, D = ``round_d``): ``S[t] = 2·H > D·θ``  (0/1)
+      ``'ternary'`` (A²OS²A's V, BSA's Q/K):  ``S[t] = +1 if H >= θ, -1 if H <= -θ, else 0``  (-1/0/+1)
     reset (``reset``):
       ``'hard'``: ``M[t] = H · (S[t] == 0)``   (to 0)
       ``'soft'``: ``M[t] = H - S[t] · θ``      (subtract; never leaves the membrane's range:
@@ -156,8 +160,10 @@ class FpgaLIF(Node):
     of STEP's ``torch.round(H / θ)``; NILIF's ``round_half_even(clamp(H/θ, 0, D) / D)`` is 1
     exactly when ``H/θ > D/2`` (the tie ``H/θ = D/2`` rounds to the even 0), i.e. ``2·H > D·θ``.
     Spikes of ``fire='round'`` are ``ceil(log2(D + 1))``-bit unsigned integers on the stream
-    (:attr:`spike_bits`); the others are one bit. The defaults are STEP's LIF (hard reset to 0,
-    fire on ``>=``).
+    (:attr:`spike_bits`), ternary spikes 2-bit signed values (``ap_int<2>``: a synapse they feed adds
+    or subtracts its weight, no multiplier); the others are one bit. A ternary neuron's hard reset
+    clears the membrane where ``S != 0`` and its soft reset is ``M = H - S·θ`` (``H + θ`` after a
+    -1). The defaults are STEP's LIF (hard reset to 0, fire on ``>=``).
 
     ``>>`` is an arithmetic right shift: a floor (``AP_TRN``); ``sat`` clamps to
     ``[-2^(membrane_bits-1), 2^(membrane_bits-1) - 1]`` (``AP_SAT``) and counts the clamped
@@ -173,8 +179,11 @@ class FpgaLIF(Node):
     ``threshold = 1``). The rounding rules compare ``H`` with the half-way points ``(k + ½)·θ``,
     which are not all integers: ``round`` and ``round_normalized`` give the float neuron's spike
     exactly when ``h`` is an integer (IF, ``decay='none'``, on integer inputs: exact) and may
-    differ when the LIF's halving leaves a fraction and a half-way point lies in ``[floor(h), h)``:
-    e.g. ``θ = 2``, ``h = 1.5``: the float ``round(0.75) = 1``, the integer ``rne_div(1, 2) = 0``
+    differ when the LIF's halving leaves a fraction and a half-way point lies in ``[floor(h), h)``.
+    The ternary rule's positive side is exact like ``'threshold'``; its negative side compares the
+    floored ``H <= -θ`` (contract: the Loihi and FPGA golden models both do), which a leaky membrane
+    can reach with ``h`` in ``(-θ, -θ + 1)``: exact for IF, within one membrane LSB otherwise. Rounding examples:
+    ``θ = 2``, ``h = 1.5``: the float ``round(0.75) = 1``, the integer ``rne_div(1, 2) = 0``
     (a tie, to even); NILIF with ``D·θ = 2``, ``h = 1.5``: float ``3 > 2`` fires, integer ``2 > 2``
     does not. Finer membrane units (``input_shift``) make such cases rarer, never impossible."""
 
@@ -214,14 +223,25 @@ class FpgaLIF(Node):
         if self.fire == "round_normalized" and not 1 <= int(self.round_d) <= MAX_LEVEL:
             raise ValueError(f"{who}: fire='round_normalized' needs round_d (NILIF's D) in 1..{MAX_LEVEL}, "
                              f"got {self.round_d}")
-        if self.fire != "threshold" and int(self.threshold) < 1:
+        if self.fire == "ternary" and int(self.threshold) < 1:
+            raise ValueError(f"{who}: fire='ternary' needs a threshold >= 1 (got {self.threshold}): with "
+                             "θ <= 0 the +1 and -1 regions overlap")
+        if self.fire not in ("threshold", "ternary") and int(self.threshold) < 1:
             raise ValueError(f"{who}: fire={self.fire!r} divides by the threshold, which must be >= 1 "
                              f"(got {self.threshold})")
 
     @property
     def spike_bits(self) -> int:
-        """Bits of one spike on the stream: ``ceil(log2(max_level + 1))`` (1 for 0/1 spikes)."""
+        """Bits of one spike on the stream: ``ceil(log2(max_level + 1))`` (1 for 0/1 spikes, 2 for
+        signed ternary spikes)."""
+        if self.fire == "ternary":
+            return 2
         return max(1, int(self.max_level).bit_length())
+
+    @property
+    def spike_range(self) -> tuple[int, int]:
+        """The smallest and largest spike value: ``(-1, 1)`` ternary, else ``(0, max_level)``."""
+        return (-1, 1) if self.fire == "ternary" else (0, int(self.max_level))
 
     def infer_shape(self, in_shapes):
         return in_shapes[0]
@@ -254,7 +274,8 @@ CONSTANTS = {
     "lif": "tau = 2: H = (M + A) >> 1 (floor, AP_TRN); fire H >= threshold; hard reset to 0",
     "membrane_overflow": "saturate (AP_SAT), counted", "compare": ">=", "reset": "to 0 (hard) or M = H - S*threshold (soft)",
     "fire": "threshold: H >= threshold; round (ILIF): clamp(rne_div(H, threshold), 0, max_level); "
-            "round_normalized (NILIF): 2*H > round_d*threshold",
+            "round_normalized (NILIF): 2*H > round_d*threshold; ternary: +1 if H >= threshold, -1 if "
+            "H <= -threshold, else 0 (2-bit signed spikes; synapses add or subtract)",
     "rne_div": "exact integer round half to even of a / b (b > 0)", "max_level": MAX_LEVEL,
 }
 

@@ -5,12 +5,21 @@
 
 Requires: a float IR without BatchNorm next to a synapse (``fold_batchnorm`` first), LIF/PLIF
 neurons with ``tau = 2`` (a shift) or IF, ``v_reset = 0``, hard or soft reset, binary threshold
-spikes, STEP's ILIF integer spikes (``fire='round'``, 0..D) or NILIF (``fire='round_normalized'``).
-Refused, each with a one-line diagnostic naming the node, the op, why and what to do: KLIF, EIF,
-CLIF and GLIF neurons and PSN's ``TemporalLinear``/``Heaviside`` (no exact integer form; they run on
-the float stages), ternary spikes, other taus. Guarantees:
-every op is integer (``fixedpoint.fpga`` types plus Add/Mul/Sum/MatMul(scale 1)/MaxPool2d/layout),
-node names kept (spikes compare by name).
+spikes, STEP's ILIF integer spikes (``fire='round'``, 0..D), NILIF (``fire='round_normalized'``) or
+ternary spikes (``output='ternary'``: ``FpgaLIF(fire='ternary')``, -1/0/+1). Refused, each with a
+one-line diagnostic naming the node, the op, why and what to do: KLIF, EIF, CLIF and GLIF neurons
+and PSN's ``TemporalLinear``/``Heaviside`` (no exact integer form; they run on the float stages),
+other taus, a ``Shiftmax`` whose input is not an integer score at scale 1 (``ScaleClasses``).
+Guarantees: every op is integer (``fixedpoint.fpga`` types plus Add/Mul/Sum/MatMul(scale 1)/
+MaxPool2d/layout and the seed designs' ReLU, Shiftmax and TemporalBlockSum), node names kept
+(spikes compare by name).
+
+**Seed attention ops** (contract §2): ``ReLU`` keeps its input's integers and scale (A²OS²A's K: the
+synapse's integer output, at the scale of a synapse feeding a neuron, rectified and multiplied into
+the attention MatMuls, so the attention neuron's threshold carries ``s_Q · s_K · s_V``);
+``TemporalBlockSum`` keeps the scale (a block sum of integers); ``Shiftmax`` takes integer scores
+at scale 1 (a product of spike tensors) and outputs the scale ``2^(frac_bits + ceil(log2 n))``
+(``ir.Shiftmax.out_frac_bits``), which a consuming ``MatMul`` multiplies through.
 
 **Scales** (shared with Loihi, ``passes.loihi_scales``): every tensor becomes integers ``A ≈ X · s``.
 Spikes have s = 1, counts stay exact (Mean -> Sum multiplies s by the count; MatMul's 0.125 folds
@@ -234,19 +243,28 @@ def _threshold(n: ir.Neuron, theta_f: float) -> int:
     return int(math.ceil(theta_f))
 
 
+def _fpga_fire(n: ir.Neuron) -> str:
+    """``FpgaLIF.fire`` of ``n``: its fire rule, or ``'ternary'`` for ternary spikes (whose IR fire
+    rule is the threshold, applied at ``+θ`` and ``-θ``)."""
+    return "ternary" if n.output == "ternary" else n.fire
+
+
 def _quantize_neuron(n: ir.Neuron, src: str, s: float, bits: int):
     """The smallest ``input_shift`` (<= MAX_INPUT_SHIFT) that makes ``V_th · s · 2^j`` an integer;
-    otherwise the threshold is rounded (up for ``>=``) and flagged inexact."""
+    otherwise the threshold is rounded (up for ``>=``) and flagged inexact. A ternary neuron uses
+    the same integer threshold at ``±θ`` (``H <= -θ ⇔ h <= -θ_f`` wherever ``H >= θ ⇔ h >= θ_f``,
+    IF's strict ``>`` included; see ``FpgaLIF`` for the floored negative side of a leaky membrane)."""
     j = next((j for j in range(MAX_INPUT_SHIFT + 1) if (float(n.v_threshold) * s * 2 ** j).is_integer()), 0)
     theta_f = float(n.v_threshold) * s * 2 ** j
     theta = _threshold(n, theta_f)
     node = fx.FpgaLIF(n.name, (src,), threshold=theta, membrane_bits=bits + j, decay=_decay(n), input_shift=j,
-                      reset=n.reset, fire=n.fire, max_level=int(n.max_level) if n.fire == "round" else 1,
+                      reset=n.reset, fire=_fpga_fire(n), max_level=int(n.max_level) if n.fire == "round" else 1,
                       round_d=int(n.round_d) if n.fire == "round_normalized" else 0)
     return node, {"op": "FpgaLIF", "membrane_scale": s * 2 ** j, "membrane_bits": bits + j, "input_shift": j,
                   "threshold": n.v_threshold, "threshold_int": theta, "threshold_exact": float(theta_f).is_integer(),
                   "compare": n.compare if n.fire == "threshold" else None,
                   "compare_exact": not (n.fire == "threshold" and n.compare == ">" and node.decay != "none"),
+                  "negative_side_exact": node.decay == "none" if node.fire == "ternary" else None,
                   "decay": node.decay, "reset": node.reset,
                   "fire": node.fire, "max_level": node.max_level, "round_d": node.round_d,
                   "spike_bits": node.spike_bits}
@@ -347,7 +365,12 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, widths: dict, input_q: dict,
         else:
             node = integer_core_node(n, ins, fx.FpgaTemporalSum)
             info = {"op": node.op, "scale": sc.scale(sig, n.name)} if n.op in (
-                "Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean") else None
+                "Mean", "Mul", "MatMul", "Add", "Sum", "TemporalMean", "ReLU", "Shiftmax", "TemporalBlockSum") else None
+            if n.op == "Shiftmax":
+                info["out_frac_bits"] = n.out_frac_bits(sc.shapes[n.inputs[0]])
+            elif n.op == "TemporalBlockSum":
+                info.update(block=int(n.block), latency_steps=n.latency,
+                            buffer_elements=n.buffer_elements(sc.shapes[n.inputs[0]]))
         q.add(node)
         if info is not None:
             layers[n.name] = info

@@ -2,6 +2,8 @@
 // (strides 0 on broadcast axes). Exact: C::out_t holds every possible result.
 //   add:  Y = A + B  (spike-map residuals, SDT's membrane shortcut: exact integer adds)
 //   mul:  Y = A * B  (on spikes an AND: SDT's Q AND LIF(sum K AND V), QKFormer's token mask AND K)
+//   relu: Y = max(X, 0)  (A2OS2A's K: a real activation, the synapse's integers rectified; a comparator
+//         and a mux per value)
 #ifndef STEPD_ELEMENTWISE_H
 #define STEPD_ELEMENTWISE_H
 
@@ -38,6 +40,16 @@ void add(const typename C::a_t a[], const typename C::b_t b[], typename C::out_t
 template <class C>
 void mul(const typename C::a_t a[], const typename C::b_t b[], typename C::out_t y[]) {
     elementwise<C, true>(a, b, y);
+}
+
+template <class C>
+void relu(const typename C::in_t x[], typename C::out_t y[]) {
+RELU:
+    for (int i = 0; i < C::n; ++i) {
+#pragma HLS UNROLL factor = C::P
+#pragma HLS PIPELINE II = 1
+        y[i] = x[i] > 0 ? typename C::out_t(x[i]) : typename C::out_t(0);
+    }
 }
 
 }  // namespace stepd

@@ -6,6 +6,7 @@
 //   fire 0 (threshold):          S = H >= threshold                                   (0/1)
 //   fire 1 (round, STEP's ILIF): S = clamp(rne(H / threshold), 0, max_level)          (0..D)
 //   fire 2 (round_normalized, NILIF): S = 2H > round_d * threshold                     (0/1)
+//   fire 3 (ternary): S = +1 if H >= threshold, -1 if H <= -threshold, else 0   (-1/0/+1, ap_int<2>)
 //   hard reset: M = S ? 0 : H;   soft reset (soft_reset = 1): M = H - S * threshold
 // (>> is arithmetic: a floor, AP_TRN). ILIF needs no divider: rne(H / θ) >= k exactly when
 // 2H > (2k - 1)θ, or 2H == (2k - 1)θ and k is even (a tie goes to the even neighbour), so S is the
@@ -33,6 +34,10 @@ LIF_RESET:
 template <class C>
 inline typename C::out_t lif_fire(const ap_int<C::mem_bits> &h) {
     if (C::fire == 0) return h >= ap_int<C::mem_bits>(C::threshold) ? 1 : 0;
+    if (C::fire == 3) {  // two comparators against +threshold and -threshold
+        if (h >= ap_int<C::mem_bits>(C::threshold)) return 1;
+        return h <= ap_int<C::mem_bits>(-C::threshold) ? -1 : 0;
+    }
     const ap_int<C::cmp_bits> h2 = ap_int<C::cmp_bits>(h) << 1;  // 2H, exact
     const ap_int<C::cmp_bits> theta = C::threshold;
     if (C::fire == 2) return h2 > ap_int<C::cmp_bits>(theta * C::round_d) ? 1 : 0;

@@ -1,7 +1,9 @@
 // step-deploy FPGA kernels: integer attention products, batched over heads:
 //   Y[b] = op(A[b]) @ op(B[b]),  op = optional transpose of the last two axes.
 // Spikformer's Q @ K^T on binary spikes is AND + popcount; (Q K^T) @ V is a count gated by the V
-// spike (no multiplier); counts times counts multiply. Exact: C::out_t holds the largest sum.
+// spike (no multiplier); a ternary operand (-1/0/+1: A2OS2A's V, BSA's Q and K) adds or subtracts the
+// other (two ternaries: +1 where they agree, -1 where they differ); counts times counts multiply.
+// Exact: C::out_t holds the largest sum.
 #ifndef STEPD_MATMUL_H
 #define STEPD_MATMUL_H
 
@@ -25,6 +27,14 @@ MM_BATCH:
                     const typename C::b_t bv = C::tb ? b[(h * C::n + j) * C::k + kk] : b[(h * C::k + kk) * C::n + j];
                     if (C::a_spike && C::b_spike) {
                         acc += (av & bv);  // AND + popcount
+                    } else if (C::a_ternary && C::b_ternary) {
+                        if (av != 0 && bv != 0) acc += (av == bv) ? 1 : -1;  // sign agreement
+                    } else if (C::b_ternary) {
+                        if (bv > 0) acc += av;  // signed accumulate
+                        else if (bv < 0) acc -= av;
+                    } else if (C::a_ternary) {
+                        if (av > 0) acc += bv;
+                        else if (av < 0) acc -= bv;
                     } else if (C::b_spike) {
                         if (bv != 0) acc += av;  // gated accumulate
                     } else if (C::a_spike) {

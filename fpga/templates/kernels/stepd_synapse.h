@@ -1,6 +1,7 @@
 // step-deploy FPGA kernels: integer synapses (2-D convolution, 1-D convolution as H = 1, linear).
 //   acc[o] = sat_ACC(sum W[o,...] * X[...] + bias[o]);  Y = sat_OUT(round_shift(acc[o], k[o]))
-// On spike inputs (C::spike_in) the product is a gated add: no multiplier. On multi-bit inputs (the
+// On spike inputs (C::spike_in) the product is a gated add: no multiplier; on ternary spikes
+// (C::ternary_in, -1/0/+1) a signed add: the weight is added or subtracted. On multi-bit inputs (the
 // analog first layer's pixels, spike counts) one multiply per lane. The sum is exact (C::sum_t is
 // wide enough for the largest possible sum) before the one saturation to acc_bits, as in the golden model.
 // Parallelism: C::P output channels per cycle (UNROLL over o, weights partitioned cyclically by the top).
@@ -45,6 +46,9 @@ CONV_POS:
                             const ap_int<C::weight_bits> wv = w[((o * cin_g + i) * C::kh + ky) * C::kw + kx];
                             if (C::spike_in) {
                                 if (v != 0) sum += wv;  // gated accumulate, no multiplier
+                            } else if (C::ternary_in) {
+                                if (v > 0) sum += wv;  // signed accumulate, no multiplier
+                                else if (v < 0) sum -= wv;
                             } else {
                                 sum += wv * v;
                             }
@@ -74,6 +78,9 @@ LIN_TOKENS:
                 const ap_int<C::weight_bits> wv = w[o * C::cin + i];
                 if (C::spike_in) {
                     if (v != 0) sum += wv;
+                } else if (C::ternary_in) {
+                    if (v > 0) sum += wv;
+                    else if (v < 0) sum -= wv;
                 } else {
                     sum += wv * v;
                 }
