@@ -30,7 +30,9 @@ synaptic currents with the format's op functions (``golden.integer_ops``: ``Fixe
 layer's cores is one vectorised call over the union of the packets they received: a core's
 currents depend only on the packets it has synapses from, which are exactly the ones it received
 (a test checks this per core). A synapse node several layers hold (SDT's membrane shortcuts) is computed once per step
-and shared (same packets, same currents); its events are booked on every layer's cores. Embedded
+and shared (same packets, same currents); its events are booked on every layer's cores (the replicas' work),
+its synaptic operations per node (``layers[L]['synops_by_node']``, what ``energy.counters`` counts
+once per node) on the first layer that holds it only, so their sum over layers is the graph's. Embedded
 products run the op functions on operands rebuilt from packets. The simulator never reads the golden model's values; its spikes are compared with
 ``run_golden`` in the tests.
 
@@ -375,7 +377,8 @@ def _run_layer(plan, L, qgraph, values, sent, states, ops, book, t, synops_by_no
         got = row_product(nz, e.counts, e.counts_t).numpy().astype(np.float64)  # (B, 4C): messages, synops, hops
         book.add("msgs_in", L.unit0, k, got[:, :C])
         book.add(f"synops_{e.kind}", L.unit0, k, got[:, C:2 * C])
-        synops_by_node[e.member] = synops_by_node.get(e.member, 0) + int(got[:, C:2 * C].sum())
+        if e.counted:  # a synapse several layers hold: its node's synops once (MeshPlan), its events on every layer
+            synops_by_node[e.member] = synops_by_node.get(e.member, 0) + int(got[:, C:2 * C].sum())
         if e.src_reach is not None:
             book.add("hops_east_west", L.unit0, k, got[:, 2 * C:3 * C])
             book.add("hops_north_south", L.unit0, k, got[:, 3 * C:])

@@ -51,6 +51,9 @@ class Edge:
     lat_sc: Optional[torch.Tensor] = None
     counts_t: Optional[torch.Tensor] = None     # counts transposed (see transposed_if_exact)
     src_reach_t: Optional[torch.Tensor] = None  # src_reach transposed
+    #: this edge's synaptic operations are the node's in ``synops_by_node`` (see ``MeshPlan``): False on
+    #: every layer but the first that holds the same synapse input (a membrane shortcut's replicas)
+    counted: bool = True
 
     @property
     def reach(self) -> torch.Tensor:
@@ -92,6 +95,11 @@ class MeshPlan:
     send_mats_t: dict = field(default_factory=dict)  # the same transposed (see transposed_if_exact)
     spiking: frozenset = frozenset()  # nodes whose values are 0/1 spikes: their packets carry no payload
     # (an ILIF neuron's 0..max_level spikes are graded: one packet per non-zero spike, carrying its value)
+    # A synapse node several layers hold (SDT's membrane shortcuts: the same synapses on the cores of
+    # every layer that adds them) runs on each of those layers' cores, and each books its events there
+    # (the hardware's work, priced per core); the node's synaptic operations as ``energy.counters``
+    # counts them (once per node) are booked in ``synops_by_node`` by the first of those layers only
+    # (``Edge.counted``), so the per-node sum over layers is the graph's count.
 
 
 def transposed_if_exact(m: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -183,6 +191,7 @@ def build_plan(qgraph: ir.Graph, graph: ir.Graph, mapping, hw, lat_ns: dict) -> 
         acc = dest_count.setdefault(origin, torch.zeros(size, dtype=torch.float64))
         acc.index_add_(0, index if index is not None else torch.arange(size), per_value.to(torch.float64))
 
+    counted_inputs: set = set()  # (member, input index) whose synops a layer already books for the node
     for L in layers.values():
         raw = L.edges
         fans = edge_fans(qgraph, L.members, L.head, raw, shapes, L.place)
@@ -214,7 +223,9 @@ def build_plan(qgraph: ir.Graph, graph: ir.Graph, mapping, hw, lat_ns: dict) -> 
             kind = SYNAPSE_KIND.get(qgraph[m].op, "sparse")
             counts = torch.cat([reach, fan.to(torch.float64), ew, ns], 1).to(torch.float32)
             edges.append(Edge(m, k, src, origin, kind, C, counts, src_reach, lat_sc,
-                              transposed_if_exact(counts), transposed_if_exact(src_reach)))
+                              transposed_if_exact(counts), transposed_if_exact(src_reach),
+                              counted=(m, k) not in counted_inputs))
+            counted_inputs.add((m, k))
             count_into(origin, index, reach.sum(1))
         L.edges = edges
     for n in qgraph.topo_order():  # values read off the mesh: one message per non-zero value per reader

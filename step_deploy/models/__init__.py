@@ -95,8 +95,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "qkformer-3-64-digits": dict(family="qkformer", **_DIGITS, embed_dim=64, num_heads=4, depths=3),
     # the seed attention designs (research/seed_models.md; models/seed_attention.py, spikformer_semm.py):
     # STEP-sized CIFAR configs and tiny digits configs. STAtten: blocks of chunk_size=2 of the T=4 steps.
-    # BSA: Shiftmax keeps frac_bits = 16 - ceil(log2 N) (N = 64 tokens on CIFAR, 16 on digits), so its exact
-    # output scale 2^(frac_bits + ceil log2 N) = 2^16 fits Loihi's thresholds (a larger one is refused there).
+    # BSA: Shiftmax keeps frac_bits = 14 - ceil(log2 N) (N = 64 tokens on CIFAR, 16 on digits): its exact output
+    # scale 2^(frac_bits + ceil log2 N) = 2^14 leaves the attention neuron's threshold and membrane room in Loihi's
+    # 17-bit threshold and 24-bit state (a trained digits BSA at scale 2^16 needs 25 bits: refused there).
     "spikformer-statten-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
                                      attn_layer="statten", chunk_size=2),
     "sdt-statten-2-512": dict(family="sdt", **_CIFAR10, embed_dim=512, num_heads=8, depths=2,
@@ -104,7 +105,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "spikformer-a2os2a-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
                                     attn_layer="a2os2a"),
     "spikformer-bsa-4-384": dict(family="spikformer", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
-                                 attn_layer="bsa", shiftmax_bits=10),
+                                 attn_layer="bsa", shiftmax_bits=8),
     # STEP's spikf_semm_cifar defaults (7,739,372 parameters; expert_dim/num_expert hard-coded in STEP)
     "spikformer_semm-4-384": dict(family="spikformer_semm", **_CIFAR10, embed_dim=384, num_heads=12, depths=4,
                                   expert_dim=96, num_expert=4),
@@ -115,7 +116,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "spikformer-a2os2a-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
                                           attn_layer="a2os2a"),
     "spikformer-bsa-2-64-digits": dict(family="spikformer", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
-                                       attn_layer="bsa", shiftmax_bits=12),
+                                       attn_layer="bsa", shiftmax_bits=10),
     "spikformer_semm-2-64-digits": dict(family="spikformer_semm", **_DIGITS, embed_dim=64, num_heads=4, depths=2,
                                         expert_dim=16, num_expert=4),
 }

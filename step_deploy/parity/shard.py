@@ -39,6 +39,9 @@ REFUSALS = (StepDeployError, IRError)
 
 
 def _first_line(e: BaseException) -> str:
+    diags = getattr(e, "diagnostics", None)
+    if diags:  # an IRError: its first diagnostic names the node, the rule and what to do
+        return str(diags[0]).strip() + (f" (and {len(diags) - 1} more)" if len(diags) > 1 else "")
     text = str(e).strip() or type(e).__name__
     lines = text.splitlines()
     return lines[0] + (f" (and {len(lines) - 1} more line(s))" if len(lines) > 1 else "")
