@@ -245,22 +245,7 @@ class HlsProject:
              f"void {TOP}(const input_t x[STEPD_T * STEPD_IN_SIZE], output_t y[STEPD_OUT_SIZE]) {{",
              "#pragma HLS INTERFACE mode=s_axilite port=return",
              "    // state, cleared at the start of every sample"]
-        for l in self.layers:
-            if l.state:
-                L.append(f"    {l.state}  // {l.node.name}")
-                arr = l.state.split()[-1].split("[")[0]
-                if self.P(l) > 1:
-                    L.append(f"#pragma HLS ARRAY_PARTITION variable={arr} cyclic factor={self.P(l)}")
-        L.append("    // one buffer per tensor (spikes: 1 bit each, packed into words)")
-        for l in self.layers:
-            L.append(f"    {l.cname}_t b_{l.cname}[{l.out.size}];  // {l.node.name}")
-            if l.out.spike and l.out.size >= SPIKE_WORD:
-                L.append(f"#pragma HLS ARRAY_RESHAPE variable=b_{l.cname} cyclic factor={SPIKE_WORD}")
-            elif self.P(l) > 1:
-                L.append(f"#pragma HLS ARRAY_PARTITION variable=b_{l.cname} cyclic factor={self.P(l)}")
-        for l in self.layers:
-            if l.weights is not None and self.P(l) > 1:
-                L.append(f"#pragma HLS ARRAY_PARTITION variable=w_{l.cname} cyclic factor={self.P(l)}")
+        L += self._declarations("    // one buffer per tensor (spikes: 1 bit each, packed into words)", "")
         L.append("RESET:")
         L += [f"    {l.reset}" for l in self.layers if l.reset]
         L += ["STEPS:", "    for (int t = 0; t < STEPD_T; ++t) {", "        const input_t *xt = x + t * STEPD_IN_SIZE;"]
@@ -273,6 +258,27 @@ class HlsProject:
               f"        y[i] = {self.buffer(self.output_node)}[i];", "    }", "}", ""]
         return "\n".join(L)
 
+    def _declarations(self, buffer_comment: str, steps: str) -> list[str]:
+        """The top function's state, one buffer per tensor (``steps`` prefixes each buffer's size:
+        ``""`` for one step, ``"STEPD_B * "`` for a block) and the partitioning pragmas."""
+        L = []
+        for l in self.layers:
+            if l.state:
+                L.append(f"    {l.state}  // {l.node.name}")
+                arr = l.state.split()[-1].split("[")[0]
+                if self.P(l) > 1:
+                    L.append(f"#pragma HLS ARRAY_PARTITION variable={arr} cyclic factor={self.P(l)}")
+        L.append(buffer_comment)
+        for l in self.layers:
+            L.append(f"    {l.cname}_t b_{l.cname}[{steps}{l.out.size}];  // {l.node.name}")
+            if l.out.spike and l.out.size >= SPIKE_WORD:
+                L.append(f"#pragma HLS ARRAY_RESHAPE variable=b_{l.cname} cyclic factor={SPIKE_WORD}")
+            elif self.P(l) > 1:
+                L.append(f"#pragma HLS ARRAY_PARTITION variable=b_{l.cname} cyclic factor={self.P(l)}")
+        for l in self.layers:
+            if l.weights is not None and self.P(l) > 1:
+                L.append(f"#pragma HLS ARRAY_PARTITION variable=w_{l.cname} cyclic factor={self.P(l)}")
+        return L
 
     def _top_cpp_block_major(self) -> str:
         B = self.block
@@ -286,22 +292,8 @@ class HlsProject:
              f"void {TOP}(const input_t x[STEPD_T * STEPD_IN_SIZE], output_t y[STEPD_OUT_SIZE]) {{",
              "#pragma HLS INTERFACE mode=s_axilite port=return",
              "    // state, cleared at the start of every sample"]
-        for l in self.layers:
-            if l.state:
-                L.append(f"    {l.state}  // {l.node.name}")
-                arr = l.state.split()[-1].split("[")[0]
-                if self.P(l) > 1:
-                    L.append(f"#pragma HLS ARRAY_PARTITION variable={arr} cyclic factor={self.P(l)}")
-        L.append("    // one buffer per tensor holding the STEPD_B steps of a block (spikes: 1 bit each, packed)")
-        for l in self.layers:
-            L.append(f"    {l.cname}_t b_{l.cname}[STEPD_B * {l.out.size}];  // {l.node.name}")
-            if l.out.spike and l.out.size >= SPIKE_WORD:
-                L.append(f"#pragma HLS ARRAY_RESHAPE variable=b_{l.cname} cyclic factor={SPIKE_WORD}")
-            elif self.P(l) > 1:
-                L.append(f"#pragma HLS ARRAY_PARTITION variable=b_{l.cname} cyclic factor={self.P(l)}")
-        for l in self.layers:
-            if l.weights is not None and self.P(l) > 1:
-                L.append(f"#pragma HLS ARRAY_PARTITION variable=w_{l.cname} cyclic factor={self.P(l)}")
+        L += self._declarations("    // one buffer per tensor holding the STEPD_B steps of a block (spikes: 1 bit each, "
+                                "packed)", "STEPD_B * ")
         L.append("RESET:")
         L += [f"    {l.reset}" for l in self.layers if l.reset]
         L += ["BLOCKS:", "    for (int t0 = 0; t0 < STEPD_T; t0 += STEPD_B) {"]
