@@ -21,7 +21,10 @@ Sum                 ``AxisSum``                 MaxPool2d     ``MaxPool2d``
 Transpose           ``Permute``                 Reshape/Flatten  nothing (same port)
 Delay               ``Delay``                   TemporalSum   ``Accumulator``
 ReLU                ``LiveReLU``                Shiftmax      ``Shiftmax`` (embedded cores)
-TemporalBlockSum    refused (``fixedpoint.loihi.refuse_window_ops``): non-causal inside its block
+TemporalBlockSum    ``BlockSum`` (embedded cores): a window op, non-causal inside its block of B
+                    steps, streamed with a latency of B - 1 steps (it emits Y[t] once the block's
+                    last input arrived; ``passes.delay_balance`` counts the B - 1 steps, so the
+                    branches meeting it downstream are delayed to match); T must be a multiple of B
 ==================  =========================================================================
 
 A ternary ``LoihiLIF`` (``fire='ternary'``) is a ``FixedLIF`` whose -1/0/+1 spikes travel as signed
@@ -44,6 +47,7 @@ import torch
 
 from step_deploy import ir
 from step_deploy.fixedpoint import loihi as fx
+from step_deploy.ir.attention_nodes import WINDOW_OPS
 from step_deploy.passes.delay_balance import Schedule, schedule
 from .lava_compat import import_lava
 
@@ -193,7 +197,9 @@ class _Builder:
                 ports.append(self.source(data, f"{n.name}.bias"))
             net.ports[n.name] = ports
             return
-        proc = PROCESS_BUILDERS[n.op](lp, n, in_shapes, size)
+        # a window op's process needs the Lava step of its input's golden step 0 (its block alignment)
+        kw = {"offset": self.sched.latency[n.inputs[0]]} if n.op in WINDOW_OPS else {}
+        proc = PROCESS_BUILDERS[n.op](lp, n, in_shapes, size, **kw)
         self.keep(proc)
         in_ports = [proc.a_in, proc.b_in] if n.op in ("Mul", "MatMul") else [proc.a_in] * len(n.inputs)
         for k, port in enumerate(in_ports):
@@ -216,7 +222,8 @@ def _matmul(lp, n, in_shapes, size):
     return lp.LiveMatMul(in_shapes[0], in_shapes[1], n.transpose_a, n.transpose_b, name=n.name)
 
 
-#: op -> ``f(lava_processes, node, input shapes, size)`` building its Lava process (one in, one out port)
+#: op -> ``f(lava_processes, node, input shapes, size)`` building its Lava process (one in, one out port);
+#: a window op's builder also takes ``offset``, the Lava step at which its input's golden step 0 arrives
 PROCESS_BUILDERS = {
     "LoihiLIF": _lif,
     "Add": lambda lp, n, s, size: lp.ElementwiseAdd(size, n_inputs=len(n.inputs), name=n.name),
@@ -229,6 +236,7 @@ PROCESS_BUILDERS = {
     "TemporalSum": lambda lp, n, s, size: lp.Accumulator(size, name=n.name),
     "ReLU": lambda lp, n, s, size: lp.LiveReLU(size, name=n.name),
     "Shiftmax": lambda lp, n, s, size: lp.Shiftmax(s[0], n.axis, int(n.frac_bits), name=n.name),
+    "TemporalBlockSum": lambda lp, n, s, size, offset=0: lp.BlockSum(size, int(n.block), int(offset), name=n.name),
 }
 #: ops that are wiring, not processes: sources (host data), layout views and outputs
 WIRED_OPS = ("Input", "QuantizeInput", "Reshape", "Flatten", "Output")
@@ -246,8 +254,10 @@ def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[di
     ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
     ``QuantizeInput`` (the host-side quantized analog input). ``matrices``: a cache of unrolled
     synapse matrices (reuse it across samples)."""
-    fx.refuse_window_ops(qgraph, "Lava", LAVA_BACKEND)
     ir.require_ops(qgraph, LAVA_BACKEND)
+    for n in qgraph.topo_order():
+        if n.op in WINDOW_OPS:
+            n.check_steps(int(steps))  # a block must not straddle the end of the run
     b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
     for n in qgraph.topo_order():
         b.node(n, inputs)

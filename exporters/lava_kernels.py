@@ -75,6 +75,22 @@ def shiftmax_kernel(x, in_shape, axis, frac_bits) -> np.ndarray:
     return a << (f + int(_bit_length(np.array([n - 1]))[0]) - e)
 
 
+def block_sum_step(acc, last, x, u: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step of STAtten's block sum streamed with a latency of ``block - 1`` steps. ``u`` is the
+    golden step of the input ``x`` (negative: the data has not arrived yet, ``x`` is ignored); ``acc``
+    sums the current block, ``last`` holds the sum of the latest completed block. Returns the new
+    ``(acc, last)``; the output of this step is ``last``, which is ``Y[u - (block - 1)]``: the block of
+    step ``u - block + 1`` is either the block that ends at ``u`` (summed this step) or the one
+    before ``u``'s block, completed earlier."""
+    acc, last = np.asarray(acc, np.int64), np.asarray(last, np.int64)
+    if u < 0:
+        return acc, last
+    acc = acc + np.asarray(x, np.int64)
+    if u % int(block) == int(block) - 1:
+        return np.zeros_like(acc), acc
+    return acc, last
+
+
 def permute_kernel(x, in_shape, perm) -> np.ndarray:
     return np.asarray(x, np.int64).reshape(in_shape).transpose(perm)
 

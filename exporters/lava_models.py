@@ -1,6 +1,7 @@
 """Fixed-point CPU process models (tag ``'fixed_pt'``) for ``exporters/lava_processes.py``.
 
-Each model is ``receive → compute → send`` in the spiking phase (latency 0), except ``Delay``.
+Each model is ``receive → compute → send`` in the spiking phase (latency 0), except ``Delay`` and
+``BlockSum`` (they send what they received earlier: latency ``steps`` and ``block - 1``).
 The arithmetic lives in ``lava_kernels.py`` (plain numpy, no lava) so that it can be read,
 reused and tested without Lava. Importing this module registers the models with Lava's compiler
 (``lava_compat.register_process_models``); ``lava_export`` imports it before building a network.
@@ -14,7 +15,7 @@ import numpy as np
 
 from .lava_compat import import_lava, register_process_models
 
-from .lava_kernels import (axis_sum_kernel, lif_fixed_step, matmul_kernel, maxpool_kernel,
+from .lava_kernels import (axis_sum_kernel, block_sum_step, lif_fixed_step, matmul_kernel, maxpool_kernel,
                            mul_kernel, permute_kernel, relu_kernel, shiftmax_kernel, to_int32)
 
 import_lava()
@@ -26,7 +27,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from .lava_processes import (Accumulator, AxisSum, Delay, ElementwiseAdd, FixedLIF, LiveMatMul,
+from .lava_processes import (Accumulator, AxisSum, BlockSum, Delay, ElementwiseAdd, FixedLIF, LiveMatMul,
                              LiveMul, LiveReLU, MaxPool2d, Permute, Shiftmax)
 
 # --------------------------------------------------------------------------- process models
@@ -199,3 +200,25 @@ class PyShiftmaxModel(_SafeModel):
     def compute(self, x):
         p = self.proc_params
         return to_int32(shiftmax_kernel(x, p["in_shape"], p["axis"], p["frac_bits"]), "Shiftmax")
+
+
+@_fixed(BlockSum)
+class PyBlockSumModel(_SafeModel):
+    """``block_sum_step`` on the golden step ``u = time_step - 1 - offset`` of this step's input; sends
+    the latest completed block's sum (``Y[u - block + 1]``)."""
+
+    a_in: PyInPort = _IN
+    s_out: PyOutPort = _OUT
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        n = int(np.prod(self.proc_params["shape"]))
+        self._acc = np.zeros(n, np.int64)
+        self._last = np.zeros(n, np.int64)
+
+    def compute(self, x):
+        p = self.proc_params
+        u = self.time_step - 1 - p["offset"]
+        self._acc, self._last = block_sum_step(self._acc, self._last, x, u, p["block"])
+        to_int32(self._acc, "BlockSum")  # the running sum must fit the embedded core's int32 too
+        return to_int32(self._last, "BlockSum")

@@ -48,6 +48,10 @@ Delay              a_in (N,), s_out (N,)             shape, steps.  y[t] = x[t -
 LiveReLU           a_in (N,), s_out (N,)             shape.  y = max(x, 0)                     0
 Shiftmax           a_in, s_out (prod in_shape,)      in_shape, axis, frac_bits.  integer       0
                                                      Shiftmax of integer scores (contract §2)
+BlockSum           a_in (N,), s_out (N,)             shape, block, offset.  STAtten's          block-1
+                                                     TemporalBlockSum streamed: sums each
+                                                     block of ``block`` golden steps, sends
+                                                     Y[t] in step t + offset + block - 1
 =================  ================================  ====================================  =======
 
 Outputs are computed in int64 and must fit int32, else the run fails (``OverflowError`` in the
@@ -87,8 +91,17 @@ Weights are clipped to [-256, 255] (mixed sign) / [0, 255], and with mixed signs
 and raises; ``run()`` then raises ``RuntimeError: 1 Exception(s) occurred``. Stop such a run
 with ``lava_harness.stop_runtime(proc, failed=True)``: lava's own ``stop()`` hangs after it.
 
+**BlockSum** (a window op, non-causal inside its block: ``Y[t]`` needs the block's last input) runs
+with a fixed latency of ``block - 1`` steps. ``offset`` is the Lava step at which its input's golden
+step 0 arrives (``passes.delay_balance``'s latency of the input), so the process knows the golden step
+``u = step - offset`` of each input and the block alignment; it sums the current block and keeps the
+latest completed block's sum, which it sends every step (``lava_kernels.block_sum_step``). In step
+``offset + t + block - 1`` that is ``Y[t]``: the block of ``t`` ends at or before input step ``t +
+block - 1``. ``passes.delay_balance`` adds the ``block - 1`` steps to the node's latency, so every
+branch meeting it downstream is delayed to match and the biases after it start later.
+
 ``LATENCY`` maps process-type names (ours and the Lava ones the exporter uses) to their latency
-in steps; :func:`latency` also handles ``Delay`` instances. Related modules: ``lava_models``
+in steps; :func:`latency` also handles ``Delay`` and ``BlockSum`` instances. Related modules: ``lava_models``
 (process models, registered with Lava's compiler on import), ``lava_kernels`` (the numpy
 arithmetic, no lava needed), ``lava_harness`` (``run_open_loop``: sources → ports → sinks).
 """
@@ -121,6 +134,8 @@ def latency(proc) -> int:
     """Steps between a process's input and its output (``Delay``: its ``steps``)."""
     if isinstance(proc, Delay):
         return proc.steps
+    if isinstance(proc, BlockSum):
+        return proc.block - 1
     return LATENCY[type(proc).__name__]
 
 
@@ -336,8 +351,24 @@ class Delay(_UnaryProcess):
         self._ports(_size(shape), shape)
 
 
+class BlockSum(_UnaryProcess):
+    """STAtten's ``TemporalBlockSum`` streamed (embedded cores): ``y`` in Lava step ``offset + t +
+    block - 1`` is the sum of the input's golden steps in the block of ``t`` (blocks of ``block`` steps
+    aligned at golden step 0, which arrives in Lava step ``offset``); latency ``block - 1``."""
+
+    def __init__(self, shape, block: int = 2, offset: int = 0, name: str | None = None):
+        shape = _shape(shape)
+        if int(block) < 1:
+            raise ValueError(f"BlockSum: block={block} must be >= 1")
+        if int(offset) < 0:
+            raise ValueError(f"BlockSum: offset={offset} must be >= 0")
+        super().__init__(shape=shape, block=int(block), offset=int(offset), name=name)
+        self.block, self.offset = int(block), int(offset)
+        self._ports(_size(shape), shape)
+
+
 PROCESSES = (ElementwiseAdd, LiveMatMul, LiveMul, AxisSum, MaxPool2d, Permute, FixedLIF,
-             Accumulator, Delay, LiveReLU, Shiftmax)
+             Accumulator, Delay, LiveReLU, Shiftmax, BlockSum)
 
 __all__ = [p.__name__ for p in PROCESSES] + ["LATENCY", "latency", "matmul_out_shape",
                                               "pool_out_shape", "PROCESSES"]

@@ -4,9 +4,10 @@ quantize -> golden model, checked against an integer model written here from con
 ints: ternary fire at ±θ with its ties, Shiftmax rows with ``ceil(log2 Σ)`` as an exact integer, ReLU),
 against the float reference on exactly representable weights, against Lava and the mesh simulator
 bit for bit; the constraint check (Loihi 1 refuses ternary spikes; ReLU/Shiftmax/TemporalBlockSum
-are embedded-core work with their cost, the block sum's buffer and latency stated); Lava refuses the
-window op in one line, the mesh simulator runs it block-major and pays its latency; Shiftmax scales
-that cannot fit Loihi are refused by name.
+are embedded-core work with their cost, the block sum's buffer and latency stated); a step-by-step
+executor without the window op's latency refuses it in one line (Lava streams it with its latency:
+``test_seed_lava_window.py``), the mesh simulator runs it block-major and pays its latency; Shiftmax
+scales that cannot fit Loihi are refused by name.
 
 Tiny hand-built graphs (4 tokens × 4 channels, T = 4), no training."""
 from __future__ import annotations
@@ -352,17 +353,15 @@ WINDOW_REFUSAL = ("TemporalBlockSum(block=2)", "non-causal inside a block of 2 s
                   "golden model", "block=1")
 
 
-def test_lava_refuses_the_window_op_in_one_line():
-    pytest.importorskip("lava", reason="lava-nc is not installed (make setup installs it)")
-    from step_deploy.exporters.lava_runner import run_lava
-
+def test_a_step_by_step_executor_without_its_latency_refuses_the_window_op_in_one_line():
+    """(Lava pays the latency and runs it: ``test_seed_lava_window.py``.)"""
     _, q, _, gold = quantized("statten")
     assert int(gold.traces["attn_lif"].sum()) > 0  # the golden model runs it (node-major)
     with pytest.raises(ir.IRError) as e:
-        run_lava(q, SPIKES[:, 0], steps=T)
+        fx.refuse_window_ops(q, "a step-by-step runtime")
     (d,) = e.value.diagnostics
     assert d.node == "kv_block" and "\n" not in str(d)
-    assert all(part in d.message for part in WINDOW_REFUSAL + ("cannot run on Lava",)), d.message
+    assert all(part in d.message for part in WINDOW_REFUSAL + ("cannot run on a step-by-step runtime",)), d.message
 
 
 # --------------------------------------------------------------------------- chips

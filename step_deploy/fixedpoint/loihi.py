@@ -18,8 +18,9 @@ Core ops reused unchanged on integers: Add, Mul, Sum, MatMul (``scale`` must be 
 Reshape, Flatten, Transpose, Delay, Output, and the seed attention ops (``simulators.integer_ops``):
 ReLU (``max(x, 0)``, scale kept), Shiftmax (integer scores at scale 1 in, ``2^(F+L)`` out) and
 TemporalBlockSum (block sum, scale kept; a window op: the golden model runs it node-major, the
-mesh simulator block-major, and Lava, which runs step by step, refuses it with
-:func:`window_op_problem`).
+mesh simulator block-major, and Lava streams it with a latency of ``block - 1`` steps
+(``exporters.lava_processes.BlockSum``, counted by ``passes.delay_balance``); a step-by-step executor
+without that latency refuses it with :func:`refuse_window_ops`).
 """
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ NO_INTEGER_FORM_FIX = ("run it on a float stage (reference, ONNX, NIR), or use L
 
 
 def window_op_problem(node, executor: str) -> str:
-    """The one-line refusal of a window op (``TemporalBlockSum``) by a step-by-step ``executor`` (Lava;
-    the mesh simulator runs it block-major instead): op, why and what to do (the caller's diagnostic
-    names the node)."""
+    """The one-line refusal of a window op (``TemporalBlockSum``) by a step-by-step ``executor`` that
+    cannot pay its latency (Lava pays it with ``lava_processes.BlockSum``; the mesh simulator runs it
+    block-major): op, why and what to do (the caller's diagnostic names the node)."""
     b = int(node.block)
     return (f"{node.op}(block={b}) cannot run on {executor}: it is non-causal inside a block of {b} "
             f"steps (Y[t] needs X up to the block's last step), which needs block-major execution or a latency of "
@@ -74,8 +75,9 @@ def window_op_problem(node, executor: str) -> str:
 
 def refuse_window_ops(graph, executor: str, backend=None) -> None:
     """Raise ``ir.UnsupportedOpError`` (an ``IRError`` whose text is one diagnostic line per node)
-    for every window op (``TemporalBlockSum``) of ``graph``: ``executor`` (Lava) runs every process
-    step by step. ``backend``: the executor's registered ``ir.Backend``, if any."""
+    for every window op (``TemporalBlockSum``) of ``graph``: ``executor`` runs every process step by
+    step with no latency for it (Lava does not call this: it streams the block sum with a latency of
+    ``block - 1`` steps). ``backend``: the executor's registered ``ir.Backend``, if any."""
     from step_deploy.ir.attention_nodes import WINDOW_OPS
     from step_deploy.ir.backends import Backend, UnsupportedOpError
     from step_deploy.ir.diagnostics import Diagnostic

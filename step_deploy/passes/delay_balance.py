@@ -17,6 +17,11 @@ adds, Q/K/V paths into MatMul/Mul, a shortcut around a synapse) the shorter ones
 the network's semantics (the golden model delays too) and maps to a Lava ``Delay`` of its own
 ``steps``; it adds nothing to ``L``. A T-step golden run needs ``T + max(L)`` Lava steps, and golden
 step t of node n is Lava step ``t + L[n]``. Biases start at ``L[n]``, when the data arrives.
+
+A **window op** (``ir.WINDOW_OPS``: STAtten's ``TemporalBlockSum``, non-causal inside a block of B
+steps) adds its node's ``latency`` (``B - 1``): its Lava process (``lava_processes.BlockSum``) sums each
+block and emits ``Y[t]`` at Lava step ``t + L[input] + B - 1``, after the block's last input arrived,
+so the branches meeting it downstream get ``B - 1`` more steps of ``Delay``.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 
 from step_deploy import ir
 from step_deploy.fixedpoint.loihi import FORMAT_NAME
+from step_deploy.ir.attention_nodes import WINDOW_OPS
 
 from .registry import PassContext, register_pass
 
@@ -65,7 +71,8 @@ def schedule(qgraph: ir.Graph, op_latency: dict | None = None) -> Schedule:
         for k, i in enumerate(n.inputs):
             if out.latency[i] < arrive:
                 out.delays[(n.name, k)] = arrive - out.latency[i]
-        out.latency[n.name] = arrive + lat_of.get(n.op, 0)
+        own = lat_of[n.op] if n.op in lat_of else int(n.latency) if n.op in WINDOW_OPS else 0
+        out.latency[n.name] = arrive + own
     return out
 
 

@@ -205,7 +205,7 @@ def _seed_op_info(n: ir.Node, s_in: list, shapes: dict) -> dict:
         return {"block": int(n.block), "buffer_elements": n.buffer_elements(tuple(shapes[n.inputs[0]])),
                 "latency_steps": n.latency,
                 "note": "window op: the golden model runs it node-major, the mesh simulator block-major; Lava "
-                        "(step by step) refuses it"}
+                        "streams it with a latency of block-1 steps (BlockSum, delay-balanced)"}
     if n.op == "ReLU":
         return {"note": "max(x, 0) on the synapse's integers: the scale of its input is kept"}
     return {}

@@ -170,8 +170,8 @@ def _embedded_ops(c: Context) -> list[Diagnostic]:
             b = o.buffer
             msg += (f"; a block accumulator of {b['buffer_elements']} elements, and its consumers wait "
                     f"{b['latency_steps']} step(s) (latency) for each block of {b['block']}")
-            hint = (f"buffer {b['buffer_elements']} elements on the embedded core; Lava (step by step) cannot run it: "
-                    f"the golden model and the mesh simulator can, or use block=1")
+            hint = (f"buffer {b['buffer_elements']} elements on the embedded core; Lava streams it with a latency of "
+                    f"{b['latency_steps']} step(s) (the other branches are delayed to match), or use block=1")
         out.append(Diagnostic("embedded-op", o.node, msg, value, None, hint, "warning"))
     return out
 
