@@ -141,33 +141,3 @@ def test_loihi1_stages_are_not_applicable_and_the_rest_passes(parity_ckpt, tmp_p
     md = (out / "parity.md").read_text()
     assert "not applicable" in md and "graded" in md
     assert "not applicable" in (out / "parity.html").read_text()
-
-
-# ---------------------------------------------------------------------------- every stage
-
-
-@pytest.mark.slow  # Lava, g++ and two Dask workers: ~80 s on a busy 2-core machine
-def test_every_stage_on_an_embedded_dask_cluster(parity_ckpt, tmp_path, capsys):
-    """All ten stages on 8 digits (Lava on 1, the C simulation on 4) on step-parity's own 2-worker
-    Dask cluster (non-daemonic workers, so that Lava may start its processes)."""
-    pytest.importorskip("lava")
-    out = tmp_path / "out"
-    code = parity_main([str(parity_ckpt), "--stages", "all", "--limit", "lava=1,csim=4", "--samples", "8",
-                        "--shard-size", "4", "--workers", "2", "--calib-samples", "32", "-o", str(out),
-                        "--work", str(tmp_path / "work")])
-    text = capsys.readouterr().out
-    result = json.loads((out / "parity.json").read_text())
-    bad = {s: e["reason"] for s, e in result["stages"].items() if e["status"] != "ok"}
-    assert not bad, bad
-    assert len(result["stages"]) == 10 and len(result["pairs"]) == 45
-    expected = {"lava": 1, "csim": 4}
-    assert {s: e["samples"] for s, e in result["stages"].items()} == {s: expected.get(s, 8) for s in result["stages"]}
-    for p in result["pairs"]:
-        assert p["samples"] == min(expected.get(p["a"], 8), expected.get(p["b"], 8)) and p["values"] > 0
-        if p["kind"] == "exact":
-            assert p["verdict"] == "exact" and p["mismatches"] == 0 and p["counters"]["equal"], p
-        elif p["kind"] == "float":
-            assert p["ok"] is True and p["verdict"] in ("exact", "explained"), p
-    kinds = [p["kind"] for p in result["pairs"]]
-    assert kinds.count("exact") == 6 and kinds.count("float") == 6
-    assert code == 0 and result["ok"] is True and "local Dask cluster (2 worker processes)" in text

@@ -1,4 +1,5 @@
 """Every example in README.md and examples/ runs (and says what it should)."""
+import json
 import os
 import re
 import subprocess
@@ -46,8 +47,34 @@ def test_readme_tour_commands_run(tmp_path):
     cmds = readme_tour_commands()
     assert len(cmds) >= 4 and cmds[0].startswith("step-train") and "--epochs 10" in cmds[0]
     cmds[0] = cmds[0].replace("--epochs 10", "--epochs 1")
-    cmds = [re.sub(r"--samples \d+", "--samples 8", c) if c.startswith("step-parity") else c for c in cmds]
+    cmds = [re.sub(r"--samples \d+", "--samples 8 --shard-size 4", c) if c.startswith("step-parity") else c
+            for c in cmds]
+    out = {}
     for cmd in cmds:
         r = _run(cmd, cwd=tmp_path)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        out[cmd.split()[0]] = r.stdout
     assert (tmp_path / "runs/demo/nir/model.nir").exists() and (tmp_path / "runs/demo/onnx/model.onnx").exists()
+    _check_every_stage_on_the_embedded_cluster(tmp_path / "runs/parity/parity.json", out["step-parity"])
+
+
+def _check_every_stage_on_the_embedded_cluster(path, stdout: str) -> None:
+    """The tour's ``step-parity``: all ten stages on 8 digits (Lava on 1) as two shards on step-parity's own
+    local Dask cluster (non-daemonic workers, so that Lava may start its processes); every pair
+    compared on the samples both stages ran, the six integer pairs exact with equal counters, the six
+    float pairs exact or explained."""
+    result = json.loads(path.read_text())
+    bad = {s: e["reason"] for s, e in result["stages"].items() if e["status"] != "ok"}
+    assert not bad, bad
+    assert len(result["stages"]) == 10 and len(result["pairs"]) == 45
+    expected = {"lava": 1}
+    assert {s: e["samples"] for s, e in result["stages"].items()} == {s: expected.get(s, 8) for s in result["stages"]}
+    for p in result["pairs"]:
+        assert p["samples"] == min(expected.get(p["a"], 8), expected.get(p["b"], 8)) and p["values"] > 0
+        if p["kind"] == "exact":
+            assert p["verdict"] == "exact" and p["mismatches"] == 0 and p["counters"]["equal"], p
+        elif p["kind"] == "float":
+            assert p["ok"] is True and p["verdict"] in ("exact", "explained"), p
+    kinds = [p["kind"] for p in result["pairs"]]
+    assert kinds.count("exact") == 6 and kinds.count("float") == 6 and result["ok"] is True
+    assert re.search(r"local Dask cluster \(\d+ worker process(es)?\)", stdout), stdout[-2000:]
