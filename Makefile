@@ -16,16 +16,16 @@ setup: $(STAMP)
 setup-test: $(TSTAMP)
 
 $(TSTAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[backends,oracles,test]"
+	$(PY) -m pip install --quiet --no-compile -e ".[backends,oracles,test]"
 	touch $(TSTAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[backends]"
+	$(PY) -m pip install --quiet --no-compile -e ".[backends]"
 	# lava-nc 0.10.0 declares Python < 3.11; its real needs are in our pins, and
 	# step_deploy.exporters.lava_compat fixes its one 3.11 incompatibility at import time.
-	$(PY) -m pip install --quiet --no-deps --ignore-requires-python lava-nc==0.10.0
+	$(PY) -m pip install --quiet --no-compile --no-deps --ignore-requires-python lava-nc==0.10.0
 	touch $(STAMP)
 
 demo: setup
