@@ -45,8 +45,9 @@ class TernaryLIFNode(LIFNode):
 
     Each threshold has its own surrogate gradient (``act_fun`` at ``H - θ`` and at ``-H - θ``).
     ``neuron_params()`` is the IR ``Neuron`` with ``output='ternary'``. The A²OS²A reimplementation
-    uses this LIF form (research/seed_models.md §3.4; the Ternary Spike paper's own neuron decays
-    by 0.25 instead: set ``tau`` to choose)."""
+    uses this LIF form (research/seed_models.md §3.4). The Ternary Spike paper's own neuron is
+    ``m ← 0.25·m + x`` with thresholds ±0.5: ``tau = 4/3`` gives its decay, but this charge also scales
+    the input by ``1/tau``, so that neuron is this one only up to the input scale (not built)."""
 
     kind = "tlif"
 
