@@ -47,8 +47,7 @@ def test_readme_tour_commands_run(tmp_path):
     cmds = readme_tour_commands()
     assert len(cmds) >= 4 and cmds[0].startswith("step-train") and "--epochs 10" in cmds[0]
     cmds[0] = cmds[0].replace("--epochs 10", "--epochs 1")
-    cmds = [re.sub(r"--samples \d+", "--samples 8 --shard-size 4", c) if c.startswith("step-parity") else c
-            for c in cmds]
+    cmds = [re.sub(r"--samples \d+", "--samples 8", c) if c.startswith("step-parity") else c for c in cmds]
     out = {}
     for cmd in cmds:
         r = _run(cmd, cwd=tmp_path)
@@ -59,7 +58,7 @@ def test_readme_tour_commands_run(tmp_path):
 
 
 def _check_every_stage_on_the_embedded_cluster(path, stdout: str) -> None:
-    """The tour's ``step-parity``: all ten stages on 8 digits (Lava on 1) as two shards on step-parity's own
+    """The tour's ``step-parity``: all ten stages on 8 digits (Lava on 1), one shard on step-parity's own
     local Dask cluster (non-daemonic workers, so that Lava may start its processes); every pair
     compared on the samples both stages ran, the six integer pairs exact with equal counters, the six
     float pairs exact or explained."""
