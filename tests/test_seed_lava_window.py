@@ -94,18 +94,11 @@ def test_captured_statten_spikformer_golden_equals_lava_on_every_layer():
     """A tiny random ``spikformer-statten-2-64-digits`` (1 block, 16 channels, 2 heads; weights x4 so
     every layer fires): golden = Lava on every LIF layer and the output, 0 mismatches."""
     pytest.importorskip("lava", reason="lava-nc is not installed (make setup installs it)")
-    from conftest import random_model
+    from test_seed_loihi_models import _captured
 
     from step_deploy.exporters.lava_runner import run_lava
-    from step_deploy.frontend import capture
-    from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
-    model = random_model("spikformer-statten-2-64-digits", 1, depths=1, embed_dim=16, num_heads=2)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
-                m.weight.mul_(4)
-    g = fold_batchnorm(capture(model))
+    g = _captured("spikformer-statten-2-64-digits", weight_gain=4)
     x = 4 * torch.rand(2, *g.inputs[0].shape, generator=torch.Generator().manual_seed(0))
     q, _ = quantize_loihi(g, x, steps=T)
     blocks = [n for n in q.nodes.values() if n.op == "TemporalBlockSum"]

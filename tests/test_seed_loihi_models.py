@@ -22,15 +22,21 @@ def _mismatches(a: dict, b: dict) -> dict:
 # --------------------------------------------------------------------------- captured seed models (random weights)
 
 
-def _captured(arch: str, **over) -> ir.Graph:
-    """A tiny random model of a seed design's digits config (1 block, 16 channels, 2 heads), captured
-    and BN-folded: the lowering the Loihi export receives."""
+def _captured(arch: str, weight_gain: float = 1.0, **over) -> ir.Graph:
+    """A tiny random model of a seed design's digits config (1 block, 16 channels, 2 heads), its conv and
+    linear weights times ``weight_gain`` (4 makes every layer fire), captured and BN-folded: the lowering
+    the Loihi export receives."""
     from conftest import random_model
 
     from step_deploy.frontend import capture
     from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
-    return fold_batchnorm(capture(random_model(arch, 1, depths=1, embed_dim=16, num_heads=2, **over)))
+    model = random_model(arch, 1, depths=1, embed_dim=16, num_heads=2, **over)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(weight_gain)
+    return fold_batchnorm(capture(model))
 
 
 def test_captured_a2os2a_quantizes_and_its_golden_spikes_are_deterministic():
@@ -77,19 +83,10 @@ def test_mesh_counters_of_a_captured_sdt_statten_equal_the_energy_counters_on_go
     them: each replica's work is priced on its layer's cores, but the node's synaptic operations per node
     (what ``step-parity`` sums over layers) are booked once, so they equal ``count_graph`` on the golden
     traces, as do the spikes of every layer. Weights x4: every layer fires."""
-    from conftest import random_model
-
     from step_deploy.energy.counters import count_graph, needed_traces
-    from step_deploy.frontend import capture
-    from step_deploy.passes.fold_batchnorm import fold_batchnorm
     from step_deploy.simulators.cycle.mesh import _prepare, simulate_mesh
 
-    model = random_model("sdt-statten-1-64-digits", 1, depths=1, embed_dim=16, num_heads=2)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear)):
-                m.weight.mul_(4)
-    g = fold_batchnorm(capture(model))
+    g = _captured("sdt-statten-1-64-digits", weight_gain=4)
     x = 4 * torch.rand(2, *g.inputs[0].shape, generator=torch.Generator().manual_seed(0))
     q, _ = quantize_loihi(g, x, steps=T)
     assert any(n.op == "TemporalBlockSum" for n in q.nodes.values())
