@@ -78,9 +78,10 @@ def validate_train_args(args: TrainArgs) -> None:
                          f"(or a family: {', '.join(sorted(FAMILIES))})")
     if args.data not in DATASETS:
         raise UsageError(f"--data: unknown data set {args.data!r}; known: {', '.join(DATASETS)}")
-    if dataset_info(args.data)["kind"] == "sequence":
-        raise UsageError(f"--data {args.data} is a sequence data set; the Spiking Transformers take images or "
-                         f"events: use one of {', '.join(d for d in DATASETS if d != args.data)}")
+    info = dataset_info(args.data)
+    if info["kind"] == "sequence" and args.T is not None and args.T != info["time_steps"]:
+        raise UsageError(f"--T {args.T}: {args.data} is a sequence of {info['time_steps']} steps (one image row "
+                         f"per step), so the model runs T = {info['time_steps']}: drop --T")
     if args.data in BUNDLED and args.root is not None:
         raise UsageError(f"--root applies only to data sets on disk (cifar10, cifar10-dvs); {args.data} is "
                          f"bundled: drop --root")
@@ -176,8 +177,9 @@ def model_overrides_for(data: str, T: Optional[int]) -> dict:
         over.update(encoding="events", in_channels=shape[1], img_size=shape[-1])
     elif info["kind"] == "static":
         over.update(in_channels=shape[0], img_size=shape[-1])
-    else:
-        raise ValueError(f"data set {data!r} is a sequence set; the Spiking Transformer zoo takes images or events")
+    else:  # a sequence of image rows: one row per step (models.encoders.SequenceEncoder)
+        over.update(encoding="sequence", in_channels=1, img_size=shape[-1], step=info["time_steps"])
+        return over
     if T is not None:
         over["step"] = T
     return over

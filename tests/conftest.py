@@ -169,3 +169,15 @@ def parity_ckpt(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("parity_ckpt") / "sf.ckpt"
     return save_checkpoint(random_model("spikformer-2-64-digits"), path, metadata={"dataset": "digits"})
+
+
+def parity_result(ckpt, work, *, samples: int, limits: dict, calib_samples: int = 32) -> dict:
+    """``step-parity ckpt --stages all`` as its Python API computes it (one process, no Dask), without
+    writing the report files and plots (``test_cli_parity``/``test_parity_report`` test those): the
+    trained-model parity tests look only at the result that ``parity.json`` would hold."""
+    from step_deploy.parity.command import RunOptions, compute
+    from step_deploy.parity.context import ParityOptions
+
+    ro = RunOptions(stages="all", samples=samples, limits=dict(limits), workers=0, work=str(work))
+    result, _, _, _ = compute(ckpt, ParityOptions(calib_samples=calib_samples), ro)
+    return result

@@ -96,7 +96,7 @@ def test_own_checkpoint_is_replaced_and_reused(tmp_path, capsys, quick_training)
     (["--seed", "-1"], "--seed"),
     (["--arch", "nope"], "unknown arch"),
     (["--data", "mnist"], "--data"),
-    (["--data", "digits-seq"], "sequence"),
+    (["--data", "digits-seq", "--T", "4"], "one image row per step"),
     (["--data", "cifar10"], "--root"),
     (["--root", "/data"], "--root"),
 ])

@@ -47,6 +47,23 @@ def test_digits_values_match_sklearn():
     np.testing.assert_array_equal(te.tensors[0].numpy(), x.numpy()[idx])
 
 
+def test_the_stored_split_is_scikit_learns_stratified_split_and_loading_does_not_import_sklearn():
+    """The split written out in ``digits_split.py`` equals ``train_test_split``'s, recomputed here; a fresh
+    process loading the digits does not import scikit-learn (its import costs every command ~3 s)."""
+    import subprocess
+    import sys
+
+    from step_deploy.data.digits import stratified_split
+
+    ref = stratified_split()
+    for k in ("train", "test", "all"):
+        np.testing.assert_array_equal(data.split_indices(k), ref[k])
+    code = ("import sys; from step_deploy.data import load_dataset; x = load_dataset('digits', 'test'); "
+            "print(len(x), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["360", "False"]
+
+
 def test_digits_deterministic_and_cache_not_corruptible():
     a = data.load_dataset("digits", "train")
     a.tensors[0].add_(1.0)  # mutating one result must not leak into the next

@@ -74,14 +74,17 @@ class CalibrationData:
 
 
 def model_input_shape(model) -> Optional[tuple[int, ...]]:
-    """Per-sample raw input shape of a zoo model (``(C, H, W)``, or ``(T, C, H, W)`` for
-    ``encoding='events'``); ``None`` when the model has no such config."""
+    """Per-sample raw input shape of a zoo model (``(C, H, W)``, ``(T, C, H, W)`` for
+    ``encoding='events'``, ``(T, W)`` for ``encoding='sequence'``); ``None`` when the model has no
+    such config."""
     cfg = getattr(model, "config", None) or {}
     if "in_channels" not in cfg or "img_size" not in cfg:
         return None
     c, s = int(cfg["in_channels"]), int(cfg["img_size"])
     if cfg.get("encoding") in ("events", "event", "dvs"):
         return (int(getattr(model, "step", cfg.get("step", 1))), c, s, s)
+    if cfg.get("encoding") == "sequence":  # image rows, one per step: (T, width)
+        return (int(getattr(model, "step", cfg.get("step", 1))), s)
     return (c, s, s)
 
 

@@ -49,13 +49,34 @@ def check_split(split: str) -> str:
     return split
 
 
+def _sklearn_digits_file():
+    """scikit-learn's own copy of the digits (``sklearn/datasets/data/digits.csv.gz``: 1,797 rows of 64
+    grey levels and the label), found without importing scikit-learn (that import costs about 3 s,
+    paid by every command and worker process that loads the digits); ``None`` if it is not there."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _all_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    path = _sklearn_digits_file()
+    if path is not None:  # what sklearn.datasets.load_digits reads, read the same way
+        data = np.loadtxt(path, delimiter=",")
+        raw, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
+    else:  # pragma: no cover - a scikit-learn that moved its data file
+        from sklearn.datasets import load_digits
 
-    d = load_digits()
-    images = (d.images.astype(np.float64) / 16.0).astype(np.float32)[:, None, :, :]
-    labels = d.target.astype(np.int64)
+        d = load_digits()
+        raw, target = d.images, d.target
+    images = (raw.astype(np.float64) / 16.0).astype(np.float32)[:, None, :, :]
+    labels = target.astype(np.int64)
     if images.shape != (NUM_SAMPLES,) + IMAGE_SHAPE:  # pragma: no cover - sklearn invariant
         raise RuntimeError(f"unexpected digits shape {images.shape}")
     images.setflags(write=False)
@@ -63,19 +84,27 @@ def _all_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@functools.lru_cache(maxsize=None)
-def _split_indices() -> dict[str, np.ndarray]:
+def stratified_split() -> dict[str, np.ndarray]:
+    """The split computed by scikit-learn (``train_test_split``, see the module docstring); what
+    :data:`step_deploy.data.digits_split.TEST_INDICES` holds, written out."""
     from sklearn.model_selection import train_test_split
 
     _, labels = _all_arrays()
     idx = np.arange(len(labels))
-    train, test = train_test_split(
-        idx, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels
-    )
-    out = {"train": np.sort(train), "test": np.sort(test), "all": idx}
+    train, test = train_test_split(idx, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=labels)
+    return {"train": np.sort(train), "test": np.sort(test), "all": idx}
+
+
+@functools.lru_cache(maxsize=None)
+def _split_indices() -> dict[str, np.ndarray]:
+    from .digits_split import TEST_INDICES
+
+    idx = np.arange(NUM_SAMPLES)
+    test = np.asarray(TEST_INDICES, dtype=np.int64)
+    out = {"train": np.setdiff1d(idx, test), "test": test, "all": idx}
     for k, v in out.items():
         v.setflags(write=False)
-        if len(v) != SPLIT_SIZES[k]:  # pragma: no cover - guards against sklearn changes
+        if len(v) != SPLIT_SIZES[k]:  # pragma: no cover - guards against an edited split file
             raise RuntimeError(f"digits {k} split has {len(v)} samples, expected {SPLIT_SIZES[k]}")
     return out
 

@@ -17,7 +17,7 @@ from step_deploy import ir
 from . import neuron_lowering, seed_lowering, torch_lowering, zoo_lowering  # noqa: F401  (register lowerings)
 from .builder import Builder, CaptureError, lower
 
-_INPUT_KIND = {"direct": "analog", "rate": "spikes", "events": "counts"}
+_INPUT_KIND = {"direct": "analog", "rate": "spikes", "events": "counts", "sequence": "analog"}
 
 
 def capture(model: nn.Module, input_shape: Optional[tuple[int, ...]] = None, input_kind: Optional[str] = None,

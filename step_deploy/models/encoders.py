@@ -8,13 +8,17 @@ Row ``t*B + b`` of the output holds time step ``t`` of sample ``b``.
   inference is deterministic; in train mode the generator runs on.
 * ``EventEncoder``: event frames ``(B, T, C, H, W)`` permuted to ``(T*B, C, H, W)``
   (what BrainCog's Encoder does for DVS input).
+* ``SequenceEncoder``: an image read row by row, ``(B, T, W)`` with ``T == H`` (``digits-seq``),
+  -> ``(T*B, 1, H, W)`` frames in which frame ``t`` holds only row ``t``, at its place, and zeros
+  elsewhere. The network sees one row per step, so a classifier must carry what it saw across
+  steps (membranes, or attention across steps such as STAtten's blocks).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["DirectEncoder", "RateEncoder", "EventEncoder", "ENCODERS", "make_encoder"]
+__all__ = ["DirectEncoder", "RateEncoder", "EventEncoder", "SequenceEncoder", "ENCODERS", "make_encoder"]
 
 
 class DirectEncoder(nn.Module):
@@ -83,12 +87,37 @@ class EventEncoder(nn.Module):
         return f"step={self.step}"
 
 
-ENCODERS = {"direct": DirectEncoder, "rate": RateEncoder, "events": EventEncoder}
+class SequenceEncoder(nn.Module):
+    """``(B, T, W)`` rows -> ``(T*B, 1, T, W)`` frames: ``frame[t, b, 0, r, :] = x[b, t, :]`` if
+    ``r == t``, else 0 (row ``t`` revealed at step ``t``, nothing else)."""
+
+    kind = "sequence"
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = int(step)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.shape[1] != self.step:
+            raise ValueError(
+                f"SequenceEncoder expects (B, T={self.step}, features) input, got {tuple(x.shape)}"
+            )
+        B, T, W = x.shape
+        frames = x.new_zeros(T, B, 1, T, W)
+        idx = torch.arange(T)
+        frames[idx, :, 0, idx, :] = x.transpose(0, 1)
+        return frames.flatten(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"step={self.step}"
+
+
+ENCODERS = {"direct": DirectEncoder, "rate": RateEncoder, "events": EventEncoder, "sequence": SequenceEncoder}
 _ALIASES = {"event": "events", "dvs": "events", "poisson": "rate"}
 
 
 def make_encoder(name: str, step: int, seed: int = 0) -> nn.Module:
-    """Build an encoder by name: ``direct``, ``rate`` or ``events``."""
+    """Build an encoder by name: ``direct``, ``rate``, ``events`` or ``sequence``."""
     key = _ALIASES.get(str(name).lower(), str(name).lower())
     if key not in ENCODERS:
         raise ValueError(f"unknown encoding {name!r}; known: {sorted(ENCODERS)}")
