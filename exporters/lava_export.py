@@ -43,7 +43,6 @@ from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from step_deploy import ir
 from step_deploy.fixedpoint import loihi as fx
@@ -77,6 +76,8 @@ def synapse_matrix(node, in_shape: tuple[int, ...], chunk: int = 512) -> sp.csr_
         lead = int(math.prod(in_shape[:-1]))
         return sp.kron(sp.identity(lead, dtype=np.int64, format="csr"), sp.csr_matrix(w.astype(np.int64)),
                        format="csr")
+    import torch  # only here: the Lava run itself stays free of torch (see lava_record)
+
     n_in = int(math.prod(in_shape))
     wt = torch.from_numpy(w.astype(np.float64))
     cols = []
@@ -247,6 +248,26 @@ LAVA_BACKEND = ir.register_backend(
     hint=f"Lava runs {fx.FORMAT_NAME} graphs: quantize with passes.quantize_loihi first")
 
 
+def check_lava(qgraph: ir.Graph, steps: int) -> None:
+    """What Lava refuses before anything is built: an op it has no process for, a window op whose
+    blocks would straddle the end of a ``steps``-step run."""
+    ir.require_ops(qgraph, LAVA_BACKEND)
+    for n in qgraph.topo_order():
+        if n.op in WINDOW_OPS:
+            n.check_steps(int(steps))  # a block must not straddle the end of the run
+
+
+def synapse_matrices(qgraph: ir.Graph, matrices: Optional[dict] = None) -> dict:
+    """Every synapse's unrolled matrix (:func:`synapse_matrix`) by node name, added to ``matrices``
+    (the ones already there are kept)."""
+    matrices = {} if matrices is None else matrices
+    shapes = qgraph.infer_shapes()
+    for n in qgraph.topo_order():
+        if isinstance(n, fx.FIXED_SYNAPSES) and n.name not in matrices:
+            matrices[n.name] = synapse_matrix(n, shapes[n.inputs[0]])
+    return matrices
+
+
 def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[dict] = None) -> LavaNetwork:
     """Build the Lava network for one sample (no sinks: ``exporters.lava_runner`` attaches them
     to ``net.ports[node]``; connect every port of the list, their sum is the node's value).
@@ -254,15 +275,12 @@ def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[di
     ``inputs``: ``{node: (T, *shape) integer array}`` for every graph input, or for its
     ``QuantizeInput`` (the host-side quantized analog input). ``matrices``: a cache of unrolled
     synapse matrices (reuse it across samples)."""
-    ir.require_ops(qgraph, LAVA_BACKEND)
-    for n in qgraph.topo_order():
-        if n.op in WINDOW_OPS:
-            n.check_steps(int(steps))  # a block must not straddle the end of the run
+    check_lava(qgraph, steps)
     b = _Builder(qgraph, int(steps), schedule(qgraph), {} if matrices is None else matrices)
     for n in qgraph.topo_order():
         b.node(n, inputs)
     return b.net
 
 
-__all__ = ["LavaNetwork", "build_lava", "LAVA_BACKEND", "PROCESS_BUILDERS", "WIRED_OPS", "synapse_matrix",
+__all__ = ["LavaNetwork", "build_lava", "check_lava", "synapse_matrices", "LAVA_BACKEND", "PROCESS_BUILDERS", "WIRED_OPS", "synapse_matrix",
            "bias_vector", "binary_nodes", "GRADED_BITS"]

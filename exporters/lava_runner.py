@@ -10,9 +10,7 @@ integers.
 """
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Union
@@ -37,59 +35,6 @@ class LavaResult(RunResult):
     num_steps: int = 0
     counts: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
-
-
-_WINDOW_SINK = None
-
-
-def window_sink_class():
-    """A recording process (defined on first use, after Lava is imported): it keeps the steps
-    ``[start, start + length)`` of its input and writes them to ``path`` (``.npy``) in the last
-    of those steps. Lava's ``Var.get`` sends arrays element by element (about 30 µs per value),
-    which made reading the sinks the slowest part of a run; a file costs nothing. It only
-    records, so it cannot change what the network computes."""
-    global _WINDOW_SINK
-    if _WINDOW_SINK is not None:
-        return _WINDOW_SINK
-    from lava.magma.core.decorator import implements, requires, tag
-    from lava.magma.core.model.py.model import PyLoihiProcessModel
-    from lava.magma.core.model.py.ports import PyInPort
-    from lava.magma.core.model.py.type import LavaPyType
-    from lava.magma.core.process.ports.ports import InPort
-    from lava.magma.core.process.process import AbstractProcess
-    from lava.magma.core.resources import CPU
-    from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
-
-    from .lava_compat import register_process_models
-
-    class WindowSink(AbstractProcess):
-        def __init__(self, size: int, start: int, length: int, path: str, name: Optional[str] = None):
-            super().__init__(size=int(size), start=int(start), length=int(length), path=str(path), name=name)
-            self.a_in = InPort(shape=(int(size),))
-
-    @implements(proc=WindowSink, protocol=LoihiProtocol)
-    @requires(CPU)
-    @tag("fixed_pt")
-    class PyWindowSinkModel(PyLoihiProcessModel):
-        a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=32)
-
-        def __init__(self, proc_params):
-            super().__init__(proc_params)
-            p = self.proc_params
-            self._buf = np.zeros((p["length"], p["size"]), np.int64)
-
-        def run_spk(self):
-            x = self.a_in.recv()
-            p = self.proc_params
-            k = self.time_step - 1 - p["start"]
-            if 0 <= k < p["length"]:
-                self._buf[k] = x
-                if k == p["length"] - 1:
-                    np.save(p["path"], self._buf)
-
-    register_process_models(WindowSink, PyWindowSinkModel)
-    _WINDOW_SINK = WindowSink
-    return WindowSink
 
 
 def host_inputs(qgraph: ir.Graph, x, steps: int) -> dict[str, np.ndarray]:
@@ -119,52 +64,42 @@ def host_inputs(qgraph: ir.Graph, x, steps: int) -> dict[str, np.ndarray]:
 
 
 def run_lava(qgraph: ir.Graph, x, steps: int, record: Union[bool, Iterable[str]] = True,
-             matrices: Optional[dict] = None) -> LavaResult:
+             matrices: Optional[dict] = None, isolate: Optional[bool] = None) -> LavaResult:
     """Run one sample for ``steps`` golden steps (``steps + depth`` Lava steps) and return the
     recorded nodes (``record=True``: every LoihiLIF) and the Outputs, aligned to the golden model:
-    ``traces[name][t, 0]`` equals ``run_golden(...).traces[name][t, 0]`` bit for bit."""
-    from lava.magma.core.run_conditions import RunSteps
+    ``traces[name][t, 0]`` equals ``run_golden(...).traces[name][t, 0]`` bit for bit.
 
-    from .lava_export import build_lava
-    from .lava_harness import fixed_pt_config, stop_runtime
+    ``isolate`` (default: True unless ``$STEP_DEPLOY_LAVA_ISOLATE`` is 0): Lava runs in a fresh
+    worker process that has not loaded torch (:mod:`.lava_record`). Lava forks one OS process per
+    Lava process, and a fork copies the page tables of its parent: from a process holding torch
+    that costs tens of milliseconds per fork, about a hundred forks per Spiking Transformer. The
+    inputs are quantized and the synapse matrices built here, so both processes compute the same
+    integers; ``isolate=False`` runs everything in this process."""
+    from .lava_export import check_lava, synapse_matrices
+    from .lava_record import record_run, record_run_isolated
 
     t0 = time.perf_counter()
     names = spiking_nodes(qgraph) if record is True else list(record or ())
     outs = [o.name for o in qgraph.outputs]
     wanted = list(dict.fromkeys(names + outs))
-    net = build_lava(qgraph, host_inputs(qgraph, x, steps), steps, matrices=matrices)
+    if not wanted:
+        raise ValueError("run_lava: nothing to record")
+    check_lava(qgraph, steps)
+    inputs = host_inputs(qgraph, x, steps)
+    if isolate is None:
+        isolate = os.environ.get("STEP_DEPLOY_LAVA_ISOLATE", "1") != "0"
+    if isolate:
+        run = record_run_isolated(qgraph, inputs, steps, wanted, synapse_matrices(qgraph, matrices))
+    else:
+        run = record_run(qgraph, inputs, steps, wanted, matrices)
     shapes = qgraph.infer_shapes()
-    lat = net.schedule.latency
-    sink_cls = window_sink_class()
-    with tempfile.TemporaryDirectory(prefix="step_deploy_lava_") as tmp:
-        paths = {}
-        for i, name in enumerate(wanted):
-            paths[name] = os.path.join(tmp, f"{i}.npy")
-            sink = sink_cls(int(math.prod(shapes[name])), lat[name], steps, paths[name], name=f"{name}.sink")
-            net.processes.append(sink)
-            for port in net.ports[name]:
-                port.connect(sink.a_in)
-            net.sinks[name] = sink
-        if not net.sinks:
-            raise ValueError("run_lava: nothing to record")
-        anchor = next(iter(net.sinks.values()))
-        t1 = time.perf_counter()
-        try:
-            anchor.run(condition=RunSteps(num_steps=net.num_steps), run_cfg=fixed_pt_config())
-        except Exception:
-            stop_runtime(anchor, failed=True)  # lava's stop() would hang after a failed run
-            raise
-        stop_runtime(anchor, failed=False)
-        t2 = time.perf_counter()
-        data = {name: np.load(p) for name, p in paths.items()}
-    t3 = time.perf_counter()
 
     def aligned(name):
-        return torch.from_numpy(data[name].reshape(steps, 1, *shapes[name]))
+        return torch.from_numpy(run.data[name].reshape(steps, 1, *shapes[name]))
 
+    timing = {**run.timing, "total": time.perf_counter() - t0}
     return LavaResult(outputs={o: aligned(o) for o in outs}, traces={n: aligned(n) for n in names},
-                      schedule=net.schedule.as_dict(), num_steps=net.num_steps, counts=net.counts(),
-                      timing={"build": t1 - t0, "run": t2 - t1, "read": t3 - t2, "total": t3 - t0})
+                      schedule=run.schedule, num_steps=run.num_steps, counts=run.counts, timing=timing)
 
 
 def compare(golden_traces: dict, lava_traces: dict, sample: int = 0) -> dict[str, int]:
@@ -177,3 +112,11 @@ def compare(golden_traces: dict, lava_traces: dict, sample: int = 0) -> dict[str
 
 
 __all__ = ["LavaResult", "run_lava", "host_inputs", "compare"]
+
+
+def window_sink_class():
+    """The recording process (:func:`.lava_record.window_sink_class`)."""
+    from .lava_record import window_sink_class as cls
+
+    return cls()
+

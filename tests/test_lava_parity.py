@@ -75,7 +75,7 @@ def test_without_delay_balancing_the_residual_add_mixes_time_steps(monkeypatch):
 
     monkeypatch.setattr(lava_export, "schedule", unbalanced)
     gold = run_golden(q, x[64:65], steps=T)
-    diffs = compare(gold.traces, run_lava(q, x[64], steps=T).traces, 0)
+    diffs = compare(gold.traces, run_lava(q, x[64], steps=T, isolate=False).traces, 0)  # the patch lives here
     assert diffs["l3"] > 0 and diffs["l1"] == diffs["l2"] == 0, diffs
 
 
@@ -115,3 +115,28 @@ def test_host_inputs_quantize_like_the_golden_model():
     ints = host_inputs(q, x[0], T)["x.q"]
     assert ints.shape == (T, 1, 8, 8) and ints.dtype == np.int64
     assert np.array_equal(ints[0], quantize_input(q["x.q"], x[0].float()).numpy())
+
+
+def test_the_isolated_worker_runs_without_torch_gives_the_same_spikes_and_reports_its_errors():
+    """run_lava's default runs Lava in a fresh process that has not loaded torch (its ~100 forks are
+    cheap there): the spikes equal those of an in-process run, and a failure in the worker is one
+    error carrying the worker's own message."""
+    import subprocess
+    import sys
+
+    from step_deploy.exporters.lava_export import synapse_matrices
+    from step_deploy.exporters.lava_record import LavaRunError, record_run_isolated
+    from step_deploy.exporters.lava_runner import host_inputs, run_lava
+
+    g, x = build("ssa")
+    q, _ = quantize_loihi(g, x[:64], steps=T)
+    iso, local = run_lava(q, x[64], steps=T, isolate=True), run_lava(q, x[64], steps=T, isolate=False)
+    assert iso.traces.keys() == local.traces.keys() and iso.num_steps == local.num_steps
+    for name in iso.traces:
+        assert torch.equal(iso.traces[name], local.traces[name]), name
+    code = ("import sys; import step_deploy.exporters.lava_record, step_deploy.exporters.lava_export; "
+            "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    with pytest.raises(LavaRunError, match="KeyError.*no_such_node"):
+        record_run_isolated(q, host_inputs(q, x[64], T), T, ["no_such_node"], synapse_matrices(q))
