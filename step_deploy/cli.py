@@ -279,8 +279,8 @@ def parity_main(argv=None) -> int:
     ap.add_argument("--clock-mhz", type=float, default=200.0)
     ap.add_argument("--parallelism", default="auto", help="FPGA parallelism as step-export's (default auto)")
     ap.add_argument("--weight-bits", type=int, default=8, help="FPGA weight bits (default 8)")
-    ap.add_argument("--workers", type=int, help="worker processes of the local Dask cluster (default: one per core; "
-                                                "0: run in this process without Dask)")
+    ap.add_argument("--workers", type=int, help="worker processes of the local Dask cluster (default: one per core, "
+                                                "at most one per shard; 0: run in this process without Dask)")
     ap.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: Dask's "
                                         "scheduler-address config / DASK_SCHEDULER_ADDRESS, else a local cluster)")
     ap.add_argument("--shard-size", type=int, default=32, help="samples per task (default 32)")

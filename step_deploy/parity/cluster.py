@@ -137,7 +137,9 @@ def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers:
     todo = [s for s in specs if s.index not in results]
     total = sum(s.stop - s.start for s in specs)
     done = sum(s.stop - s.start for s in specs if s.index in results)
-    workers = default_workers() if workers is None else workers
+    # default: one worker per core, but no more than there are shards to compute (a worker that would get
+    # no shard still costs a process start: seconds of imports)
+    workers = min(default_workers(), max(1, len(todo))) if workers is None else workers
 
     def part(s):
         return (x[s.start:s.stop], y[s.start:s.stop] if y is not None else None)
