@@ -136,7 +136,8 @@ def record_run(qgraph: ir.Graph, inputs: dict, steps: int, wanted: list, matrice
                        timing={"build": t1 - t0, "run": t2 - t1, "read": time.perf_counter() - t2})
 
 
-def record_run_isolated(qgraph: ir.Graph, inputs: dict, steps: int, wanted: list, matrices: dict) -> RecordedRun:
+def record_run_isolated(qgraph: ir.Graph, inputs: dict, steps: int, wanted: list,
+                        matrices: dict) -> RecordedRun:
     """:func:`record_run` in a fresh worker process without torch (see the module docstring). Warnings the
     worker raised (e.g. Lava's shutdown hang) are raised again here; its failure is a
     :class:`LavaRunError` carrying the worker's error."""

@@ -3,8 +3,9 @@
 ``build_model(name, **overrides)`` builds a named configuration from
 :data:`CONFIGS`; ``build_family(family, **kwargs)`` builds a family directly;
 ``config_from_step_args`` turns a STEP checkpoint's ``args`` into our kwargs.
-Models take ``(B, C, H, W)`` (direct/rate encoding) or ``(B, T, C, H, W)``
-(``encoding='events'``) and return logits ``(B, num_classes)``.  Inside, every
+Models take ``(B, C, H, W)`` (direct/rate encoding), ``(B, T, C, H, W)``
+(``encoding='events'``) or ``(B, T, W)`` image rows (``encoding='sequence'``: row t shown at step t)
+and return logits ``(B, num_classes)``.  Inside, every
 tensor is STEP's time-major ``(T*B, ...)`` layout.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 from typing import Any
 
 from .blocks import SpikingTransformerBase
-from .encoders import DirectEncoder, EventEncoder, RateEncoder, make_encoder
+from .encoders import DirectEncoder, EventEncoder, RateEncoder, SequenceEncoder, make_encoder
 from .neurons import BaseNeuron, IFNode, LIFNode, PLIFNode, iter_neurons, make_neuron
 from .qkformer import QKFormer
 from .sdt import SpikeDrivenTransformer
@@ -67,6 +68,7 @@ __all__ = [
     "DirectEncoder",
     "RateEncoder",
     "EventEncoder",
+    "SequenceEncoder",
 ]
 
 FAMILIES: dict[str, type[SpikingTransformerBase]] = {

@@ -176,7 +176,8 @@ class SpikingTransformerBase(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` (direct/rate) or ``(B, T, C, H, W)`` (events) -> ``(B, classes)``."""
+        """``(B, C, H, W)`` (direct/rate), ``(B, T, C, H, W)`` (events) or ``(B, T, W)`` (sequence)
+        -> ``(B, classes)``."""
         return self.forward_encoded(self.encoder(x))
 
     def time_mean(self, x: torch.Tensor) -> torch.Tensor:
