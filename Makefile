@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.step-deploy-installed
 TSTAMP := $(VENV)/.step-deploy-test-installed
 DEMO   := runs/demo
-# test processes (pytest-xdist): one per core; a test file stays on one process (its module fixtures are built once)
+# test processes (pytest-xdist): one per core; a test file stays on one process (its module fixtures are built once);
+# files start in collection order, longest first (tests/conftest.py LONGEST_FILES), not xdist's most-tests-first
 JOBS   ?= auto
 
 .PHONY: setup setup-test demo test test-fast clean
@@ -38,10 +39,10 @@ demo: setup
 	@echo "parity matrix of all stages: $(DEMO)/parity/parity.html (parity.md, matrix.png, raster.png, rates.png)"
 
 test: setup-test
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup-test
-	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
