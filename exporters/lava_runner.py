@@ -113,10 +113,3 @@ def compare(golden_traces: dict, lava_traces: dict, sample: int = 0) -> dict[str
 
 __all__ = ["LavaResult", "run_lava", "host_inputs", "compare"]
 
-
-def window_sink_class():
-    """The recording process (:func:`.lava_record.window_sink_class`)."""
-    from .lava_record import window_sink_class as cls
-
-    return cls()
-
