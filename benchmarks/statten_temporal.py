@@ -66,7 +66,8 @@ def measure(pairs, datas, seeds, epochs: int, threads, jobs: int, out: Path, log
     acc = {}
     for arch, data, seed, a, secs in done:
         acc[(arch, data, seed)] = a
-        log(f"{arch} on {data}, seed {seed}: {100 * a:.2f}% (trained in {secs:.0f} s; a reused checkpoint says its own)")
+        log(f"{arch} on {data}, seed {seed}: {100 * a:.2f}% (trained in {secs:.0f} s; "
+            f"a reused checkpoint says its own)")
     return acc
 
 

@@ -282,5 +282,5 @@ def build_lava(qgraph: ir.Graph, inputs: dict, steps: int, matrices: Optional[di
     return b.net
 
 
-__all__ = ["LavaNetwork", "build_lava", "check_lava", "synapse_matrices", "LAVA_BACKEND", "PROCESS_BUILDERS", "WIRED_OPS", "synapse_matrix",
-           "bias_vector", "binary_nodes", "GRADED_BITS"]
+__all__ = ["LavaNetwork", "build_lava", "check_lava", "synapse_matrices", "LAVA_BACKEND", "PROCESS_BUILDERS",
+           "WIRED_OPS", "synapse_matrix", "bias_vector", "binary_nodes", "GRADED_BITS"]

@@ -145,7 +145,8 @@ def record_run_isolated(qgraph: ir.Graph, inputs: dict, steps: int, wanted: list
         job, result = os.path.join(tmp, "job.pkl"), os.path.join(tmp, "result.pkl")
         with open(job, "wb") as f:
             pickle.dump((qgraph, inputs, int(steps), list(wanted), matrices), f, protocol=pickle.HIGHEST_PROTOCOL)
-        proc = subprocess.run([sys.executable, "-m", "step_deploy.exporters.lava_record", job, result], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "step_deploy.exporters.lava_record", job, result],
+                              capture_output=True, text=True)
         if not os.path.isfile(result):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-20:]
             raise LavaRunError(f"the Lava worker process exited with code {proc.returncode} without a result:\n"

@@ -84,11 +84,11 @@ def run_lava(qgraph: ir.Graph, x, steps: int, record: Union[bool, Iterable[str]]
     wanted = list(dict.fromkeys(names + outs))
     if not wanted:
         raise ValueError("run_lava: nothing to record")
-    check_lava(qgraph, steps)
     inputs = host_inputs(qgraph, x, steps)
     if isolate is None:
         isolate = os.environ.get("STEP_DEPLOY_LAVA_ISOLATE", "1") != "0"
     if isolate:
+        check_lava(qgraph, steps)  # a refusal is raised here, as it is, not as the worker's failure
         run = record_run_isolated(qgraph, inputs, steps, wanted, synapse_matrices(qgraph, matrices))
     else:
         run = record_run(qgraph, inputs, steps, wanted, matrices)

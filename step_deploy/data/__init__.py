@@ -17,7 +17,8 @@ Labels are int64. The digits variants share one fixed stratified split: train 14
 channel 1 = ON. ``digits-events`` and ``cifar10-dvs`` are time-first per sample; a
 ``DataLoader`` batch is ``(B, T, ...)``, transpose to ``(T, B, ...)`` for the IR's time-first
 layout. The zoo's models read ``digits-seq`` with ``encoding='sequence'`` (T = 8, one image row per
-step: :class:`step_deploy.models.encoders.SequenceEncoder`), which ``step-train --data digits-seq`` sets. The derived digits arrays are cached in memory (``functools.lru_cache``); no files are
+step: :class:`step_deploy.models.encoders.SequenceEncoder`), which ``step-train --data digits-seq``
+sets. The derived digits arrays are cached in memory (``functools.lru_cache``); no files are
 written.
 
 Quantization inputs (``--calib``): ``step_deploy.data.calibration.resolve_calibration`` gives real
