@@ -101,10 +101,9 @@ block - 1``. ``passes.delay_balance`` adds the ``block - 1`` steps to the node's
 branch meeting it downstream is delayed to match and the biases after it start later.
 
 ``LATENCY`` maps process-type names (ours and the Lava ones the exporter uses) to their latency
-in steps; :func:`latency` also handles ``Delay`` and ``BlockSum`` instances. Related modules:
-``lava_models`` (process models, registered with Lava's compiler on import; imported at the end of
-this module), ``lava_kernels`` (the numpy arithmetic, no lava needed), ``lava_harness``
-(``run_open_loop``: sources → ports → sinks).
+in steps; :func:`latency` also handles ``Delay`` and ``BlockSum`` instances. Related modules: ``lava_models``
+(process models, registered with Lava's compiler on import), ``lava_kernels`` (the numpy
+arithmetic, no lava needed), ``lava_harness`` (``run_open_loop``: sources → ports → sinks).
 """
 from __future__ import annotations
 
@@ -373,9 +372,3 @@ PROCESSES = (ElementwiseAdd, LiveMatMul, LiveMul, AxisSum, MaxPool2d, Permute, F
 
 __all__ = [p.__name__ for p in PROCESSES] + ["LATENCY", "latency", "matmul_out_shape",
                                               "pool_out_shape", "PROCESSES"]
-
-# A process without its model cannot run: importing the processes registers their fixed_pt models with
-# Lava's compiler too. Lava's own search (the files next to this one, executed as top-level modules)
-# cannot load ``lava_models`` (relative imports), so a test or script that imported only this module
-# failed with NoProcessModelFound. ``lava_models`` imports the classes above, hence the import here.
-from . import lava_models  # noqa: E402,F401
