@@ -65,8 +65,11 @@ def random_model(arch, seed=0, **over):
     return randomize_batchnorm(build_model(arch, **over).eval(), seed)
 
 
-#: epochs of the tiny digits models the accuracy tests train (shared: each is trained once per run)
-DIGITS_EPOCHS = {"spikformer-2-64-digits": 8, "sdt-1-64-digits": 8, "qkformer-2-64-digits": 10}
+#: epochs of the tiny digits models the accuracy tests train (shared: each is trained once per run). The fewest
+#: that pass the accuracy criteria with a margin (float >= 90 %, golden within 1 point, predictions agreeing on
+#: >= 95 %), measured: Spikformer at 6 epochs loses 1.1 points on Loihi; SDT at 6 agrees on only 95.8 %;
+#: QKFormer at 7: float 95.3 %, golden Loihi 95.8 %, FPGA 95.3 %, agreement 97.2 %
+DIGITS_EPOCHS = {"spikformer-2-64-digits": 8, "sdt-1-64-digits": 8, "qkformer-2-64-digits": 7}
 
 
 @pytest.fixture(scope="session")
@@ -91,25 +94,78 @@ def _fixture_source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _trained_once(arch: str, epochs: int, node: str | None = None, reset: str | None = None):
-    """The digits model ``arch`` trained for ``epochs`` (seed 0), trained once per machine and code
-    version: saved as a checkpoint in the build cache (``$STEP_DEPLOY_CACHE/test-models``, keyed by the
-    training arguments and a hash of the code that decides them) under a file lock, so parallel test
-    workers (pytest-xdist) and later runs load it instead of training again."""
-    from step_deploy.frontend.checkpoint import load_checkpoint, save_checkpoint
-    from step_deploy.training import TrainArgs, train
-
+def _fixture_path(arch: str, epochs: int, node: str | None = None, reset: str | None = None,
+                  batch_size: int = 64) -> Path:
+    """Where the trained fixture lives: the build cache (``$STEP_DEPLOY_CACHE/test-models``), keyed by the
+    training arguments and a hash of the code that decides them."""
     root = Path(os.environ.get("STEP_DEPLOY_CACHE") or Path.home() / ".cache" / "step-deploy") / "test-models"
     root.mkdir(parents=True, exist_ok=True)
     neuron = "" if node is None else f"-{node}" + ("" if reset is None else f"-{reset}")
-    path = root / f"{arch}-e{epochs}{neuron}-seed0-{_fixture_source_hash()}.ckpt"
+    batch = "" if batch_size == 64 else f"-b{batch_size}"
+    return root / f"{arch}-e{epochs}{neuron}{batch}-seed0-{_fixture_source_hash()}.ckpt"
+
+
+def _train_into(path: Path, arch: str, epochs: int, node: str | None = None, reset: str | None = None,
+                batch_size: int = 64) -> None:
+    """Train and save the checkpoint (caller holds its lock): written aside, then moved into place."""
+    from step_deploy.frontend.checkpoint import save_checkpoint
+    from step_deploy.training import TrainArgs, train
+
+    args = TrainArgs(arch=arch, epochs=epochs, node=node, reset=reset, batch_size=batch_size)
+    model, metrics = train(args, progress=False)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_checkpoint(model, tmp, metadata={**metrics, "arch_name": arch})
+    os.replace(tmp, path)
+
+
+#: the shared accuracy fixtures (:data:`DIGITS_EPOCHS`) that this run's collected tests ask for by their
+#: ``arch`` parameter; filled by :func:`pytest_collection_finish` (every xdist worker sees the whole run)
+WANTED_DIGITS: set = set()
+
+
+def pytest_collection_finish(session):
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("arch") in DIGITS_EPOCHS and {"trained_digits", "fpga_digits"} & set(item.fixturenames):
+            WANTED_DIGITS.add(params["arch"])
+
+
+def _prefetch_while_waiting(target: Path) -> None:
+    """Another worker is training ``target``: rather than idle until it is done, train the other shared
+    fixtures this run needs that nobody has trained or is training (each is needed by some worker soon;
+    the three take ~3.5 min of one core on a cold cache), until ``target`` is there."""
+    for arch in sorted(WANTED_DIGITS):
+        path = _fixture_path(arch, DIGITS_EPOCHS[arch])
+        if target.is_file():
+            return
+        if path == target or path.is_file():
+            continue
+        with open(path.with_suffix(".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # someone else is on it
+                continue
+            if not path.is_file():
+                _train_into(path, arch, DIGITS_EPOCHS[arch])
+
+
+def _trained_once(arch: str, epochs: int, node: str | None = None, reset: str | None = None,
+                  batch_size: int = 64):
+    """The digits model ``arch`` trained for ``epochs`` (seed 0, batches of ``batch_size``), trained once
+    per machine and code version: saved as a checkpoint in the build cache (:func:`_fixture_path`) under a file lock, so
+    parallel test workers (pytest-xdist) and later runs load it instead of training again. A worker that
+    finds it being trained by another trains the run's other shared fixtures meanwhile."""
+    from step_deploy.frontend.checkpoint import load_checkpoint
+
+    path = _fixture_path(arch, epochs, node, reset, batch_size)
     with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _prefetch_while_waiting(path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():
-            model, metrics = train(TrainArgs(arch=arch, epochs=epochs, node=node, reset=reset), progress=False)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            save_checkpoint(model, tmp, metadata={**metrics, "arch_name": arch})
-            os.replace(tmp, path)
+            _train_into(path, arch, epochs, node, reset, batch_size)
         model, _ = load_checkpoint(path)
     return model.eval()
 
