@@ -94,14 +94,15 @@ def _bar(total: int, initial: int, progress: bool):
     return tqdm(total=total, initial=initial, desc="parity", unit="sample", disable=not progress, leave=False)
 
 
-def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack):
-    """A Dask client: on ``scheduler`` or on a new LocalCluster of ``workers`` processes."""
+def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack, timeout: float = 10.0):
+    """A Dask client: on ``scheduler`` (tried for ``timeout`` seconds) or on a new LocalCluster of
+    ``workers`` processes."""
     import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
         try:
-            client = stack.enter_context(Client(scheduler, timeout="10s", set_as_default=False))
+            client = stack.enter_context(Client(scheduler, timeout=f"{timeout:g}s", set_as_default=False))
         except (OSError, TimeoutError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ClusterError(f"cannot reach the Dask scheduler at {scheduler} ({msg}): start one (`dask scheduler` "
@@ -123,7 +124,8 @@ def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack
 
 
 def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers: Optional[int] = None,
-               scheduler: Optional[str] = None, resume: bool = False, progress: bool = False):
+               scheduler: Optional[str] = None, scheduler_timeout: float = 10.0, resume: bool = False,
+               progress: bool = False):
     """Every shard's result (loaded from ``store`` with ``resume``, else computed), in shard order,
     and :class:`RunStats`."""
     results: dict[int, dict] = {}
@@ -154,15 +156,15 @@ def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers:
                 bar.update(s.stop - s.start)
             where = "this process"
         else:
-            where = _run_dask(job, todo, part, store, results, bar, workers, scheduler)
+            where = _run_dask(job, todo, part, store, results, bar, workers, scheduler, scheduler_timeout)
     return [results[s.index] for s in specs], RunStats(len(todo), len(specs) - len(todo), workers, where)
 
 
-def _run_dask(job, todo, part, store, results, bar, workers, scheduler) -> str:
+def _run_dask(job, todo, part, store, results, bar, workers, scheduler, scheduler_timeout=10.0) -> str:
     from distributed import as_completed
 
     with contextlib.ExitStack() as stack:
-        client, where = _connect(scheduler, workers, stack)
+        client, where = _connect(scheduler, workers, stack, scheduler_timeout)
         job_f = client.scatter(job, broadcast=True, hash=False)
         futures = {}
         for s in todo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ class RunOptions:
     shard_size: int = DEFAULT_SHARD
     workers: Optional[int] = None      # None: one per core; 0: in this process, no Dask
     scheduler: Optional[str] = None
+    scheduler_timeout: float = 10.0    # seconds to keep trying to reach ``scheduler``
     resume: bool = False
     work: Optional[str] = None         # shard store root
     raster_layers: Optional[tuple] = None
@@ -96,6 +98,8 @@ def validate(po: ParityOptions, ro: RunOptions) -> list[str]:
         raise UsageError(f"--workers must be >= 0 (0: run in this process without Dask), got {ro.workers}")
     if ro.workers == 0 and ro.scheduler:
         raise UsageError("--workers 0 runs in this process; --scheduler runs on a Dask cluster: give one of them")
+    if not (math.isfinite(ro.scheduler_timeout) and ro.scheduler_timeout > 0):
+        raise UsageError(f"--scheduler-timeout must be a positive number of seconds, got {ro.scheduler_timeout}")
     if po.calib_samples < 1:
         raise UsageError(f"--calib-samples must be at least 1, got {po.calib_samples}")
     if ro.raster_sample < 0:
@@ -208,7 +212,7 @@ def compute(ckpt, po: ParityOptions, ro: RunOptions):
     store = ShardStore(work_root(ro.work), _store_key(job, x, y, specs))
     t0 = time.perf_counter()
     shards, stats = run_shards(job, specs, x, y, store, workers=ro.workers, scheduler=ro.scheduler,
-                               resume=ro.resume, progress=ro.progress)
+                               scheduler_timeout=ro.scheduler_timeout, resume=ro.resume, progress=ro.progress)
     seconds = time.perf_counter() - t0
     header = {"checkpoint": Path(str(ckpt)).name, "arch": getattr(prep.info, "arch", None), "data": source,
               "data_is_noise": is_noise, "steps": int(prep.model.step), "samples": len(x), "labelled": y is not None,
