@@ -57,6 +57,7 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a CLI process that tries the scheduler for 2 s: ~11 s
 def test_an_unreachable_scheduler_is_one_line_naming_the_address(parity_ckpt, tmp_path):
     """A real process (what a user sees on the terminal: Dask's own log lines included)."""
     exe = Path(sys.executable).with_name("step-parity")

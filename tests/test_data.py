@@ -47,6 +47,7 @@ def test_digits_values_match_sklearn():
     np.testing.assert_array_equal(te.tensors[0].numpy(), x.numpy()[idx])
 
 
+@pytest.mark.slow  # imports scikit-learn, and a fresh process: ~7 s
 def test_the_stored_split_is_scikit_learns_stratified_split_and_loading_does_not_import_sklearn():
     """The split written out in ``digits_split.py`` equals ``train_test_split``'s, recomputed here; a fresh
     process loading the digits does not import scikit-learn (its import costs every command ~3 s)."""

@@ -151,6 +151,7 @@ def test_quantized_graph_names_its_format(saved_quantized):
     assert json.loads((d / "network" / "graph.json").read_text())["metadata"][ir.FORMAT_KEY] == "loihi-fixed_pt"
 
 
+@pytest.mark.slow  # a fresh Python process: ~7 s
 def test_a_saved_quantized_network_runs_in_a_fresh_process(saved_quantized):
     q, d, x = saved_quantized
     out = subprocess.run([sys.executable, "-c", FRESH.format(T=T), str(d / "network"), str(d / "x.npy")],

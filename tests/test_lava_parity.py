@@ -117,6 +117,7 @@ def test_host_inputs_quantize_like_the_golden_model():
     assert np.array_equal(ints[0], quantize_input(q["x.q"], x[0].float()).numpy())
 
 
+@pytest.mark.slow  # three Lava runs, two of them in a fresh worker process: ~12 s
 def test_the_isolated_worker_runs_without_torch_gives_the_same_spikes_and_reports_its_errors():
     """run_lava's default runs Lava in a fresh process that has not loaded torch (its ~100 forks are
     cheap there): the spikes equal those of an in-process run, and a failure in the worker is one
