@@ -37,11 +37,12 @@ def run_open_loop(inputs: Mapping, outputs: Mapping, num_steps: Optional[int] = 
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
     # our processes' fixed_pt models, registered on import: Lava's own search (the files next to a
     # process's module, executed as top-level modules) cannot load them (relative imports), so a run of
     # one of our processes by a caller that never imported ``lava_models`` failed with NoProcessModelFound
     from . import lava_models  # noqa: F401
-    from lava.proc.io.source import RingBuffer as Source
 
     if not outputs:
         raise ValueError("run_open_loop: give at least one output port to record")

@@ -283,7 +283,7 @@ def parity_main(argv=None) -> int:
                                                 "at most one per shard; 0: run in this process without Dask)")
     ap.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: Dask's "
                                         "scheduler-address config / DASK_SCHEDULER_ADDRESS, else a local cluster)")
-    ap.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+    ap.add_argument("--scheduler-timeout", type=float, metavar="SECONDS",
                     help="how long to keep trying to reach --scheduler before giving up (default 10)")
     ap.add_argument("--shard-size", type=int, default=32, help="samples per task (default 32)")
     ap.add_argument("--resume", action="store_true", help="reuse the shard results a previous run of the same job "
@@ -310,10 +310,10 @@ def parity_main(argv=None) -> int:
                            parallelism=a.parallelism, weight_bits=a.weight_bits, calib=a.calib, root=a.root,
                            calib_samples=a.calib_samples)
         ro = RunOptions(stages=a.stages, samples=parse_samples(a.samples), limits=parse_limits(a.limit), data=a.data,
-                        shard_size=a.shard_size, workers=a.workers, scheduler=scheduler,
-                        scheduler_timeout=a.scheduler_timeout, resume=a.resume,
+                        shard_size=a.shard_size, workers=a.workers, scheduler=scheduler, resume=a.resume,
                         work=a.work, raster_layers=tuple(x.strip() for x in a.raster_layers.split(",") if x.strip())
-                        if a.raster_layers else None, raster_sample=a.raster_sample, progress=sys.stderr.isatty())
+                        if a.raster_layers else None, raster_sample=a.raster_sample, progress=sys.stderr.isatty(),
+                        **({} if a.scheduler_timeout is None else {"scheduler_timeout": a.scheduler_timeout}))
         out = a.output or f"{Path(a.checkpoint).with_suffix('')}-parity"
         lines, code = run_command(a.checkpoint, out, po, ro, force=a.force)
     except _our_errors() as e:

@@ -130,43 +130,46 @@ def pytest_collection_finish(session):
             WANTED_DIGITS.add(params["arch"])
 
 
+def _train_if_missing(path: Path, arch: str, epochs: int, *, wait: bool, **train) -> bool:
+    """Train ``path`` under its file lock unless it is already there. ``wait=False``: give up (False) when
+    another process holds the lock, i.e. is training it."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        if not path.is_file():
+            _train_into(path, arch, epochs, **train)
+    return True
+
+
 def _prefetch_while_waiting(target: Path) -> None:
     """Another worker is training ``target``: rather than idle until it is done, train the other shared
     fixtures this run needs that nobody has trained or is training (each is needed by some worker soon;
     the three take ~3.5 min of one core on a cold cache), until ``target`` is there."""
     for arch in sorted(WANTED_DIGITS):
-        path = _fixture_path(arch, DIGITS_EPOCHS[arch])
         if target.is_file():
             return
-        if path == target or path.is_file():
-            continue
-        with open(path.with_suffix(".lock"), "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # someone else is on it
-                continue
-            if not path.is_file():
-                _train_into(path, arch, DIGITS_EPOCHS[arch])
+        path = _fixture_path(arch, DIGITS_EPOCHS[arch])
+        if path != target and not path.is_file():
+            _train_if_missing(path, arch, DIGITS_EPOCHS[arch], wait=False)
 
 
 def _trained_once(arch: str, epochs: int, node: str | None = None, reset: str | None = None,
                   batch_size: int = 64):
     """The digits model ``arch`` trained for ``epochs`` (seed 0, batches of ``batch_size``), trained once
-    per machine and code version: saved as a checkpoint in the build cache (:func:`_fixture_path`) under a file lock, so
-    parallel test workers (pytest-xdist) and later runs load it instead of training again. A worker that
-    finds it being trained by another trains the run's other shared fixtures meanwhile."""
+    per machine and code version: saved as a checkpoint in the build cache (:func:`_fixture_path`) under
+    a file lock, so parallel test workers (pytest-xdist) and later runs load it instead of training
+    again. A worker that finds it being trained by another trains the run's other shared fixtures
+    meanwhile."""
     from step_deploy.frontend.checkpoint import load_checkpoint
 
     path = _fixture_path(arch, epochs, node, reset, batch_size)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _prefetch_while_waiting(path)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
-            _train_into(path, arch, epochs, node, reset, batch_size)
-        model, _ = load_checkpoint(path)
+    train = dict(node=node, reset=reset, batch_size=batch_size)
+    if not _train_if_missing(path, arch, epochs, wait=False, **train):
+        _prefetch_while_waiting(path)
+        _train_if_missing(path, arch, epochs, wait=True, **train)
+    model, _ = load_checkpoint(path)  # in place only once complete (written aside, then renamed)
     return model.eval()
 
 

@@ -1,8 +1,8 @@
 """Issue 13's parity on trained tiny models, shared by ``test_seed_trained_parity_*.py`` (two files, so
-the two pytest-xdist workers split the designs): a seed design's digits config trained briefly (:data:`EPOCHS`, cached
-like the other trained fixtures) through every stage of ``step-parity``. Integer stages of one domain
-agree on every spike of every layer and step with equal energy counters, float stages agree with
-PyTorch, and a stage that cannot run the design (STAtten's window op on ONNX, one step with state I/O;
+the two pytest-xdist workers split the designs): a seed design's digits config trained briefly
+(:data:`EPOCHS`, cached like the other trained fixtures) through every stage of ``step-parity``.
+Integer stages of one domain agree on every spike of every layer and step with equal energy counters,
+float stages agree with PyTorch, and a stage that cannot run the design (STAtten's window op on ONNX, one step with state I/O;
 Lava streams it with a latency of block - 1 steps) says why in its cells instead of failing or
 disappearing."""
 import pytest

@@ -94,7 +94,11 @@ def _bar(total: int, initial: int, progress: bool):
     return tqdm(total=total, initial=initial, desc="parity", unit="sample", disable=not progress, leave=False)
 
 
-def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack, timeout: float = 10.0):
+#: seconds ``step-parity --scheduler`` keeps trying to reach the scheduler (``--scheduler-timeout``)
+SCHEDULER_TIMEOUT = 10.0
+
+
+def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack, timeout: float):
     """A Dask client: on ``scheduler`` (tried for ``timeout`` seconds) or on a new LocalCluster of
     ``workers`` processes."""
     import dask
@@ -124,7 +128,7 @@ def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack
 
 
 def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers: Optional[int] = None,
-               scheduler: Optional[str] = None, scheduler_timeout: float = 10.0, resume: bool = False,
+               scheduler: Optional[str] = None, scheduler_timeout: float = SCHEDULER_TIMEOUT, resume: bool = False,
                progress: bool = False):
     """Every shard's result (loaded from ``store`` with ``resume``, else computed), in shard order,
     and :class:`RunStats`."""
@@ -160,7 +164,7 @@ def run_shards(job, specs: list[ShardSpec], x, y, store: ShardStore, *, workers:
     return [results[s.index] for s in specs], RunStats(len(todo), len(specs) - len(todo), workers, where)
 
 
-def _run_dask(job, todo, part, store, results, bar, workers, scheduler, scheduler_timeout=10.0) -> str:
+def _run_dask(job, todo, part, store, results, bar, workers, scheduler, scheduler_timeout) -> str:
     from distributed import as_completed
 
     with contextlib.ExitStack() as stack:

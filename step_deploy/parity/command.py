@@ -17,6 +17,7 @@ from typing import Optional
 
 from step_deploy.errors import UsageError
 
+from .cluster import SCHEDULER_TIMEOUT
 from .context import ParityJob, ParityOptions
 from .shard import ShardSpec
 from .stages import registered_stages
@@ -35,7 +36,7 @@ class RunOptions:
     shard_size: int = DEFAULT_SHARD
     workers: Optional[int] = None      # None: one per core; 0: in this process, no Dask
     scheduler: Optional[str] = None
-    scheduler_timeout: float = 10.0    # seconds to keep trying to reach ``scheduler``
+    scheduler_timeout: float = SCHEDULER_TIMEOUT  # seconds to keep trying to reach ``scheduler``
     resume: bool = False
     work: Optional[str] = None         # shard store root
     raster_layers: Optional[tuple] = None
