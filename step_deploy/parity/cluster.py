@@ -98,7 +98,8 @@ def _bar(total: int, initial: int, progress: bool):
 SCHEDULER_TIMEOUT = 10.0
 
 
-def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack, timeout: float):
+def _connect(scheduler: Optional[str], workers: int, stack: contextlib.ExitStack,
+             timeout: float = SCHEDULER_TIMEOUT):
     """A Dask client: on ``scheduler`` (tried for ``timeout`` seconds) or on a new LocalCluster of
     ``workers`` processes."""
     import dask
