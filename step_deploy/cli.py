@@ -43,6 +43,10 @@ def train_main(argv=None) -> int:
                                                 "times faster on a machine whose cores are busy)")
     ap.add_argument("--reset", choices=("hard", "soft"),
                     help="reset of if/lif/plif neurons: hard (to 0, STEP's default) or soft (subtract the threshold)")
+    ap.add_argument("--qat-epochs", type=int, default=0,
+                    help="after --epochs, fine-tune this many epochs with every synapse's folded weights and bias on "
+                         "the grid of both integer targets (8-bit, docs/qat.md): the PyTorch model then computes "
+                         "what the Loihi and FPGA integer models compute, spike for spike (default: 0, off)")
     ap.add_argument("-o", "--output", required=True, help="checkpoint file to write")
     ap.add_argument("--reuse", action="store_true", help="keep an existing checkpoint trained with the same arguments")
     ap.add_argument("--force", action="store_true",
@@ -57,7 +61,8 @@ def train_main(argv=None) -> int:
         from step_deploy.training import TrainArgs, is_step_deploy_checkpoint, train, validate_train_args
 
         targs = TrainArgs(arch=a.arch, data=a.data, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                          T=a.T, root=a.root, node=a.node, reset=a.reset, threads=a.threads)
+                          T=a.T, root=a.root, node=a.node, reset=a.reset, threads=a.threads,
+                          qat_epochs=a.qat_epochs)
         validate_train_args(targs)
         out = check_output_file(a.output, a.force, is_ours=is_step_deploy_checkpoint, what="checkpoint")
         if a.reuse and is_step_deploy_checkpoint(out):
@@ -76,7 +81,10 @@ def train_main(argv=None) -> int:
         return _fail(str(e))
     neuron = (f" with {metrics.get('node', a.node or 'lif')} neurons" if a.node or a.reset else "") + (
         f", {a.reset} reset" if a.reset else "")
-    print(f"{a.arch}{neuron} on {a.data}: test accuracy {metrics['test_accuracy']:.4f} "
+    qat = metrics.get("qat")
+    qat_note = (f" (float training {qat['float_test_accuracy_before']:.4f}, then {qat['epochs']} on-grid "
+                f"epoch{'s' if qat['epochs'] != 1 else ''})" if qat else "")
+    print(f"{a.arch}{neuron} on {a.data}: test accuracy {metrics['test_accuracy']:.4f}{qat_note} "
           f"({metrics['test_samples']} samples), trained in {metrics['train_seconds']:.0f} s -> {out}")
     return 0
 

@@ -38,6 +38,7 @@ class TrainArgs:
     threads: Optional[int] = None
     node: Optional[str] = None  # None: the arch's neuron (LIF); a short name (ilif) or STEP's class name (ILIFNode)
     reset: Optional[str] = None  # None: the neuron's own reset; "soft" / "hard" for if, lif, plif
+    qat_epochs: int = 0  # epochs after ``epochs`` with the weights on the integer targets' grid (step_deploy.qat)
 
 
 RESETS = ("hard", "soft")
@@ -89,6 +90,7 @@ def validate_train_args(args: TrainArgs) -> None:
         raise UsageError(f"--data {args.data} is read from disk: pass its folder with --root")
     _at_least("--epochs", args.epochs, 1)
     _at_least("--batch-size", args.batch_size, 1)
+    _at_least("--qat-epochs", args.qat_epochs, 0)
     if args.T is not None:
         _at_least("--T", args.T, 1)
     if args.threads is not None:
@@ -218,11 +220,42 @@ def train(args: TrainArgs, progress: bool = True):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(loader))
     with cpu_speedups():
         model, history, train_seconds = _fit(model, loader, opt, sched, args, progress)
+        qat = _fine_tune_on_grid(model, loader, test_set, args, progress) if args.qat_epochs else None
     acc = evaluate(model, test_set)
-    metrics = {"test_accuracy": acc, "train_seconds": round(train_seconds, 1), "epochs": args.epochs,
-               "final_train_loss": history[-1], "train_samples": len(train_set), "test_samples": len(test_set),
+    metrics = {"test_accuracy": acc, "train_seconds": round(train_seconds + (qat or {}).get("seconds", 0.0), 1),
+               "epochs": args.epochs, "final_train_loss": (qat or {}).get("losses", history)[-1],
+               "train_samples": len(train_set), "test_samples": len(test_set),
                "dataset": args.data, "T": T, "node": model.config.get("node"), "train_args": asdict(args)}
+    if qat is not None:
+        metrics["qat"] = {k: v for k, v in qat.items() if k != "losses"}
     return model, metrics
+
+
+def _fine_tune_on_grid(model, loader, test_set, args: TrainArgs, progress: bool) -> dict:
+    """The ``qat_epochs`` after the float training (``step_deploy.qat``): learning rate lr/10,
+    cosine to 0, no weight decay (it would pull weights off the grid's levels between steps)."""
+    from step_deploy.data.calibration import resolve_calibration
+    from step_deploy.qat import WEIGHT_BITS, fine_tune_on_grid, grid_report, settle
+
+    before = evaluate(model, test_set)
+    start = time.time()
+    bar = tqdm(total=args.qat_epochs, desc=f"on-grid fine-tuning {args.arch}", disable=not progress, unit="epoch")
+
+    def step(loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    calib = resolve_calibration(args.data, root=args.root, model=model, info=None, n_calib=256, n_eval=1)
+    losses = fine_tune_on_grid(model, loader, args.qat_epochs, lr=args.lr / 10,
+                               label_smoothing=args.label_smoothing, progress=step, calib_x=calib.x_calib)
+    bar.close()
+    settled = settle(model, calib.x_calib)
+    grid = grid_report(model)
+    return {"epochs": args.qat_epochs, "float_test_accuracy_before": before, "seconds": round(time.time() - start, 1),
+            "losses": losses, "weight_bits": WEIGHT_BITS, "synapses_on_grid": len(grid),
+            "settled": sorted({k for r in settled["rounds"] for k in r}),
+            "max_off_grid_steps": max([max(v["max_off_grid"], v["bias_max_off_grid"]) for v in grid.values()],
+                                      default=0.0)}
 
 
 def _fit(model, loader, opt, sched, args: TrainArgs, progress: bool):

@@ -18,7 +18,7 @@ beside or above it):
 8. ``simulators.cycle``: the cycle-level simulator (it runs the quantized network the passes made,
    on the core mapping and on the FPGA design ``fpga`` generates, with the energy tables)
 9. orchestration: ``export`` (targets as plug-ins), ``cli``, ``evaluation``, ``energy_eval``
-   (energy over data sets, step-energy), ``sim_eval`` (step-sim), ``parity`` (step-parity), ``training``, ``opmatrix``, ``neuron_support`` and the package root
+   (energy over data sets, step-energy), ``sim_eval`` (step-sim), ``parity`` (step-parity), ``training``, ``qat`` (on-grid fine-tuning), ``opmatrix``, ``neuron_support`` and the package root
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ LAYERS = [
     {"passes"},
     {"exporters", "fpga"},
     {"cycle"},
-    {"export", "cli", "evaluation", "energy_eval", "sim_eval", "parity", "training", "opmatrix", "neuron_support", ""},
+    {"export", "cli", "evaluation", "energy_eval", "sim_eval", "parity", "training", "qat", "opmatrix", "neuron_support", ""},
 ]
 RANK = {name: r for r, names in enumerate(LAYERS) for name in names}
 

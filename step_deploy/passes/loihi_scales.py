@@ -7,7 +7,11 @@
 * :class:`ScaleClasses`: tensors joined by scale-preserving ops (Add, MaxPool2d, layout, Sum,
   Delay, ReLU, TemporalBlockSum) share one integer scale. A class holding a spike- or
   count-derived tensor has its scale fixed by exact arithmetic; a class of synapse outputs only gets the smallest power of two at
-  which every member's largest weight fills the 8-bit mantissa at ``weight_exp = e_min``. A
+  which every member's largest weight fills the 8-bit mantissa at ``weight_exp = e_min`` (raised by up
+  to ``EXACT_BIAS_BITS`` when that makes every member's bias an exact integer: the biases of a
+  model fine-tuned on the weight grid, ``step_deploy.qat``, are multiples of each synapse's weight
+  step, which can be finer than the class's unit when the class joins synapses of different
+  weight ranges, e.g. SDT's membrane shortcuts). A
   ``Shiftmax`` needs integer scores at the exact scale 1 (a product of spike tensors; anything else
   is refused naming the node) and fixes its output scale at ``2^(frac_bits + ceil(log2 n))``; a
   ReLU'd synapse output (A²OS²A's K) keeps its synapse's free scale, and products through
@@ -170,6 +174,20 @@ def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
 
 
 
+EXACT_BIAS_BITS = 4  # a class's scale may rise this many bits above its weights' choice to make every bias exact
+
+
+def _exact_bias_bits(b) -> int:
+    """The smallest ``p`` (from -30) at which ``b · 2^p`` is all integers, or a large number if
+    none up to 60 is (a float32 bias that is not a short dyadic fraction)."""
+    b = np.asarray(b, np.float64)
+    for p in range(-30, 61):
+        v = b * 2.0 ** p
+        if np.all(v == np.round(v)):
+            return p
+    return 10 ** 6
+
+
 class ScaleClasses:
     """Union-find of tensors that share a scale (joined by scale-preserving ops) and the solver."""
 
@@ -253,7 +271,11 @@ class ScaleClasses:
                 full = 254 if (m.weight.min() < 0 < m.weight.max()) else 255
                 s = math.floor(math.log2(full * 2.0 ** self.e_min * ins[m.name][0] / w))
                 want = s if want is None else max(want, s)
-        s = min((want or 0) + self.extra, self.caps.get(c, 10 ** 6))
+        want = (want or 0) + self.extra
+        exact = max((_exact_bias_bits(m.bias) for m in srcs if m.bias is not None), default=None)
+        if exact is not None and want < exact <= want + EXACT_BIAS_BITS:
+            want = exact  # every member's bias is then an integer (e.g. an on-grid model: step_deploy.qat)
+        s = min(want, self.caps.get(c, 10 ** 6))
         sig[c], deps[c] = 2.0 ** s, {c: 1}
         return True
 

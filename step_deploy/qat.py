@@ -1,0 +1,340 @@
+"""Quantization-aware fine-tuning: train the last epochs with every synapse's weights on the grid
+both integer targets use, so the trained PyTorch model is the network the hardware runs.
+
+Why: post-training quantization of the tiny digits models changes 0.1-7 % of the spikes of each
+layer (8-bit weights: a membrane within one weight step of its threshold flips, and the flips
+propagate), and on 360 test digits that moves accuracy by up to ±1.7 points, in either direction.
+A model trained with its weights on the target's grid has no weight rounding left to do.
+
+**The grid.** For a synapse ``W`` (Conv1d/Conv2d/Linear) whose output feeds a BatchNorm that
+``passes.fold_batchnorm`` folds into it, the deployed weights are ``W·g`` per output channel,
+``g = gamma / sqrt(var + eps)`` (``g = 1`` without a BatchNorm). Both quantizers put a synapse's
+folded weights on a power-of-two grid in float units (every tensor scale is a power of two, so the
+scale classes cancel out):
+
+- Loihi (``passes.quantize_loihi``): one exponent per synapse, mantissas even when the signs are
+  mixed (``|m| <= 254``): step ``2^ceil(log2(A / 127))``, ``A = max|W·g|`` over the synapse;
+- FPGA (``passes.quantize_fpga``, per channel): step ``2^ceil(log2(a_o / 127))`` for channel o with
+  ``a_o = max|W[o]·g[o]| <= A``: a finer (or equal) power of two.
+
+So ``Q = step · round_half_even(W·g / step)`` with ``step = 2^ceil(log2(A / 127))`` and
+``|Q / step| <= 126`` is exactly representable on both targets (126, not 127: a folded maximum of
+exactly ``127·step`` plus float rounding could tip the quantizer's ``ceil`` to the next power).
+The forward pass uses ``W_eff = Q / g`` (straight-through gradient to ``W``); the BatchNorms are
+frozen (running statistics and affine parameters) so ``g`` stays what the fold will use.
+
+``fine_tune_on_grid(model, loader, epochs, lr, ...)`` runs the fine-tuning and leaves the model's
+weights at ``W_eff`` (so a checkpoint saved afterwards is a plain model of the same architecture);
+With ``calib_x`` (the calibration inputs), the grid is never finer than the Loihi quantizer's
+units for that synapse (:func:`target_units`), and ``settle(model, calib_x)`` puts the baked
+weights and biases on the final units; ``grid_report(model)`` checks every synapse: the largest distance of its folded weights from the
+grid, in steps (0 up to float32 rounding after fine-tuning).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from step_deploy import ir
+from step_deploy.frontend.capture import capture
+from step_deploy.passes.fold_batchnorm import fold_batchnorm
+
+GRID_LEVELS = 126  # largest |Q / step|: see the module docstring
+WEIGHT_BITS = 8
+
+
+@dataclass(frozen=True)
+class GridSynapse:
+    """One synapse module and the BatchNorm folded into it (``None`` if none)."""
+
+    synapse: str
+    batchnorm: Optional[str]
+
+
+def grid_synapses(model: nn.Module) -> list[GridSynapse]:
+    """The synapses of ``model`` and the BatchNorm ``fold_batchnorm`` folds into each, read from the
+    captured IR (node names are module paths). Synapses the IR does not name as a module of
+    ``model`` are left out."""
+    g = capture(model)
+    modules = dict(model.named_modules())
+    shapes = g.infer_shapes()
+    folded = {}
+    for bn in [n for n in g.topo_order() if isinstance(n, ir.BatchNorm)]:
+        prod = g[bn.inputs[0]]
+        if not isinstance(prod, (ir.Conv2d, ir.Conv1d, ir.Linear)) or len(g.consumers(prod.name)) != 1:
+            continue
+        rank = len(shapes[bn.name])
+        axis = rank - 1 if isinstance(prod, ir.Linear) else 0
+        if bn.axis % rank == axis:
+            folded[prod.name] = bn.name
+    out = []
+    for n in g.topo_order():
+        if isinstance(n, (ir.Conv2d, ir.Conv1d, ir.Linear)) and isinstance(modules.get(n.name),
+                                                                            (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            bn = folded.get(n.name)
+            out.append(GridSynapse(n.name, bn if isinstance(modules.get(bn), nn.modules.batchnorm._BatchNorm)
+                                   else None))
+    return out
+
+
+def _gain(bn: Optional[nn.Module], channels: int) -> torch.Tensor:
+    if bn is None:
+        return torch.ones(channels, dtype=torch.float64)
+    gamma = bn.weight.detach().double() if bn.affine else torch.ones(channels, dtype=torch.float64)
+    return gamma / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+
+
+def grid_step(folded: torch.Tensor, unit: float = 0.0) -> float:
+    """The grid step of a synapse's folded weights: ``2^ceil(log2(max|W·g| / 127))``, or the
+    target's coarser ``unit`` (see :func:`target_units`)."""
+    a = float(folded.abs().max())
+    return max(2.0 ** math.ceil(math.log2(a / 127)) if a > 0 else 1.0, unit)
+
+
+class OnGrid(nn.Module):
+    """Parametrization ``W -> Q / g``: the folded weights ``W·g`` rounded (half to even) to the
+    synapse's grid, straight-through gradient."""
+
+    def __init__(self, gain: torch.Tensor, ndim: int, unit: float = 0.0):
+        super().__init__()
+        self.unit = float(unit)
+        self.register_buffer("gain", gain.reshape((-1,) + (1,) * (ndim - 1)))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        gain = self.gain.to(w.dtype)
+        folded = w * gain
+        step = grid_step(folded.detach(), self.unit)
+        q = torch.clamp(torch.round(folded.detach() / step), -GRID_LEVELS, GRID_LEVELS) * step
+        return (folded + (q - folded).detach()) / gain
+
+
+class BiasOnGrid(nn.Module):
+    """Parametrization of the bias that lands in the folded bias: ``offset + b`` rounded to the
+    synapse's grid step (the step its current folded weights have, or the target's bias unit if
+    coarser), straight-through gradient. For a BatchNorm's ``beta``: ``offset = (b0 - mean)·g``
+    (the rest of the folded bias, constant while the BatchNorm is frozen); for a synapse's own
+    bias without one: 0."""
+
+    def __init__(self, synapse: nn.Module, gain: torch.Tensor, offset: torch.Tensor, units: tuple = (0.0, 0.0)):
+        super().__init__()
+        self._synapse = (synapse,)  # a reference, not a submodule
+        self.units = (float(units[0]), float(units[1]))
+        self.register_buffer("gain", gain)
+        self.register_buffer("offset", offset)
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        w = self._synapse[0].weight.detach()
+        step = max(grid_step(w * self.gain.to(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1)), self.units[0]),
+                   self.units[1])
+        total = b + self.offset.to(b.dtype)
+        snapped = torch.round(total.detach() / step) * step
+        return total + (snapped - total).detach() - self.offset.to(b.dtype)
+
+
+def target_units(model: nn.Module, calib_x: torch.Tensor) -> dict:
+    """Per synapse ``(weight unit, bias unit)`` in float units that the Loihi quantizer gives it on
+    ``calib_x``: ``s_in / s`` (its synapse output is an integer in the unit of its scale class,
+    so ``(Σ mantissa·x) << weight_exp`` with a negative exponent drops what is finer) and
+    ``2^bias_exp / s``. Usually finer than the weight grid; coarser where a class joins synapses of
+    different weight ranges (SDT's membrane shortcuts) or calibration lowered the class's scale
+    for the 24-bit state. Empty when the model has no Loihi integer form (e.g. KLIF neurons)."""
+    from step_deploy.frontend.capture import encoded_input
+    from step_deploy.ir.diagnostics import IRError
+    from step_deploy.passes.quantize_loihi import quantize_loihi
+
+    graph = fold_batchnorm(capture(model))
+    try:
+        _, rep = quantize_loihi(graph, encoded_input(model, calib_x), steps=int(model.step))
+    except (IRError, ValueError):
+        return {}
+    out = {}
+    for name, layer in rep["layers"].items():
+        if "weight_exp" in layer and layer.get("scale"):
+            s = float(layer["scale"])
+            out[name] = (float(layer.get("input_scale", 1.0)) / s, 2.0 ** int(layer.get("bias_exp", 0)) / s)
+    return out
+
+
+def attach(model: nn.Module, synapses: list[GridSynapse], units: Optional[dict] = None) -> None:
+    """Freeze the folded BatchNorms and put every synapse's weight and folded bias on its grid."""
+    modules = dict(model.named_modules())
+    units = units or {}
+    for s in synapses:
+        m = modules[s.synapse]
+        bn = modules[s.batchnorm] if s.batchnorm else None
+        gain = _gain(bn, m.weight.shape[0]).float()
+        u = units.get(s.synapse, (0.0, 0.0))
+        if bn is not None:
+            for p in bn.parameters():
+                p.requires_grad_(False)
+            if m.bias is not None:
+                m.bias.requires_grad_(False)
+        parametrize.register_parametrization(m, "weight", OnGrid(gain, m.weight.ndim, u[0]))
+        if bn is not None and bn.affine:
+            b0 = m.bias.detach().double() if m.bias is not None else 0.0
+            offset = ((b0 - bn.running_mean.detach().double()) * gain.double()).float()
+            parametrize.register_parametrization(bn, "bias", BiasOnGrid(m, gain, offset, u))
+        elif bn is None and m.bias is not None:
+            parametrize.register_parametrization(m, "bias", BiasOnGrid(m, gain, torch.zeros_like(gain), u))
+
+
+def detach(model: nn.Module, synapses: list[GridSynapse]) -> None:
+    """Bake the on-grid weights into plain parameters (same modules, same state_dict keys). A
+    synapse with an affine BatchNorm gets the folded on-grid weights ``Q`` and the BatchNorm
+    becomes an exact ``x + b`` (mean 0, ``var = 1 - eps`` in float32, gamma 1, beta the folded
+    on-grid bias; its own bias, if any, 0): the same function, and PyTorch's float32 run of it is
+    then exact arithmetic on the grid (no ``Q / g`` rounded to float32 and multiplied back), so it
+    decides a membrane that lands exactly on the threshold as the integer targets do."""
+    modules = dict(model.named_modules())
+    for s in synapses:
+        m = modules[s.synapse]
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    for s in synapses:  # the biases after the weights: their grid is the baked weights' grid
+        for owner in (modules[s.synapse], modules[s.batchnorm] if s.batchnorm else None):
+            if owner is not None and parametrize.is_parametrized(owner, "bias"):
+                parametrize.remove_parametrizations(owner, "bias", leave_parametrized=True)
+        for owner in (modules[s.synapse], modules[s.batchnorm] if s.batchnorm else None):
+            if owner is not None:
+                for p in owner.parameters():
+                    p.requires_grad_(True)
+    for s in synapses:
+        bn = modules[s.batchnorm] if s.batchnorm else None
+        if bn is not None and bn.affine:
+            _fold_in_place(modules[s.synapse], bn)
+
+
+def _fold_in_place(m: nn.Module, bn: nn.Module) -> None:
+    gain = _gain(bn, m.weight.shape[0])
+    folded = m.weight.detach().double() * gain.reshape((-1,) + (1,) * (m.weight.ndim - 1))
+    step = grid_step(folded)
+    b0 = m.bias.detach().double() if m.bias is not None else 0.0
+    bias = (b0 - bn.running_mean.detach().double()) * gain + bn.bias.detach().double()
+    with torch.no_grad():
+        m.weight.copy_(torch.round(folded / step) * step)
+        if m.bias is not None:
+            m.bias.zero_()
+        bn.running_mean.zero_()
+        bn.running_var.fill_(float(torch.tensor(1.0 - bn.eps, dtype=torch.float32)))
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(torch.round(bias / step) * step)
+
+
+def _freeze_batchnorms(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def fine_tune_on_grid(model: nn.Module, loader, epochs: int, lr: float, weight_decay: float = 0.0,
+                      label_smoothing: float = 0.0, progress=None, calib_x: Optional[torch.Tensor] = None) -> list[float]:
+    """Fine-tune ``model`` for ``epochs`` with its synapse weights on the integer grid (module
+    docstring); returns the mean training loss per epoch. Afterwards the weights are baked in.
+    With ``calib_x`` the grid also respects the Loihi quantizer's units (:func:`target_units`),
+    computed before each epoch."""
+    synapses = grid_synapses(model)
+    opt = sched = None
+    history = []
+    for _ in range(epochs):
+        attach(model, synapses, target_units(model, calib_x) if calib_x is not None else None)
+        if opt is None:
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(loader)))
+        try:
+            model.train()
+            _freeze_batchnorms(model)
+            total, n = 0.0, 0
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(y)
+                n += len(y)
+            history.append(total / max(n, 1))
+        finally:
+            detach(model, synapses)
+        if progress is not None:
+            progress(history[-1])
+    model.eval()
+    return history
+
+
+def _folded_owners(model: nn.Module, s: GridSynapse):
+    """(weight, bias) parameters holding a baked synapse's folded weights and bias: the synapse's
+    weight and the BatchNorm's beta (the synapse's own bias is 0 after :func:`detach`), or the
+    synapse's own weight and bias without a BatchNorm."""
+    modules = dict(model.named_modules())
+    bn = modules[s.batchnorm] if s.batchnorm else None
+    m = modules[s.synapse]
+    if bn is not None:
+        return m.weight, (bn.bias if bn.affine else None)
+    return m.weight, m.bias
+
+
+def settle(model: nn.Module, calib_x: torch.Tensor, rounds: int = 3) -> dict:
+    """After the fine-tuning: put each synapse's baked folded weights and bias on the units the
+    Loihi quantizer gives them on ``calib_x`` (:func:`target_units`; the calibration inputs
+    step-export uses by default: 256 samples of the training split), where those are coarser than
+    what the last epoch used (the scales move a little as the weights do). Rounds half to even, so
+    each value moves by at most half a unit; repeats until the quantizer's units stop moving
+    (``rounds`` at most). Returns, per round, what moved."""
+    synapses = grid_synapses(model)
+    history = []
+    for _ in range(rounds):
+        units = target_units(model, calib_x)
+        moved = {}
+        for s in synapses:
+            if s.synapse not in units or (s.batchnorm and not dict(model.named_modules())[s.batchnorm].affine):
+                continue
+            w_unit, b_unit = units[s.synapse]
+            weight, bias = _folded_owners(model, s)
+            step = grid_step(weight.detach().double(), w_unit)
+            for what, p, unit in (("weight", weight, step), ("bias", bias, max(step, b_unit))):
+                if p is None:
+                    continue
+                v = p.detach().double()
+                snapped = torch.round(v / unit) * unit
+                if not torch.equal(snapped, v):
+                    with torch.no_grad():
+                        p.copy_(snapped)
+                    moved[f"{s.synapse}.{what}"] = {"unit": unit, "max_move": float((snapped - v).abs().max())}
+        history.append(moved)
+        if not moved:
+            break
+    return {"rounds": history}
+
+
+def grid_report(model: nn.Module) -> dict:
+    """Per synapse: its grid step and the largest distance of its folded weights and folded bias
+    from the grid, in steps (float64, as ``fold_batchnorm`` computes them)."""
+    modules = dict(model.named_modules())
+    out = {}
+    for s in grid_synapses(model):
+        m = modules[s.synapse]
+        bn = modules[s.batchnorm] if s.batchnorm else None
+        gain = _gain(bn, m.weight.shape[0])
+        folded = m.weight.detach().double() * gain.reshape((-1,) + (1,) * (m.weight.ndim - 1))
+        step = grid_step(folded)
+        bias = m.bias.detach().double() if m.bias is not None else torch.zeros(len(gain), dtype=torch.float64)
+        if bn is not None:
+            beta = bn.bias.detach().double() if bn.affine else 0.0
+            bias = (bias - bn.running_mean.detach().double()) * gain + beta
+        r, rb = folded / step, bias / step
+        out[s.synapse] = {"step": step, "batchnorm": s.batchnorm,
+                          "max_off_grid": float((r - torch.round(r)).abs().max()),
+                          "bias_max_off_grid": float((rb - torch.round(rb)).abs().max()),
+                          "max_level": int(torch.round(r).abs().max())}
+    return out
+
+
+__all__ = ["GridSynapse", "OnGrid", "fine_tune_on_grid", "grid_report", "grid_step", "grid_synapses",
+           "settle", "target_units", "GRID_LEVELS", "WEIGHT_BITS"]
