@@ -105,6 +105,7 @@ class Options(NamedTuple):
     threads: Optional[int] = None
     retrain: bool = False
     random_weights: bool = False
+    qat_epochs: int = 0  # > 0: fine-tune the float checkpoint on the integer grid (step-train --qat-epochs)
 
 
 DEFAULTS = Options()
@@ -119,9 +120,10 @@ def checkpoint(arch: str, data: str, o: Options, out: Path) -> tuple[Path, dict]
     from step_deploy.frontend.checkpoint import load_checkpoint, save_checkpoint
     from step_deploy.training import TrainArgs, is_step_deploy_checkpoint, model_overrides_for, train
 
-    tag = "random" if o.random_weights else f"e{o.epochs}"
+    tag = "random" if o.random_weights else f"e{o.epochs}" + (f"-qat{o.qat_epochs}" if o.qat_epochs else "")
     path = out / "checkpoints" / f"{arch}--{data}--{tag}-seed{o.seed}.ckpt"
-    args = TrainArgs(arch=arch, data=data, epochs=max(o.epochs, 1), seed=o.seed, threads=o.threads)
+    args = TrainArgs(arch=arch, data=data, epochs=max(o.epochs, 1), seed=o.seed, threads=o.threads,
+                     qat_epochs=0 if o.random_weights else o.qat_epochs)
     if o.random_weights:  # a smoke run of the pipeline: no training
         from step_deploy.models import build_model
         from step_deploy.models.random_stats import randomize_batchnorm
@@ -134,7 +136,12 @@ def checkpoint(arch: str, data: str, o: Options, out: Path) -> tuple[Path, dict]
         _, info = load_checkpoint(path)
         if info.metadata.get("train_args") == asdict(args):
             return path, dict(info.metadata)
-    model, metrics = train(args, progress=False)
+    if args.qat_epochs:  # the float checkpoint (cached like any other), then its on-grid fine-tuning
+        from step_deploy.training import fine_tune
+        float_path, _ = checkpoint(arch, data, o._replace(qat_epochs=0), out)
+        model, metrics = fine_tune(load_checkpoint(float_path)[0], args, progress=False)
+    else:
+        model, metrics = train(args, progress=False)
     save_checkpoint(model, path, metadata={**metrics, "arch_name": arch})
     return path, metrics
 
@@ -228,6 +235,32 @@ def measure(ckpt: Path, o: Options) -> dict:
     return row
 
 
+def accuracies(ckpt: Path, o: Options) -> dict:
+    """Float (PyTorch) and golden Loihi / FPGA accuracy of one checkpoint, measured as in
+    :func:`measure` (the float-trained model of an on-grid row: post-training quantization)."""
+    from step_deploy.data.calibration import resolve_calibration
+    from step_deploy.energy_eval.run import quantized_graph
+    from step_deploy.export.common import prepare
+    from step_deploy.frontend.capture import encoded_input
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+    from step_deploy.simulators.golden import run_golden
+
+    prep = prepare(ckpt)
+    model, T = prep.model.eval(), int(prep.model.step)
+    data = resolve_calibration(None, root=None, model=model, info=prep.info, n_calib=o.calib_samples,
+                               n_eval=o.samples)
+    x, y = data.x_eval[:o.samples], data.y_eval[:o.samples]
+    folded = fold_batchnorm(prep.graph)
+    calib, x_enc = encoded_input(model, data.x_calib), encoded_input(model, x)
+    with torch.no_grad():
+        out = {"float_accuracy": float((model(x).argmax(-1) == y).float().mean())}
+    for source, key in (("golden-loihi", "loihi"), ("golden-fpga", "fpga")):
+        q = quantized_graph(source, folded, calib, T)
+        out[f"golden_{key}_accuracy"] = float((run_golden(q, x_enc, steps=T, record=False).final().argmax(-1) == y)
+                                              .float().mean())
+    return out
+
+
 def run(designs, datas, o: Options, out: Path, log=print) -> list[dict]:
     """Every (design, data set) row, in the order given."""
     from step_deploy.models import CONFIGS
@@ -259,6 +292,9 @@ def _rows(designs, datas, o: Options, out: Path, log, configs: set) -> list[dict
             row["train"] = {k: metrics.get(k) for k in ("test_accuracy", "train_seconds", "epochs", "random_weights")
                             if k in metrics}
             row.update(measure(ckpt, o))
+            if o.qat_epochs and not o.random_weights:
+                float_ckpt = checkpoint(arch, data, o._replace(qat_epochs=0), out)[0]
+                row["float_trained"] = stage(lambda: accuracies(float_ckpt, o), t, "float_trained")
             row["seconds"] = {**t, **row.get("seconds", {})}
             rows.append(row)
             log(f"{arch} on {data}: {time.perf_counter() - start:.0f} s")
@@ -280,7 +316,7 @@ def cells(row: dict) -> list[str]:
     """The Markdown cells of one row (every cell a value or ``n/a: <reason>``)."""
     head = [row["design"], f"`{row['config']}`", row["data"]]
     if "error" in row:
-        return head + [row["error"]] * 13
+        return head + [row["error"]] * (13 + (3 if "float_trained" in row or row.get("qat") else 0))
     e = row["energy_uj"]
     energy = [e if isinstance(e, NA) else (_uj(e[v]) if v in e else NA.of(f"{v} not priced"))
               for v in TABLE_ENERGY]
@@ -290,7 +326,10 @@ def cells(row: dict) -> list[str]:
     lat = [v if isinstance(v, NA) else f"{v['latency_us']:.4g}" +
            (f" ({v['spike_mismatches_vs_golden']} spike mismatches)" if v["spike_mismatches_vs_golden"] else "")
            for v in (row["latency_us"]["loihi2"], row["latency_us"]["fpga"])]
-    return head + [_pct(row["float_accuracy"]), _pct(row["golden_loihi_accuracy"]), _pct(row["golden_fpga_accuracy"]),
+    ft = row.get("float_trained")
+    ptq = [] if ft is None else [ft] * 3 if isinstance(ft, NA) else [
+        _pct(ft[k]) for k in ("float_accuracy", "golden_loihi_accuracy", "golden_fpga_accuracy")]
+    return head + ptq + [_pct(row["float_accuracy"]), _pct(row["golden_loihi_accuracy"]), _pct(row["golden_fpga_accuracy"]),
                    _pct(row["firing_rate"])] + energy + [lc if isinstance(lc, NA) else str(lc["cores"])] + fpga + lat
 
 
@@ -303,17 +342,24 @@ def _short(cell: str) -> str:
 def markdown(rows: list[dict], o: Options) -> str:
     what = "random weights (smoke run: accuracies are chance)" if o.random_weights else \
         f"trained {o.epochs} epochs (seed {o.seed})"
+    if o.qat_epochs and not o.random_weights:
+        what += (f", then {o.qat_epochs} epochs on the integer grid (step-train --qat-epochs; the first three "
+                 f"accuracies are the float-trained model's and its post-training quantizations, the rest is the "
+                 f"fine-tuned model)")
     lines = [f"Models {what}; {o.samples} test samples per data set (float and golden accuracy, firing rate, "
              f"energy per sample from the PyTorch run's counts, float32 widths); Loihi 2 neuro-cores of the "
              f"core mapping; FPGA LUT / DSP / BRAM36 estimated on {o.part} ({o.clock_mhz:g} MHz) with one lane per "
              f"layer (P = 1) and at step-export's --parallelism auto (fills the part to minimise latency; the "
              f"simulated FPGA latency is of this design); "
              f"latency per sample simulated on {o.sim_samples} sample(s) (Loihi 2 mesh / FPGA dataflow).", "",
-             "| design | config | data | float acc | golden Loihi acc | golden FPGA acc | firing rate | "
+             "| design | config | data | " + ("float-trained acc | PTQ golden Loihi acc | PTQ golden FPGA acc | "
+                                              "on-grid float acc | on-grid golden Loihi acc | on-grid golden FPGA acc"
+                                              if o.qat_epochs and not o.random_weights else
+                                              "float acc | golden Loihi acc | golden FPGA acc") + " | firing rate | "
              "paper µJ | step µJ | horowitz µJ | loihi µJ | Loihi 2 cores | FPGA LUT / DSP / BRAM36, P = 1 | "
              "FPGA LUT / DSP / BRAM36, auto | "
              "Loihi 2 latency µs | FPGA latency µs |",
-             "|---|---|---|" + "---:|" * 13]
+             "|---|---|---|" + "---:|" * (16 if o.qat_epochs and not o.random_weights else 13)]
     lines += ["| " + " | ".join(_short(c) for c in cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -340,6 +386,11 @@ def parse(argv=None) -> tuple[argparse.Namespace, Options]:
                     help="calibration samples of the quantizations (default: %(default)s)")
     ap.add_argument("--sim-samples", type=int, default=DEFAULTS.sim_samples,
                     help="samples through the cycle simulators (default: %(default)s)")
+    ap.add_argument("--qat-epochs", type=int, default=DEFAULTS.qat_epochs,
+                    help="fine-tune each float checkpoint this many epochs on the integer grid (step-train "
+                         "--qat-epochs) and measure that model, with the float-trained model's PTQ accuracies "
+                         "beside it (default: %(default)s, off; give --calib-samples 256, the calibration the "
+                         "fine-tuning settles on)")
     ap.add_argument("--part", default=DEFAULTS.part, help="FPGA part (default: %(default)s)")
     ap.add_argument("--threads", type=int, help="torch threads (1 is fastest on a busy machine)")
     ap.add_argument("--retrain", action="store_true", help="train again even where a cached checkpoint matches")
@@ -354,6 +405,8 @@ def parse(argv=None) -> tuple[argparse.Namespace, Options]:
     a = ap.parse_args(argv)
     if a.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.qat_epochs < 0:
+        ap.error(f"--qat-epochs must be >= 0, got {a.qat_epochs}")
     for flag in ("epochs", "samples", "calib_samples", "sim_samples"):
         if getattr(a, flag) < 1:
             ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(a, flag)}")
@@ -367,7 +420,7 @@ def parse(argv=None) -> tuple[argparse.Namespace, Options]:
         ap.error(f"--data {bad[0]!r}: choose from {', '.join(DATASETS)}")
     return a, Options(epochs=a.epochs, seed=a.seed, samples=a.samples, calib_samples=a.calib_samples,
                       sim_samples=a.sim_samples, part=a.part, threads=a.threads, retrain=a.retrain,
-                      random_weights=a.random_weights)
+                      random_weights=a.random_weights, qat_epochs=a.qat_epochs)
 
 
 def _train_one(job) -> str:

@@ -220,7 +220,7 @@ def train(args: TrainArgs, progress: bool = True):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * len(loader))
     with cpu_speedups():
         model, history, train_seconds = _fit(model, loader, opt, sched, args, progress)
-        qat = _fine_tune_on_grid(model, loader, test_set, args, progress) if args.qat_epochs else None
+        qat = _fine_tune_on_grid(model, train_set, test_set, args, progress) if args.qat_epochs else None
     acc = evaluate(model, test_set)
     metrics = {"test_accuracy": acc, "train_seconds": round(train_seconds + (qat or {}).get("seconds", 0.0), 1),
                "epochs": args.epochs, "final_train_loss": (qat or {}).get("losses", history)[-1],
@@ -231,9 +231,27 @@ def train(args: TrainArgs, progress: bool = True):
     return model, metrics
 
 
-def _fine_tune_on_grid(model, loader, test_set, args: TrainArgs, progress: bool) -> dict:
+def fine_tune(model, args: TrainArgs, progress: bool = True):
+    """The on-grid phase of :func:`train` alone, on a model trained with ``args`` but
+    ``qat_epochs=0`` (e.g. loaded from that checkpoint): the same result as training with
+    ``args`` in one go. -> (model, metrics)."""
+    validate_train_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    T = int(model.step)
+    train_set, test_set = _load_split(args, "train", T), _load_split(args, "test", T)
+    with cpu_speedups():
+        qat = _fine_tune_on_grid(model, train_set, test_set, args, progress)
+    return model, {"test_accuracy": evaluate(model, test_set), "train_samples": len(train_set),
+                   "test_samples": len(test_set), "dataset": args.data, "T": T, "node": model.config.get("node"),
+                   "train_args": asdict(args), "epochs": args.epochs, "final_train_loss": qat["losses"][-1],
+                   "qat": {k: v for k, v in qat.items() if k != "losses"}}
+
+
+def _fine_tune_on_grid(model, train_set, test_set, args: TrainArgs, progress: bool) -> dict:
     """The ``qat_epochs`` after the float training (``step_deploy.qat``): learning rate lr/10,
-    cosine to 0, no weight decay (it would pull weights off the grid's levels between steps)."""
+    cosine to 0, no weight decay (it would pull weights off the grid's levels between steps); its
+    own shuffling generator (seed + 1), so it depends only on the float-trained model."""
     from step_deploy.data.calibration import resolve_calibration
     from step_deploy.qat import WEIGHT_BITS, fine_tune_on_grid, grid_report, settle
 
@@ -246,6 +264,7 @@ def _fine_tune_on_grid(model, loader, test_set, args: TrainArgs, progress: bool)
         bar.set_postfix(loss=f"{loss:.3f}")
 
     calib = resolve_calibration(args.data, root=args.root, model=model, info=None, n_calib=256, n_eval=1)
+    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, generator=seed_everything(args.seed + 1))
     losses = fine_tune_on_grid(model, loader, args.qat_epochs, lr=args.lr / 10,
                                label_smoothing=args.label_smoothing, progress=step, calib_x=calib.x_calib)
     bar.close()
