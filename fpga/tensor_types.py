@@ -87,8 +87,8 @@ def tensor_types(g: ir.Graph) -> dict[str, TensorType]:
     for n in g.topo_order():
         ins = [bounds[i] for i in n.inputs if i in bounds]
         op = n.op
-        if op == "Input":
-            b = (0, 1) if n.kind == "spikes" else None
+        if op == "Input":  # counts: the calibration range quantize-fpga recorded (its accumulators assume it)
+            b = (0, 1) if n.kind == "spikes" else g.metadata.get("input_bounds", {}).get(n.name)
         elif isinstance(n, fx.FpgaQuantizeInput):
             b = fx.signed_bounds(n.bits) if n.signed else (0, (1 << n.bits) - 1)
         elif isinstance(n, fx.FPGA_SYNAPSES):

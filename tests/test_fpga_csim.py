@@ -256,6 +256,25 @@ def test_export_fpga_with_csim_is_bit_exact_and_byte_identical(sdt_ckpt, tmp_pat
     assert first == again, "same checkpoint and flags must give byte-identical files"
 
 
+def test_event_count_inputs_run_in_the_c_simulation(tmp_path, capsys):
+    """digits-events feeds ON/OFF event counts (0..5 per pixel and step) straight into the first
+    synapse: the top's input type holds the calibration range quantize-fpga sized the accumulators
+    for (it was ap_uint<1> [0, 0], the analog placeholder, and every event sample was refused)."""
+    from step_deploy.cli import export_main
+    from step_deploy.frontend.checkpoint import save_checkpoint
+    from step_deploy.training import model_overrides_for
+
+    ckpt = tmp_path / "events.ckpt"
+    save_checkpoint(random_model("spikformer-2-64-digits", **model_overrides_for("digits-events", None)), ckpt,
+                    metadata={"dataset": "digits-events"})
+    out = tmp_path / "fpga"
+    assert export_main([str(ckpt), "--target", "fpga", "-o", str(out), "--csim", "3", "--samples", "8",
+                        "--calib-samples", "32"]) == 0
+    assert "C simulation parity: 0 mismatches in" in capsys.readouterr().out
+    inp = json.loads((out / "project.json").read_text())["input"]
+    assert inp["lo"] == 0 and inp["hi"] >= 2 and inp["ctype"].startswith("ap_uint<")
+
+
 def test_check_only_prints_the_fit_table_and_fails_on_a_too_small_part(sdt_ckpt, tmp_path, capsys):
     from step_deploy.cli import export_main
 

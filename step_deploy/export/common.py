@@ -118,6 +118,27 @@ def noise_banner(source: str, advice: str = "give real inputs with --calib") -> 
     return f"**WARNING: these numbers come from NOISE inputs, not real data** ({source}); {advice}."
 
 
+def qat_metadata(prep: Prepared) -> Optional[dict]:
+    """The checkpoint's on-grid fine-tuning record (``step-train --qat-epochs``), if any."""
+    qat = (getattr(prep.info, "metadata", None) or {}).get("qat")
+    return qat if isinstance(qat, dict) else None
+
+
+def qat_lines(qat: Optional[dict], acc: dict) -> list[str]:
+    """The report lines of an on-grid fine-tuned checkpoint: what to expect and what was found."""
+    if not qat:
+        return []
+    agree = float(acc.get("prediction_agreement", 0.0))
+    before = qat.get("float_test_accuracy_before")
+    return [f"- this checkpoint was fine-tuned {qat.get('epochs')} epoch(s) on the integer grid (step-train "
+            f"--qat-epochs, docs/qat.md)" + (f"; the float-trained model before it: {before:.4f} test accuracy"
+                                             if isinstance(before, float) else "")
+            + ("; float PyTorch and golden integer agree on every prediction, as expected" if agree == 1.0 else
+               f"; predictions agree on {100 * agree:.1f}% only: expected 100% with the calibration the "
+               f"fine-tuning settled on (the default: 256 samples of the training split); another --calib can "
+               f"choose other scales")]
+
+
 def check_lines(check: dict) -> list[str]:
     """Markdown lines of a float self-check (parity with the PyTorch model, mismatches explained)."""
     from step_deploy.simulators.float_parity import markdown_lines

@@ -15,7 +15,7 @@ from step_deploy.frontend import encoded_input
 from step_deploy.passes import PIPELINES, PassContext, run_pipeline
 
 from . import loihi_artifacts as art
-from .common import Prepared, base_summary, noise_banner, write_json, write_summary
+from .common import Prepared, base_summary, noise_banner, qat_metadata, qat_lines, write_json, write_summary
 from .registry import Target, TargetOption, TargetResult, register_target
 from .shared_options import ALLOW_ERRORS, CALIB, CALIB_SAMPLES, CHECK_ONLY, ROOT
 
@@ -201,6 +201,7 @@ class FpgaTarget(Target):
             write_json(tmp / "estimate.json", est_mod.estimate_json(est))
             (tmp / "README.md").write_text(_readme(proj, table, part, parity, qreport))
             report = {"checkpoint": str(prep.info.path), "arch": prep.info.arch, "part": part.name,
+                      "qat": qat_metadata(prep),
                       "hls_part": part.hls_part, "clock_mhz": clock, "time_steps": T, "data": calib.source,
                       "data_is_noise": bool(calib.is_noise), "weight_bits": options["weight_bits"],
                       "per_channel": not options["per_layer_scales"],
@@ -252,6 +253,7 @@ def _report_md(report: dict, table: str, parity) -> str:
         lines.append(f"- {acc['samples']} unlabelled samples: predictions agree on "
                      f"{100 * acc['prediction_agreement']:.1f}%")
     lines.append(f"- saturation events on this data: {acc['saturation_events']}")
+    lines += qat_lines(report.get("qat"), acc)
     if parity:
         from step_deploy.fpga.parity import parity_markdown
 

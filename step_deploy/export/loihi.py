@@ -17,7 +17,7 @@ from step_deploy.passes import PIPELINES, PassContext, run_pipeline
 from step_deploy.targets import check_target, diagnostics_table, load_target, report_dict, report_markdown
 
 from . import loihi_artifacts as art
-from .common import Prepared, base_summary, noise_banner, require_package, write_json, write_summary
+from .common import Prepared, base_summary, noise_banner, qat_metadata, require_package, write_json, write_summary
 from .registry import Target, TargetOption, TargetResult, register_target
 from .shared_options import ALLOW_ERRORS, CALIB, CALIB_SAMPLES, CHECK_ONLY, N_CALIB, ROOT
 
@@ -157,6 +157,7 @@ class LoihiTarget(Target):
             art.write_network(tmp, qgraph, qreport, mapping)
             check = self_check(prep, qgraph, calib, options["run_lava"])
             report = {"checkpoint": str(prep.info.path), "arch": prep.info.arch, "chip": spec.name, "time_steps": T,
+                      "qat": qat_metadata(prep),
                       "tie": qreport.get("tie"), "data": calib.source, "data_is_noise": bool(calib.is_noise),
                       "chip_features": art.chip_features(qreport, mapping, spec),
                       "saturation": {"calibration": int(qreport.get("saturation_total", 0)),

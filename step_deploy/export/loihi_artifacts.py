@@ -13,7 +13,7 @@ from step_deploy import ir
 from step_deploy.frontend import encoded_input
 from step_deploy.targets.memory import payload_bits
 
-from .common import _plain, noise_banner, write_json
+from .common import _plain, noise_banner, qat_lines, write_json
 
 #: golden-model event kinds that mean a value did not fit (counted, never silently clipped).
 SATURATION_EVENTS = ("u_wrap", "v_sat", "input_clip", "int32_overflow", "over_24bit")
@@ -165,6 +165,8 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| Lava (first {lava['samples']} samples only) | {lava['lava_accuracy']:.4f} |")
         lines += ["", f"Quantization drop: **{acc['drop_points']} points** on {acc['samples']} samples; "
                       f"predictions agree on {100 * acc['prediction_agreement']:.1f}%."]
+        qat = qat_lines(report.get("qat"), acc)
+        lines += [""] + qat if qat else []
     else:
         lines.append(f"No labels: float PyTorch and golden integer predictions agree on "
                      f"{100 * acc['prediction_agreement']:.1f}% of {acc['samples']} samples.")

@@ -345,6 +345,10 @@ def build(g: ir.Graph, sc: ScaleClasses, sig: dict, widths: dict, input_q: dict,
             for node in nodes:
                 q.add(node)
             rename[n.name] = nodes[-1].name
+            if n.kind == "counts" and n.name not in input_q:  # the range the synapses' accumulators assume
+                st = stats.get(n.name, {})
+                q.metadata.setdefault("input_bounds", {})[n.name] = [
+                    int(math.floor(min(st.get("min", 0.0), 0.0))), int(math.ceil(st.get("amax", 1.0)))]
             continue
         if n.op in SYNAPSES:
             src = n.inputs[0]
