@@ -43,26 +43,42 @@ from torch.nn.utils import parametrize
 
 from step_deploy import ir
 from step_deploy.frontend.capture import capture
+from step_deploy.frontend.seed_lowering import SYNAPSE_GROUPS_KEY
 from step_deploy.passes.fold_batchnorm import fold_batchnorm
 
 GRID_LEVELS = 126  # largest |Q / step|: see the module docstring
 WEIGHT_BITS = 8
+SYNAPSE_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class GridPart:
+    """Output rows ``start:stop`` of the synapse module ``synapse`` and the BatchNorm folded into
+    them (``None`` if none)."""
+
+    synapse: str
+    batchnorm: Optional[str]
+    start: int
+    stop: int
 
 
 @dataclass(frozen=True)
 class GridSynapse:
-    """One synapse module and the BatchNorm folded into it (``None`` if none)."""
+    """One IR synapse (the unit the quantizers give one grid) and the module rows it is made of:
+    usually all rows of one module; SEMM's stacked experts are several modules, its EMSP halves a
+    row range of one (``frontend.seed_lowering.SYNAPSE_GROUPS_KEY``)."""
 
-    synapse: str
-    batchnorm: Optional[str]
+    name: str
+    parts: tuple[GridPart, ...]
 
 
 def grid_synapses(model: nn.Module) -> list[GridSynapse]:
-    """The synapses of ``model`` and the BatchNorm ``fold_batchnorm`` folds into each, read from the
-    captured IR (node names are module paths). Synapses the IR does not name as a module of
-    ``model`` are left out."""
+    """The IR synapses of ``model`` with their module rows and the BatchNorms ``fold_batchnorm``
+    folds into them, read from the captured IR (node names are module paths, or listed in the
+    graph's ``synapse_groups``). An IR synapse whose rows cannot be traced to modules is left out."""
     g = capture(model)
     modules = dict(model.named_modules())
+    groups = g.metadata.get(SYNAPSE_GROUPS_KEY, {})
     shapes = g.infer_shapes()
     folded = {}
     for bn in [n for n in g.topo_order() if isinstance(n, ir.BatchNorm)]:
@@ -75,11 +91,19 @@ def grid_synapses(model: nn.Module) -> list[GridSynapse]:
             folded[prod.name] = bn.name
     out = []
     for n in g.topo_order():
-        if isinstance(n, (ir.Conv2d, ir.Conv1d, ir.Linear)) and isinstance(modules.get(n.name),
-                                                                            (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if not isinstance(n, (ir.Conv2d, ir.Conv1d, ir.Linear)):
+            continue
+        if n.name in groups:
+            parts = tuple(GridPart(p["synapse"], p["batchnorm"] if n.name in folded else None, p["start"], p["stop"])
+                          for p in groups[n.name])
+        elif isinstance(modules.get(n.name), SYNAPSE_MODULES):
             bn = folded.get(n.name)
-            out.append(GridSynapse(n.name, bn if isinstance(modules.get(bn), nn.modules.batchnorm._BatchNorm)
-                                   else None))
+            bn = bn if isinstance(modules.get(bn), nn.modules.batchnorm._BatchNorm) else None
+            parts = (GridPart(n.name, bn, 0, int(modules[n.name].weight.shape[0])),)
+        else:
+            continue
+        if all(isinstance(modules.get(p.synapse), SYNAPSE_MODULES) for p in parts):
+            out.append(GridSynapse(n.name, parts))
     return out
 
 
@@ -93,53 +117,92 @@ def _gain(bn: Optional[nn.Module], channels: int) -> torch.Tensor:
 def grid_step(folded: torch.Tensor, unit: float = 0.0) -> float:
     """The grid step of a synapse's folded weights: ``2^ceil(log2(max|W·g| / 127))``, or the
     target's coarser ``unit`` (see :func:`target_units`)."""
-    a = float(folded.abs().max())
+    a = float(folded.abs().max()) if folded.numel() else 0.0
     return max(2.0 ** math.ceil(math.log2(a / 127)) if a > 0 else 1.0, unit)
 
 
-class OnGrid(nn.Module):
-    """Parametrization ``W -> Q / g``: the folded weights ``W·g`` rounded (half to even) to the
-    synapse's grid, straight-through gradient."""
+def _rows(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    return t.reshape((-1,) + (1,) * (ndim - 1))
 
-    def __init__(self, gain: torch.Tensor, ndim: int, unit: float = 0.0):
+
+def _raw_weight(m: nn.Module) -> torch.Tensor:
+    """The module's own weight parameter (not the parametrized value)."""
+    return m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+
+
+class _Group:
+    """One IR synapse at training time: its parts as (module, gain rows, start, stop) and the grid
+    step of all of them together (read from the modules' own parameters)."""
+
+    def __init__(self, syn: GridSynapse, modules: dict, unit: tuple = (0.0, 0.0)):
+        self.name = syn.name
+        self.unit = (float(unit[0]), float(unit[1]))
+        self.parts = []
+        for p in syn.parts:
+            m = modules[p.synapse]
+            bn = modules[p.batchnorm] if p.batchnorm else None
+            self.parts.append((m, _gain(bn, m.weight.shape[0])[p.start:p.stop], p.start, p.stop))
+
+    def step(self, current: Optional[tuple] = None) -> float:
+        """The grid step; ``current = (module, weight)`` uses ``weight`` for that module."""
+        amax = 0.0
+        for m, gain, a, b in self.parts:
+            w = current[1] if current is not None and current[0] is m else _raw_weight(m)
+            w = w.detach()[a:b].double()
+            if w.numel():
+                amax = max(amax, float((w * _rows(gain, w.ndim)).abs().max()))
+        return max(2.0 ** math.ceil(math.log2(amax / 127)) if amax > 0 else 1.0, self.unit[0])
+
+
+class OnGrid(nn.Module):
+    """Parametrization ``W -> Q / g`` of one synapse module: its folded weights ``W·g`` rounded
+    (half to even) to the grid of the IR synapse each row belongs to, straight-through gradient."""
+
+    def __init__(self, module: nn.Module, gain: torch.Tensor, segments: list):
         super().__init__()
-        self.unit = float(unit)
-        self.register_buffer("gain", gain.reshape((-1,) + (1,) * (ndim - 1)))
+        self._module = (module,)  # a reference, not a submodule
+        self._segments = segments  # [(group, start, stop)]
+        self.register_buffer("gain", gain.float())
+
+    def steps(self, w: torch.Tensor) -> torch.Tensor:
+        out = torch.ones(w.shape[0], dtype=w.dtype)
+        for group, a, b in self._segments:
+            out[a:b] = group.step((self._module[0], w))
+        return out
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        gain = self.gain.to(w.dtype)
+        gain = _rows(self.gain.to(w.dtype), w.ndim)
         folded = w * gain
-        step = grid_step(folded.detach(), self.unit)
+        step = _rows(self.steps(w), w.ndim)
         q = torch.clamp(torch.round(folded.detach() / step), -GRID_LEVELS, GRID_LEVELS) * step
         return (folded + (q - folded).detach()) / gain
 
 
 class BiasOnGrid(nn.Module):
-    """Parametrization of the bias that lands in the folded bias: ``offset + b`` rounded to the
-    synapse's grid step (the step its current folded weights have, or the target's bias unit if
-    coarser), straight-through gradient. For a BatchNorm's ``beta``: ``offset = (b0 - mean)·g``
-    (the rest of the folded bias, constant while the BatchNorm is frozen); for a synapse's own
-    bias without one: 0."""
+    """Parametrization of the bias that lands in the folded bias: ``offset + b`` rounded, per row,
+    to the row's weight grid step or the target's bias unit if coarser; straight-through gradient.
+    For a BatchNorm's ``beta``: ``offset = (b0 - mean)·g`` (the rest of the folded bias, constant
+    while the BatchNorm is frozen); for a synapse's own bias without one: 0."""
 
-    def __init__(self, synapse: nn.Module, gain: torch.Tensor, offset: torch.Tensor, units: tuple = (0.0, 0.0)):
+    def __init__(self, weights: OnGrid, offset: torch.Tensor):
         super().__init__()
-        self._synapse = (synapse,)  # a reference, not a submodule
-        self.units = (float(units[0]), float(units[1]))
-        self.register_buffer("gain", gain)
-        self.register_buffer("offset", offset)
+        self._weights = (weights,)
+        self.register_buffer("offset", offset.float())
 
     def forward(self, b: torch.Tensor) -> torch.Tensor:
-        w = self._synapse[0].weight.detach()
-        step = max(grid_step(w * self.gain.to(w.dtype).reshape((-1,) + (1,) * (w.ndim - 1)), self.units[0]),
-                   self.units[1])
+        weights = self._weights[0]
+        w = _raw_weight(weights._module[0])
+        step = weights.steps(w).to(b.dtype)
+        for group, a, c in weights._segments:
+            step[a:c] = torch.clamp(step[a:c], min=group.unit[1])
         total = b + self.offset.to(b.dtype)
         snapped = torch.round(total.detach() / step) * step
         return total + (snapped - total).detach() - self.offset.to(b.dtype)
 
 
 def target_units(model: nn.Module, calib_x: torch.Tensor) -> dict:
-    """Per synapse ``(weight unit, bias unit)`` in float units that the Loihi quantizer gives it on
-    ``calib_x``: ``s_in / s`` (its synapse output is an integer in the unit of its scale class,
+    """Per IR synapse ``(weight unit, bias unit)`` in float units that the Loihi quantizer gives it
+    on ``calib_x``: ``s_in / s`` (its synapse output is an integer in the unit of its scale class,
     so ``(Σ mantissa·x) << weight_exp`` with a negative exponent drops what is finer) and
     ``2^bias_exp / s``. Usually finer than the weight grid; coarser where a class joins synapses of
     different weight ranges (SDT's membrane shortcuts) or calibration lowered the class's scale
@@ -161,27 +224,38 @@ def target_units(model: nn.Module, calib_x: torch.Tensor) -> dict:
     return out
 
 
+def _by_module(synapses: list[GridSynapse]) -> dict:
+    """``{synapse module: (batchnorm module or None, [(IR synapse, start, stop)])}``."""
+    out: dict = {}
+    for s in synapses:
+        for p in s.parts:
+            bn, segs = out.setdefault(p.synapse, (p.batchnorm, []))
+            segs.append((s, p.start, p.stop))
+    return out
+
+
 def attach(model: nn.Module, synapses: list[GridSynapse], units: Optional[dict] = None) -> None:
-    """Freeze the folded BatchNorms and put every synapse's weight and folded bias on its grid."""
+    """Freeze the folded BatchNorms and put every synapse's weights and folded bias on the grid."""
     modules = dict(model.named_modules())
     units = units or {}
-    for s in synapses:
-        m = modules[s.synapse]
-        bn = modules[s.batchnorm] if s.batchnorm else None
-        gain = _gain(bn, m.weight.shape[0]).float()
-        u = units.get(s.synapse, (0.0, 0.0))
+    groups = {s.name: _Group(s, modules, units.get(s.name, (0.0, 0.0))) for s in synapses}
+    for name, (bn_name, segs) in _by_module(synapses).items():
+        m = modules[name]
+        bn = modules[bn_name] if bn_name else None
+        gain = _gain(bn, m.weight.shape[0])
         if bn is not None:
             for p in bn.parameters():
                 p.requires_grad_(False)
             if m.bias is not None:
                 m.bias.requires_grad_(False)
-        parametrize.register_parametrization(m, "weight", OnGrid(gain, m.weight.ndim, u[0]))
+        weights = OnGrid(m, gain, [(groups[s.name], a, b) for s, a, b in segs])
+        parametrize.register_parametrization(m, "weight", weights)
         if bn is not None and bn.affine:
             b0 = m.bias.detach().double() if m.bias is not None else 0.0
-            offset = ((b0 - bn.running_mean.detach().double()) * gain.double()).float()
-            parametrize.register_parametrization(bn, "bias", BiasOnGrid(m, gain, offset, u))
+            offset = (b0 - bn.running_mean.detach().double()) * gain
+            parametrize.register_parametrization(bn, "bias", BiasOnGrid(weights, offset))
         elif bn is None and m.bias is not None:
-            parametrize.register_parametrization(m, "bias", BiasOnGrid(m, gain, torch.zeros_like(gain), u))
+            parametrize.register_parametrization(m, "bias", BiasOnGrid(weights, torch.zeros(m.weight.shape[0])))
 
 
 def detach(model: nn.Module, synapses: list[GridSynapse]) -> None:
@@ -192,38 +266,48 @@ def detach(model: nn.Module, synapses: list[GridSynapse]) -> None:
     then exact arithmetic on the grid (no ``Q / g`` rounded to float32 and multiplied back), so it
     decides a membrane that lands exactly on the threshold as the integer targets do."""
     modules = dict(model.named_modules())
-    for s in synapses:
-        m = modules[s.synapse]
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-    for s in synapses:  # the biases after the weights: their grid is the baked weights' grid
-        for owner in (modules[s.synapse], modules[s.batchnorm] if s.batchnorm else None):
+    by_module = _by_module(synapses)
+    biases = [(modules[name], modules[bn] if bn else None) for name, (bn, _) in by_module.items()]
+    # the biases first: their parametrization reads the weights' grid (still parametrized)
+    for m, bn in biases:
+        for owner in (m, bn):
             if owner is not None and parametrize.is_parametrized(owner, "bias"):
                 parametrize.remove_parametrizations(owner, "bias", leave_parametrized=True)
-        for owner in (modules[s.synapse], modules[s.batchnorm] if s.batchnorm else None):
+    for m, _ in biases:
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    for m, bn in biases:
+        for owner in (m, bn):
             if owner is not None:
                 for p in owner.parameters():
                     p.requires_grad_(True)
-    for s in synapses:
-        bn = modules[s.batchnorm] if s.batchnorm else None
-        if bn is not None and bn.affine:
-            _fold_in_place(modules[s.synapse], bn)
+    for name, (bn, segs) in by_module.items():
+        if bn is not None and modules[bn].affine:
+            _fold_in_place(modules[name], modules[bn], _row_steps(modules, name, segs))
 
 
-def _fold_in_place(m: nn.Module, bn: nn.Module) -> None:
+def _row_steps(modules: dict, name: str, segs: list, units: Optional[dict] = None) -> torch.Tensor:
+    """Per output row of module ``name``: the grid step of the IR synapse the row belongs to."""
+    m = modules[name]
+    out = torch.ones(m.weight.shape[0], dtype=torch.float64)
+    for s, a, b in segs:
+        out[a:b] = _Group(s, modules, (units or {}).get(s.name, (0.0, 0.0))).step()
+    return out
+
+
+def _fold_in_place(m: nn.Module, bn: nn.Module, steps: torch.Tensor) -> None:
     gain = _gain(bn, m.weight.shape[0])
-    folded = m.weight.detach().double() * gain.reshape((-1,) + (1,) * (m.weight.ndim - 1))
-    step = grid_step(folded)
+    folded = m.weight.detach().double() * _rows(gain, m.weight.ndim)
     b0 = m.bias.detach().double() if m.bias is not None else 0.0
     bias = (b0 - bn.running_mean.detach().double()) * gain + bn.bias.detach().double()
     with torch.no_grad():
-        m.weight.copy_(torch.round(folded / step) * step)
+        m.weight.copy_(torch.round(folded / _rows(steps, m.weight.ndim)) * _rows(steps, m.weight.ndim))
         if m.bias is not None:
             m.bias.zero_()
         bn.running_mean.zero_()
         bn.running_var.fill_(float(torch.tensor(1.0 - bn.eps, dtype=torch.float32)))
         bn.weight.fill_(1.0)
-        bn.bias.copy_(torch.round(bias / step) * step)
+        bn.bias.copy_(torch.round(bias / steps) * steps)
 
 
 def _freeze_batchnorms(model: nn.Module) -> None:
@@ -268,15 +352,15 @@ def fine_tune_on_grid(model: nn.Module, loader, epochs: int, lr: float, weight_d
     return history
 
 
-def _folded_owners(model: nn.Module, s: GridSynapse):
-    """(weight, bias) parameters holding a baked synapse's folded weights and bias: the synapse's
+def _folded_parts(model: nn.Module, p: GridPart):
+    """(weight, bias) parameters holding a baked part's folded weights and bias: the synapse's
     weight and the BatchNorm's beta (the synapse's own bias is 0 after :func:`detach`), or the
-    synapse's own weight and bias without a BatchNorm."""
+    synapse's own weight and bias without a BatchNorm; ``None`` for a non-affine BatchNorm."""
     modules = dict(model.named_modules())
-    bn = modules[s.batchnorm] if s.batchnorm else None
-    m = modules[s.synapse]
-    if bn is not None:
-        return m.weight, (bn.bias if bn.affine else None)
+    m = modules[p.synapse]
+    if p.batchnorm:
+        bn = modules[p.batchnorm]
+        return (m.weight, bn.bias) if bn.affine else None
     return m.weight, m.bias
 
 
@@ -288,25 +372,29 @@ def settle(model: nn.Module, calib_x: torch.Tensor, rounds: int = 3) -> dict:
     each value moves by at most half a unit; repeats until the quantizer's units stop moving
     (``rounds`` at most). Returns, per round, what moved."""
     synapses = grid_synapses(model)
+    modules = dict(model.named_modules())
     history = []
     for _ in range(rounds):
         units = target_units(model, calib_x)
         moved = {}
         for s in synapses:
-            if s.synapse not in units or (s.batchnorm and not dict(model.named_modules())[s.batchnorm].affine):
+            if s.name not in units:
                 continue
-            w_unit, b_unit = units[s.synapse]
-            weight, bias = _folded_owners(model, s)
-            step = grid_step(weight.detach().double(), w_unit)
-            for what, p, unit in (("weight", weight, step), ("bias", bias, max(step, b_unit))):
-                if p is None:
+            w_unit, b_unit = units[s.name]
+            step = _Group(s, modules, (w_unit, 0.0)).step()
+            for p in s.parts:
+                held = _folded_parts(model, p)
+                if held is None:
                     continue
-                v = p.detach().double()
-                snapped = torch.round(v / unit) * unit
-                if not torch.equal(snapped, v):
-                    with torch.no_grad():
-                        p.copy_(snapped)
-                    moved[f"{s.synapse}.{what}"] = {"unit": unit, "max_move": float((snapped - v).abs().max())}
+                for what, t, unit in (("weight", held[0], step), ("bias", held[1], max(step, b_unit))):
+                    if t is None:
+                        continue
+                    v = t.detach()[p.start:p.stop].double()
+                    snapped = torch.round(v / unit) * unit
+                    if not torch.equal(snapped, v):
+                        with torch.no_grad():
+                            t[p.start:p.stop] = snapped.to(t.dtype)
+                        moved[f"{s.name}.{what}"] = {"unit": unit, "max_move": float((snapped - v).abs().max())}
         history.append(moved)
         if not moved:
             break
@@ -314,27 +402,32 @@ def settle(model: nn.Module, calib_x: torch.Tensor, rounds: int = 3) -> dict:
 
 
 def grid_report(model: nn.Module) -> dict:
-    """Per synapse: its grid step and the largest distance of its folded weights and folded bias
-    from the grid, in steps (float64, as ``fold_batchnorm`` computes them)."""
+    """Per IR synapse: its grid step and the largest distance of its folded weights and folded
+    bias from the grid, in steps (float64, as ``fold_batchnorm`` computes them)."""
     modules = dict(model.named_modules())
     out = {}
     for s in grid_synapses(model):
-        m = modules[s.synapse]
-        bn = modules[s.batchnorm] if s.batchnorm else None
-        gain = _gain(bn, m.weight.shape[0])
-        folded = m.weight.detach().double() * gain.reshape((-1,) + (1,) * (m.weight.ndim - 1))
+        ws, bs = [], []
+        for p in s.parts:
+            m = modules[p.synapse]
+            bn = modules[p.batchnorm] if p.batchnorm else None
+            gain = _gain(bn, m.weight.shape[0])[p.start:p.stop]
+            w = m.weight.detach().double()[p.start:p.stop]
+            ws.append((w * _rows(gain, w.ndim)).reshape(len(w), -1))
+            bias = m.bias.detach().double()[p.start:p.stop] if m.bias is not None else torch.zeros(len(w), dtype=torch.float64)
+            if bn is not None:
+                beta = bn.bias.detach().double()[p.start:p.stop] if bn.affine else 0.0
+                bias = (bias - bn.running_mean.detach().double()[p.start:p.stop]) * gain + beta
+            bs.append(bias)
+        folded, bias = torch.cat(ws), torch.cat(bs)
         step = grid_step(folded)
-        bias = m.bias.detach().double() if m.bias is not None else torch.zeros(len(gain), dtype=torch.float64)
-        if bn is not None:
-            beta = bn.bias.detach().double() if bn.affine else 0.0
-            bias = (bias - bn.running_mean.detach().double()) * gain + beta
         r, rb = folded / step, bias / step
-        out[s.synapse] = {"step": step, "batchnorm": s.batchnorm,
-                          "max_off_grid": float((r - torch.round(r)).abs().max()),
-                          "bias_max_off_grid": float((rb - torch.round(rb)).abs().max()),
-                          "max_level": int(torch.round(r).abs().max())}
+        out[s.name] = {"step": step, "parts": len(s.parts),
+                       "max_off_grid": float((r - torch.round(r)).abs().max()),
+                       "bias_max_off_grid": float((rb - torch.round(rb)).abs().max()),
+                       "max_level": int(torch.round(r).abs().max())}
     return out
 
 
-__all__ = ["GridSynapse", "OnGrid", "fine_tune_on_grid", "grid_report", "grid_step", "grid_synapses",
-           "settle", "target_units", "GRID_LEVELS", "WEIGHT_BITS"]
+__all__ = ["GridPart", "GridSynapse", "OnGrid", "BiasOnGrid", "attach", "detach", "fine_tune_on_grid", "grid_report",
+           "grid_step", "grid_synapses", "settle", "target_units", "GRID_LEVELS", "WEIGHT_BITS"]

@@ -24,17 +24,42 @@ def test_grid_step_is_the_power_of_two_that_holds_the_largest_weight_in_127_leve
 
 
 def test_on_grid_parametrization_rounds_the_folded_weights_and_passes_the_gradient_straight_through():
-    gain = torch.tensor([2.0, 0.5])
-    p = qat.OnGrid(gain, ndim=2)
-    w = torch.tensor([[0.3, -0.71], [1.9, 0.013]], requires_grad=True)
-    out = p(w)
-    folded = out.detach() * gain[:, None]
-    step = qat.grid_step(w.detach() * gain[:, None])
+    lin = nn.Linear(2, 2, bias=False)
+    bn = nn.BatchNorm1d(2).eval()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.3, -0.71], [1.9, 0.013]]))
+        bn.weight.copy_(torch.tensor([2.0, 0.5]))
+        bn.running_var.fill_(1.0 - bn.eps)  # gain g = gamma
+    model = nn.Sequential(lin, bn)
+    qat.attach(model, [qat.GridSynapse("0", (qat.GridPart("0", "1", 0, 2),))])
+    w = lin.parametrizations.weight.original
+    gain = torch.tensor([2.0, 0.5])[:, None]
+    out = lin.weight
+    folded = out.detach().double() * gain.double()
+    step = qat.grid_step(w.detach().double() * gain.double())
     assert torch.equal(folded / step, torch.round(folded / step))  # on the grid
     assert (folded / step).abs().max() <= qat.GRID_LEVELS
-    assert (out.detach() - w.detach()).abs().max() <= step / 2 / 0.5 + 1e-7  # moved by at most half a step
+    assert ((out.detach() - w.detach()) * gain).abs().max() <= step / 2 + 1e-6  # moved by at most half a step
     out.sum().backward()
     assert torch.equal(w.grad, torch.ones_like(w))  # straight through
+    assert not bn.weight.requires_grad and not bn.parametrizations.bias.original.requires_grad  # BN frozen
+
+
+def test_rows_of_one_module_in_two_ir_synapses_get_their_own_grids():
+    """SEMM's EMSP: one fc1 Linear is two IR synapses (its channel halves), each with its own grid."""
+    lin = nn.Linear(3, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[4.0, 1.01, 0.3], [2.2, -3.3, 0.1], [0.04, 0.011, -0.02], [0.05, 0.001, 0.0]]))
+    model = nn.Sequential(lin)
+    halves = [qat.GridSynapse("h0", (qat.GridPart("0", None, 0, 2),)), qat.GridSynapse("h1", (qat.GridPart("0", None, 2, 4),))]
+    qat.attach(model, halves)
+    qat.detach(model, halves)
+    w = lin.weight.detach().double()
+    for rows in (slice(0, 2), slice(2, 4)):
+        step = qat.grid_step(w[rows])
+        assert torch.equal(w[rows] / step, torch.round(w[rows] / step))
+    assert qat.grid_step(w[2:]) < qat.grid_step(w[:2]) / 32  # the small half kept its fine grid
+    assert w[3, 1] != 0  # 0.001 survives on the fine grid (2^-12), not on the big half's (2^-5)
 
 
 class _ConvBN(nn.Module):
@@ -55,7 +80,7 @@ def test_baking_folds_the_batchnorm_in_place_exactly_and_keeps_the_function():
         m.bn.running_var.uniform_(0.5, 2)
         m.bn.weight.uniform_(0.5, 1.5)
         m.bn.bias.uniform_(-1, 1)
-    syn = [qat.GridSynapse("conv", "bn")]
+    syn = [qat.GridSynapse("conv", (qat.GridPart("conv", "bn", 0, 4),))]
     x = torch.randint(0, 2, (8, 3, 6, 6)).float()  # spikes
     qat.attach(m, syn)
     with torch.no_grad():
@@ -119,3 +144,25 @@ def test_fine_tuned_model_equals_both_integer_targets_spike_for_spike(sdt_events
 def test_qat_epochs_is_validated_before_training():
     from step_deploy.cli import train_main
     assert train_main(["--arch", "sdt-1-64-digits", "--qat-epochs", "-1", "-o", "/nonexistent/x.ckpt"]) == 2
+
+
+@pytest.mark.parametrize("arch", ["spikformer-2-64-digits", "sdt-1-64-digits", "qkformer-3-64-digits",
+                                  "spikformer-statten-2-64-digits", "sdt-statten-1-64-digits",
+                                  "spikformer-a2os2a-2-64-digits", "spikformer-bsa-2-64-digits",
+                                  "spikformer_semm-2-64-digits"])
+def test_every_ir_synapse_of_every_design_is_put_on_a_grid(arch):
+    """The fine-tuning reaches every synapse the quantizers will round, including SEMM's stacked
+    experts (four modules, one IR synapse) and EMSP halves (one module, two IR synapses); one left
+    out would be rounded at export and flip spikes (it happened: SEMM's were skipped at first)."""
+    from step_deploy.frontend.capture import capture
+    from step_deploy.models import build_model
+
+    model = build_model(arch).eval()
+    graph = capture(model)
+    ir_synapses = {n.name for n in graph.nodes.values() if n.op in ("Linear", "Conv1d", "Conv2d")}
+    covered = qat.grid_synapses(model)
+    assert {s.name for s in covered} == ir_synapses
+    modules = dict(model.named_modules())
+    for s in covered:  # the parts' rows add up to the IR synapse's output channels
+        assert sum(p.stop - p.start for p in s.parts) == graph[s.name].weight.shape[0]
+        assert all(isinstance(modules[p.synapse], (nn.Linear, nn.Conv1d, nn.Conv2d)) for p in s.parts)

@@ -114,6 +114,17 @@ def _record_group(b: Builder, ir_name: str, modules: list[str], how: str, axis: 
                                                                      **extra)
 
 
+#: graph metadata: ``{IR synapse: [{"synapse": module path, "batchnorm": module path, "start": row, "stop": row}, ...]}``
+#: for the IR synapses made of several modules or of a row range of one (their rows, in order), so
+#: that ``step_deploy.qat`` can put the right PyTorch rows on the IR synapse's grid
+SYNAPSE_GROUPS_KEY = "synapse_groups"
+
+
+def _record_synapse(b: Builder, ir_name: str, parts: list[tuple[str, str, int, int]]) -> None:
+    b.graph.metadata.setdefault(SYNAPSE_GROUPS_KEY, {})[ir_name] = [
+        dict(synapse=syn, batchnorm=bn, start=int(start), stop=int(stop)) for syn, bn, start, stop in parts]
+
+
 def _same_neurons(path: str, mods: list) -> None:
     params = [m.neuron_params() for m in mods]
     if any(p != params[0] for p in params[1:]):
@@ -185,6 +196,8 @@ def _emsa(b: Builder, m: semm.EMSA, path: str, x: str) -> str:
     _same_neurons(child(path, "lif_list"), list(m.lif_list))
     base = child(path, "ff_list")
     q = b.add(ir.Linear, child(base, "unit_linear"), (x,), **_linear_params([u.unit_linear for u in units]))
+    _record_synapse(b, q, [(child(base, f"{i}.unit_linear"), child(base, f"{i}.unit_bn"), 0, u.unit_linear.out_features)
+                           for i, u in enumerate(units)])
     q = b.add(ir.BatchNorm, child(base, "unit_bn"), (q,), axis=1, **_bn_params([u.unit_bn for u in units]))
     q_name = child(base, "unit_lif")
     q = _neuron_like(b, units[0].unit_lif, q_name, q)  # (N, E·E_d)
@@ -212,6 +225,7 @@ def _emsp(b: Builder, m: semm.EMSP, path: str, x: str) -> str:
     for j, rows in enumerate((slice(0, half), slice(half, hidden))):  # torch.chunk(h, 2, dim=-1)
         tag = f"half{j}"
         h = b.add(ir.Linear, child(path, f"fc1_linear.{tag}"), (x,), **_linear_params([m.fc1_linear], rows))
+        _record_synapse(b, h, [(child(path, "fc1_linear"), child(path, "fc1_bn"), rows.start, rows.stop)])
         h = b.add(ir.BatchNorm, child(path, f"fc1_bn.{tag}"), (h,), axis=1, **_bn_params([m.fc1_bn], rows))
         h = _neuron_like(b, m.fc1_lif, child(path, f"fc1_lif.{tag}"), h)
         _record_group(b, h, [child(path, "fc1_lif")], "slice", axis=-1, start=rows.start, stop=rows.stop)
