@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 10 -o $(DEMO)/model.ckpt --reuse
+	$(VENV)/bin/step-train --arch spikformer-2-64-digits --data digits --epochs 8 --qat-epochs 2 -o $(DEMO)/model.ckpt --reuse
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target loihi -o $(DEMO)/loihi --run-lava 4
 	$(VENV)/bin/step-export $(DEMO)/model.ckpt --target fpga -o $(DEMO)/fpga --csim 4
 	$(VENV)/bin/step-parity $(DEMO)/model.ckpt --limit lava=2,csim=64 -o $(DEMO)/parity
