@@ -125,6 +125,7 @@ def _mismatches(model, test, calib, quantize=None):
     return r, round((1 - r["spike_agreement"]) * 1e9)
 
 
+@pytest.mark.slow  # trains a model (about 40 s); the grid and baking tests above stay in test-fast
 @pytest.mark.parametrize("target", ["loihi", "fpga"])
 def test_fine_tuned_model_equals_both_integer_targets_spike_for_spike(sdt_events, target):
     plain, tuned, metrics, calib, test_set = sdt_events
