@@ -51,7 +51,14 @@ class Context:
         self.states: list[dict] = []  # declared state tensors, in emission order
         self._used: set[str] = set()
         self.node: Optional[ir.Node] = None  # node being emitted (for names)
-        self.step_input = "t"  # scalar int64 graph input: the step index t
+        self.step_input = "t"  # scalar int64 graph input: the step index t (in a block model: of this step)
+        #: block models (``export_onnx`` for graphs with window ops): the model computes ``block``
+        #: steps per call; ``block_step`` is the step being emitted and ``step_names[j]`` the value
+        #: names of step j (``<name>@j``); ``base_names`` the names without the step suffix
+        self.block = 1
+        self.block_step = 0
+        self.step_names: list[dict[str, str]] = [names]
+        self.base_names = names
 
     # ------------------------------------------------------------------ helpers
     def _fresh(self, suffix: str) -> str:
@@ -82,13 +89,19 @@ class Context:
     def state(self, node: ir.Node, key: str, shape: list, init: float, description: str) -> tuple[str, str]:
         """Declare a state tensor of ``node``: returns (input name, output name).
 
-        ``shape`` uses the string ``"B"`` for the batch axis; ``init`` is its value before step 0."""
-        san = self.names[node.name]
+        ``shape`` uses the string ``"B"`` for the batch axis; ``init`` is its value before step 0.
+        In a block model the state is declared once: step 0 reads the graph input, the last step
+        writes the graph output, and the steps between chain through ``state_next/...@j``."""
+        san = self.base_names[node.name]
         spec = {"node": node.name, "key": key, "input": f"state/{san}/{key}", "output": f"state_next/{san}/{key}",
                 "shape": list(shape), "init": float(init), "description": description}
-        self.states.append(spec)
-        self._used.update((spec["input"], spec["output"]))
-        return spec["input"], spec["output"]
+        j, last = self.block_step, self.block - 1
+        inp = spec["input"] if j == 0 else f"state_next/{san}/{key}@{j - 1}"
+        out = spec["output"] if j == last else f"state_next/{san}/{key}@{j}"
+        if j == 0:
+            self.states.append(spec)
+        self._used.update((inp, out))
+        return inp, out
 
     def rank(self, ir_name: str) -> int:
         """Rank of an IR value with the batch axis."""

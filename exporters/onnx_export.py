@@ -46,13 +46,22 @@ ReduceSum and an exact power-of-two denominator (a ``Log`` estimate corrected by
 ``onnx_ops.emit_shiftmax``), bit-exact on integer scores (``onnx_ops.APPROXIMATE_OPS`` states the
 fractional case).
 
-Refused with the reason (``onnx_ops.REFUSED_OPS``): ``TemporalLinear`` (PSN's map across time
-steps) and ``TemporalBlockSum`` (STAtten's block sum, non-causal inside a block): the per-step
-model cannot see later steps.
+**Block models** (graphs with a window op: STAtten's ``TemporalBlockSum``, non-causal inside a
+block of B steps): the model computes B steps per call (:func:`model_block`: the least common
+multiple of the blocks), since step t's block sum needs the later steps of its block. Every
+per-step value ``v`` of the interface becomes ``v@0`` .. ``v@{B-1}`` (inputs, outputs, traces),
+``t`` is the index of the call's first step, and the states are carried between calls as in a
+per-step model (they chain through ``state_next/...@j`` inside the call). ``run_onnx`` runs
+either kind (T must be a multiple of B). Inside, the B steps are the per-step network emitted B
+times, and the block sum is an elementwise ``Sum`` of its input at the block's steps.
+
+Refused with the reason (``onnx_ops.REFUSED_OPS``): ``TemporalLinear`` (PSN's map across all time
+steps): it would need a model of all T steps.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -73,7 +82,7 @@ STEP_INPUT = "t"
 # value-name prefixes of the interface: no node may be sanitized to one of them
 _RESERVED = {STEP_INPUT, "state", "state_next", "spikes", "trace"}
 
-__all__ = ["export_onnx", "read_metadata", "sanitize_names", "batchnorm_plans", "OnnxExportError", "MIN_OPSET",
+__all__ = ["export_onnx", "model_block", "read_metadata", "sanitize_names", "batchnorm_plans", "OnnxExportError", "MIN_OPSET",
            "METADATA_KEY"]
 
 
@@ -111,9 +120,47 @@ def _producer_version() -> str:
         return "0"
 
 
+def model_block(graph: ir.Graph) -> int:
+    """Steps one ONNX call computes: 1 (a per-step model), or the least common multiple of the
+    graph's window-op blocks (STAtten's ``TemporalBlockSum``), so every block lies in one call."""
+    k = 1
+    for n in graph.nodes.values():
+        if isinstance(n, ir.TemporalBlockSum):
+            k = math.lcm(k, int(n.block))
+    return k
+
+
+def _topological(nodes: list, available: set) -> list:
+    """The ONNX nodes in an order where each reads only values made before it (a block model
+    emits step j's window op before the later steps it reads)."""
+    made = {o: i for i, nd in enumerate(nodes) for o in nd.output}
+    waiting = {i: {x for x in nd.input if x and x not in available} for i, nd in enumerate(nodes)}
+    readers: dict[str, list] = {}
+    for i, need in waiting.items():
+        for x in need:
+            if x not in made:
+                raise OnnxExportError(f"ONNX value {x!r} is read but never made (exporter bug)")
+            readers.setdefault(x, []).append(i)
+    ready = sorted(i for i, need in waiting.items() if not need)
+    out = []
+    import heapq
+    heapq.heapify(ready)
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(nodes[i])
+        for o in nodes[i].output:
+            for r in readers.get(o, ()):
+                waiting[r].discard(o)
+                if not waiting[r]:
+                    heapq.heappush(ready, r)
+    if len(out) != len(nodes):
+        raise OnnxExportError("the block model has a cycle (exporter bug)")
+    return out
+
+
 def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int = MIN_OPSET,
                 expose_spikes: bool = False, expose: Iterable[str] = (), bn_mode: str = "auto",
-                check: bool = True) -> onnx.ModelProto:
+                check: bool = True, block: Union[int, None] = None) -> onnx.ModelProto:
     """Export ``graph`` as a per-time-step ONNX model (see the module docstring for its interface).
 
     ``expose_spikes``: add every Neuron's spikes as an output ``spikes/<node>``.
@@ -122,6 +169,8 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
     ``bn_mode``: how BatchNorm reproduces PyTorch's float arithmetic (``'auto'`` calibrates each
     node against ``F.batch_norm`` in the layout the reference uses; see ``onnx_ops.batchnorm_plans``).
     ``check``: run ``onnx.checker.check_model(full_check=True)`` before returning.
+    ``block``: steps per call (default :func:`model_block`: 1, or the window ops' block); with
+    more than 1 every per-step value ``v`` becomes ``v@0`` .. ``v@{block-1}`` (module docstring).
     ``path``: also write the model there. Raises ``ir.UnsupportedOpError`` naming every op that has
     no ONNX emitter (and a node of each), before any work, and ``IRError`` for an invalid graph."""
     max_opset = onnx.defs.onnx_opset_version()
@@ -134,6 +183,9 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
         more = f" (and {len(refused) - 1} more such node(s))" if len(refused) > 1 else ""
         raise OnnxExportError(f"node {n.name!r} ({n.op}): not exported to ONNX{more}: {why}")
     ir.require_ops(graph, ONNX_BACKEND)
+    block = model_block(graph) if block is None else int(block)
+    if block < 1:
+        raise ValueError(f"block={block}: a model computes at least one step per call")
     order = graph.topo_order()
     shapes = graph.infer_shapes()
     names = sanitize_names(graph)
@@ -142,45 +194,66 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
         if e not in graph:
             raise KeyError(f"expose: no node named {e!r} in the graph")
 
+    step_names = [names] if block == 1 else [{k: f"{v}@{j}" for k, v in names.items()} for j in range(block)]
     cx = Context(opset, shapes, names, batchnorm_plans(graph, shapes, bn_mode))
-    cx.step_input = STEP_INPUT
-    for n in order:
-        if isinstance(n, ir.Input):
-            continue
-        cx.node = n
-        ins = [names[i] for i in n.inputs]
-        try:
-            EMITTERS[n.op](cx, n, ins, names[n.name])
-        except OnnxExportError:
-            raise
-        except Exception as e:  # name the node in any emitter failure
-            raise OnnxExportError(f"node {n.name!r} ({n.op}): cannot export to ONNX: {e}") from e
-
-    # extra outputs: traces
+    cx.block, cx.step_names, cx.base_names = block, step_names, names
     traces: dict[str, str] = {}
     wanted = [n.name for n in order if _spiking(n)] if expose_spikes else []
     wanted += [e for e in expose if e not in wanted]
-    for name in wanted:
-        n = graph[name]
-        if isinstance(n, ir.Output):
-            traces[name] = names[name]
-            continue
-        cx.node = n
-        prefix = "spikes" if _spiking(n) else "trace"
-        traces[name] = cx.op("Identity", [names[name]], out=f"{prefix}/{names[name]}")
+    for j in range(block):
+        cx.block_step, cx.names = j, step_names[j]
+        cx.step_input = STEP_INPUT
+        if j:  # this step's index: t + j
+            cx.step_input = f"{STEP_INPUT}@{j}"
+            offset = f"{STEP_INPUT}@{j}/offset"
+            cx.initializers.append(onnx.numpy_helper.from_array(np.array(j, np.int64), offset))
+            cx.nodes.append(helper.make_node("Add", [STEP_INPUT, offset], [cx.step_input], name=f"t_plus_{j}"))
+        for n in order:
+            if isinstance(n, ir.Input):
+                continue
+            cx.node = n
+            ins = [cx.names[i] for i in n.inputs]
+            try:
+                EMITTERS[n.op](cx, n, ins, cx.names[n.name])
+            except OnnxExportError:
+                raise
+            except Exception as e:  # name the node in any emitter failure
+                raise OnnxExportError(f"node {n.name!r} ({n.op}): cannot export to ONNX: {e}") from e
+        # extra outputs: traces
+        for name in wanted:
+            n = graph[name]
+            if isinstance(n, ir.Output):
+                traces[name] = names[name]
+                continue
+            cx.node = n
+            prefix = "spikes" if _spiking(n) else "trace"
+            made = cx.op("Identity", [cx.names[name]], out=f"{prefix}/{names[name]}" + (f"@{j}" if block > 1 else ""))
+            traces[name] = made if block == 1 else made.rsplit("@", 1)[0]
 
-    g_inputs = [_value_info(names[n.name], ["B", *shapes[n.name]], doc=f"IR Input {n.name!r} ({n.kind}) at step t")
-                for n in graph.inputs]
+    at = (lambda v, j: v) if block == 1 else (lambda v, j: f"{v}@{j}")  # noqa: E731
+    when = "at step t" if block == 1 else "at step t + {j}"
+    g_inputs = [_value_info(at(names[n.name], j), ["B", *shapes[n.name]],
+                            doc=f"IR Input {n.name!r} ({n.kind}) " + when.format(j=j))
+                for j in range(block) for n in graph.inputs]
     g_inputs += [_value_info(s["input"], s["shape"], doc=f"{s['node']}: {s['description']}") for s in cx.states]
-    g_inputs.append(_value_info(STEP_INPUT, [], TensorProto.INT64, "step index t (0 for the first step)"))
-    g_outputs = [_value_info(names[n.name], ["B", *shapes[n.name]], doc=f"IR Output {n.name!r} at step t")
-                 for n in graph.outputs]
+    g_inputs.append(_value_info(STEP_INPUT, [], TensorProto.INT64,
+                                "step index t (0 for the first step)" if block == 1 else
+                                f"index t of the first of the {block} steps of this call (0, {block}, ...)"))
+    g_outputs = [_value_info(at(names[n.name], j), ["B", *shapes[n.name]], doc=f"IR Output {n.name!r} " + when.format(j=j))
+                 for j in range(block) for n in graph.outputs]
     g_outputs += [_value_info(s["output"], s["shape"], doc=f"{s['node']}: next {s['key']}") for s in cx.states]
-    g_outputs += [_value_info(v, ["B", *shapes[k]], doc=f"value of IR node {k!r} at step t")
-                  for k, v in traces.items() if not isinstance(graph[k], ir.Output)]
+    g_outputs += [_value_info(at(v, j), ["B", *shapes[k]], doc=f"value of IR node {k!r} " + when.format(j=j))
+                  for j in range(block) for k, v in traces.items() if not isinstance(graph[k], ir.Output)]
 
-    gp = helper.make_graph(cx.nodes, "step_deploy_step", g_inputs, g_outputs, initializer=cx.initializers,
-                           doc_string="One time step of a step-deploy IR graph; feed state_next/* back as state/*.")
+    nodes = cx.nodes
+    if block > 1:
+        available = {i.name for i in g_inputs} | {t.name for t in cx.initializers}
+        nodes = _topological(nodes, available)
+    gp = helper.make_graph(nodes, "step_deploy_step" if block == 1 else "step_deploy_block", g_inputs, g_outputs,
+                           initializer=cx.initializers,
+                           doc_string="One time step of a step-deploy IR graph; feed state_next/* back as state/*."
+                           if block == 1 else f"{block} time steps of a step-deploy IR graph (values of step j are "
+                           f"named <value>@j); feed state_next/* back as state/* and t + {block} as t.")
     opset_ids = [helper.make_opsetid("", opset)]
     model = helper.make_model(gp, opset_imports=opset_ids, producer_name="step-deploy",
                               producer_version=_producer_version(),
@@ -195,6 +268,8 @@ def export_onnx(graph: ir.Graph, path: Union[str, Path, None] = None, opset: int
         "neurons": [n.name for n in order if _spiking(n)],
         "batchnorm": {k: p["formula"] for k, p in sorted(cx.bn_plans.items())},
     }
+    if block > 1:
+        meta["block"] = block
     helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, sort_keys=True)})
     if model.ByteSize() >= 2**31:
         raise OnnxExportError(f"the model is {model.ByteSize() / 2**30:.1f} GiB; a single ONNX protobuf is limited to 2 GiB")
@@ -300,7 +375,7 @@ def batchnorm_plans(graph: ir.Graph, shapes: dict, mode: str = "auto") -> dict[s
 
     ops = dict(FLOAT_OPS, BatchNorm=probe_bn)
     feeds = {i.name: np.zeros((2, *i.shape), np.float32) for i in graph.inputs}
-    ref_run(graph, feeds, steps=1, ops=ops)
+    ref_run(graph, feeds, steps=model_block(graph), ops=ops)  # a window op needs its whole block
 
     gen = torch.Generator().manual_seed(0)
     plans = {}

@@ -181,9 +181,4 @@ REFUSED_OPS: dict[str, str] = {
     "TemporalLinear": ("a linear map across time steps (PSN): Y[t] needs X at every step, also later ones, but the "
                        "ONNX model computes one step with state I/O; run it with the reference interpreter "
                        "(step_deploy.simulators.reference.run), which evaluates sequence ops over all T steps"),
-    "TemporalBlockSum": ("a sum over a block of consecutive time steps (STAtten's K_τᵀV_τ block sum): Y[t] needs X "
-                         "at the later steps of its block (non-causal inside a block of B steps), but the ONNX model "
-                         "computes one step with state I/O; run it with the reference interpreter "
-                         "(step_deploy.simulators.reference.run), which evaluates window ops over all T steps, or "
-                         "export a model with per-step attention"),
 }

@@ -292,6 +292,19 @@ def emit_temporalmean(cx: Context, n: ir.TemporalMean, ins, out):
     cx.op("Div", [total, cx.op("Cast", [steps], "count", to=F32)], out=out)
 
 
+def emit_temporal_block_sum(cx: Context, n, ins, out):
+    """STAtten's block sum in a block model (``cx.block`` a multiple of ``n.block``): step j of the
+    model's window gets ``Sum`` of its input at the steps of its block (all inside the window)."""
+    b = int(n.block)
+    if cx.block % b:
+        raise OnnxExportError(f"node {n.name!r} (TemporalBlockSum, block {b}): the model computes {cx.block} step(s) "
+                              f"per call, not a multiple of the block; export with block={b} (export_onnx picks "
+                              f"it by default)")
+    b0 = (cx.block_step // b) * b
+    srcs = [cx.step_names[j][n.inputs[0]] for j in range(b0, b0 + b)]
+    cx.op("Sum", srcs, out=out) if len(srcs) > 1 else cx.op("Identity", srcs, out=out)
+
+
 EMITTERS: dict[str, Emitter] = {
     "Output": emit_output, "Conv2d": emit_conv2d, "Conv1d": emit_conv1d, "Linear": emit_linear,
     "BatchNorm": emit_batchnorm, "Neuron": emit_neuron, "MatMul": emit_matmul, "Mul": emit_mul, "Sum": emit_sum,
@@ -299,7 +312,7 @@ EMITTERS: dict[str, Emitter] = {
     "Flatten": emit_flatten, "MaxPool2d": emit_maxpool2d, "AvgPool2d": emit_avgpool2d, "Delay": emit_delay,
     "TemporalMean": emit_temporalmean, "KLIFNeuron": emit_neuron, "EIFNeuron": emit_neuron,
     "CLIFNeuron": emit_clifneuron, "GLIFNeuron": emit_glifneuron, "Heaviside": emit_heaviside,
-    "ReLU": emit_relu, "Shiftmax": emit_shiftmax,
+    "ReLU": emit_relu, "Shiftmax": emit_shiftmax, "TemporalBlockSum": emit_temporal_block_sum,
 }
 #: the backend's op set: the emitters plus the graph inputs (they become ONNX graph inputs)
 ONNX_BACKEND = ir.register_backend("onnx", set(EMITTERS) | {"Input"}, kind="float", where="exporters/onnx_ops.py",

@@ -85,8 +85,9 @@ def run_onnx(model_or_path, inputs: Union[dict, torch.Tensor, np.ndarray], steps
     if missing:
         raise ValueError(f"missing inputs: {missing}")
     feeds = {}
+    first_step = (lambda v: v) if int(meta.get("block", 1)) == 1 else (lambda v: f"{v}@0")  # noqa: E731
     for ir_name, onnx_name in in_map.items():
-        rank = len(sess.input_shapes[onnx_name]) - 1
+        rank = len(sess.input_shapes[first_step(onnx_name)]) - 1
         feeds[onnx_name] = _time_major(inputs[ir_name], ir_name, rank, steps)
     first = next(iter(feeds.values()))
     T, B = first.shape[0], first.shape[1]
@@ -106,22 +107,28 @@ def run_onnx(model_or_path, inputs: Union[dict, torch.Tensor, np.ndarray], steps
             raise ValueError(f"cannot record {absent}: not exposed in the model (export with expose=[...])")
     trace_names = {n: traces_avail.get(n, meta["outputs"].get(n)) for n in wanted}
 
-    out_names = list(meta["outputs"].values())
+    block = int(meta.get("block", 1))  # steps per call (a block model for window ops: onnx_export)
+    if T % block:
+        raise ValueError(f"the model computes {block} steps per call (its window ops' block); T = {T} is not a "
+                         f"multiple of it")
+    at = (lambda v, j: v) if block == 1 else (lambda v, j: f"{v}@{j}")  # noqa: E731
+    out_names = [at(v, j) for j in range(block) for v in meta["outputs"].values()]
     state_out = [s["output"] for s in meta["states"]]
-    fetch = list(dict.fromkeys(out_names + state_out + list(trace_names.values())))
+    fetch = list(dict.fromkeys(out_names + state_out + [at(v, j) for j in range(block) for v in trace_names.values()]))
     index = {name: i for i, name in enumerate(fetch)}
     states = sess.initial_states(B)
     outs = {k: [] for k in meta["outputs"]}
     traces = {k: [] for k in wanted}
-    for t in range(T):
-        feed = {k: np.ascontiguousarray(v[t]) for k, v in feeds.items()}
+    for t in range(0, T, block):
+        feed = {at(k, j): np.ascontiguousarray(v[t + j]) for k, v in feeds.items() for j in range(block)}
         feed.update(states)
         feed[meta["step_input"]] = np.array(t, np.int64)
         res = sess.session.run(fetch, feed)
         states = {s["input"]: res[index[s["output"]]] for s in meta["states"]}
-        for k, v in meta["outputs"].items():
-            outs[k].append(res[index[v]])
-        for k, v in trace_names.items():
-            traces[k].append(res[index[v]])
+        for j in range(block):
+            for k, v in meta["outputs"].items():
+                outs[k].append(res[index[at(v, j)]])
+            for k, v in trace_names.items():
+                traces[k].append(res[index[at(v, j)]])
     stack = lambda d: {k: torch.from_numpy(np.stack(v)) for k, v in d.items()}  # noqa: E731
     return RunResult(stack(outs), stack(traces))

@@ -3,8 +3,7 @@
 Per design (STAtten on Spikformer and on SDT, A²OS²A, bipolar self-attention, SEMM) a tiny random
 model (one block, 16 channels, T = 4, 2 digits images, weights x3 and thresholds x0.4 so that every
 layer fires): the reference interpreter equals PyTorch at every neuron and step (mismatch counts),
-onnxruntime equals the reference (or ONNX refuses STAtten's window op, naming the node and the
-reason), the NIR file reads back to equal nodes and spikes, and the float parity check attributes
+onnxruntime equals the reference (STAtten's window op as a block model, 2 steps per call), the NIR file reads back to equal nodes and spikes, and the float parity check attributes
 everything. Hand-built graphs put Shiftmax on its edge cases (ties for the row maximum, terms
 exactly at and below the ``2^-frac_bits`` floor, row sums exactly a power of two) and check it
 against a hand computation in integers, through the reference and ONNX; ternary ties at ±θ and a
@@ -22,7 +21,7 @@ from conftest import random_model
 from step_deploy import ir
 from step_deploy.exporters.nir_export import export_nir, write_nir
 from step_deploy.exporters.nir_read import read_nir_as_ir
-from step_deploy.exporters.onnx_export import OnnxExportError, export_onnx
+from step_deploy.exporters.onnx_export import OnnxExportError, export_onnx, read_metadata
 from step_deploy.exporters.onnx_runner import run_onnx
 from step_deploy.frontend import capture, encoded_input, torch_traces
 from step_deploy.passes import run_pipeline
@@ -92,19 +91,16 @@ def test_seed_design_is_bit_exact_through_the_float_stages(design, tmp_path):
     assert not bad, f"reference vs PyTorch: {sum(bad.values())} spike mismatches in {bad}"
     assert torch.equal(ref.final(), logits)
 
-    # ONNX: equal element-wise, or STAtten's block sum refused naming the node and the reason
+    # ONNX: equal element-wise (STAtten: a block model, 2 steps per call)
     onnx_graph = run_pipeline(graph, "onnx")
-    if op == "TemporalBlockSum":
-        with pytest.raises(OnnxExportError, match=r"node 'block\.0\.attn\.kv_block_sum' \(TemporalBlockSum\): not "
-                                                  r"exported.*non-causal inside a block.*one step with state I/O"):
-            export_onnx(onnx_graph)
-    else:
-        back = run_onnx(export_onnx(onnx_graph, expose_spikes=True), xe, record=True)
-        bad = {k: v for k, v in _mismatches(ref.traces, back.traces).items() if v}
-        assert not bad, f"onnxruntime vs reference: {sum(bad.values())} spike mismatches in {bad}"
-        res = check_float_backend(onnx_graph, xe, logits, module_traces, back.final(), back.traces)  # groups itself
-        assert res["ok"] and res["verdict"] == "0 mismatches", res["verdict"]
-        assert res["neurons_compared"] == len(neurons) and not res["neurons_missing"]
+    model = export_onnx(onnx_graph, expose_spikes=True)
+    assert read_metadata(model).get("block", 1) == (2 if op == "TemporalBlockSum" else 1)
+    back = run_onnx(model, xe, record=True)
+    bad = {k: v for k, v in _mismatches(ref.traces, back.traces).items() if v}
+    assert not bad, f"onnxruntime vs reference: {sum(bad.values())} spike mismatches in {bad}"
+    res = check_float_backend(onnx_graph, xe, logits, module_traces, back.final(), back.traces)  # groups itself
+    assert res["ok"] and res["verdict"] == "0 mismatches", res["verdict"]
+    assert res["neurons_compared"] == len(neurons) and not res["neurons_missing"]
 
     # NIR: the new ops are documented extensions; the file reads back to equal nodes and spikes
     nir_graph = run_pipeline(graph, "nir")
@@ -179,14 +175,19 @@ def test_shiftmax_onnx_is_bit_exact_on_random_integer_scores():
 # --------------------------------------------------------------------------- window op, ReLU, NIR
 
 
-def test_block_sum_is_non_causal_inside_a_block_and_refused_by_onnx():
+def test_block_sum_is_non_causal_inside_a_block_and_onnx_runs_it_as_a_block_model():
     g = _chain(ir.TemporalBlockSum("blk", (), block=2), ir.ReLU("relu", ()), shape=(2,))
     x = torch.tensor([[1.0, -2.0], [2.0, 0.5], [-4.0, 1.0], [0.5, 0.5]]).reshape(T, 1, 2)
     y = run(g, x).outputs["y"][:, 0]
     assert y.tolist() == [[3.0, 0.0], [3.0, 0.0], [0.0, 1.5], [0.0, 1.5]]  # step 0 already sees step 1
-    with pytest.raises(OnnxExportError, match=r"node 'blk' \(TemporalBlockSum\).*later steps of its block.*"
-                                              r"reference interpreter"):
-        export_onnx(g)
+    model = export_onnx(g)  # 2 steps per call: step 0's sum reads the call's step 1
+    names = {i.name for i in model.graph.input}
+    assert {"x@0", "x@1", "t"} <= names and "x" not in names and read_metadata(model)["block"] == 2
+    assert run_onnx(model, x).outputs["y"][:, 0].tolist() == y.tolist()
+    with pytest.raises(ValueError, match="not a multiple"):  # a block cut in two is refused, not run wrong
+        run_onnx(model, x[:3])
+    with pytest.raises(OnnxExportError, match=r"node 'blk' \(TemporalBlockSum, block 2\).*export with block=2"):
+        export_onnx(g, block=1)
 
 
 def test_nir_writes_the_three_ops_as_documented_extensions(tmp_path):

@@ -26,9 +26,12 @@ class OnnxTarget(FloatTarget):
     def write(self, graph: ir.Graph, out: Path) -> Written:
         from step_deploy.exporters.onnx_export import export_onnx
 
+        from step_deploy.exporters.onnx_export import model_block
+
         model = export_onnx(graph, out / "model.onnx", expose_spikes=True)
         return Written(model, {"onnx": {
             "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "steps_per_call": model_block(graph),
             "inputs": [i.name for i in model.graph.input], "outputs": [o.name for o in model.graph.output]}})
 
     def run_artifact(self, artifact, x):
@@ -37,5 +40,11 @@ class OnnxTarget(FloatTarget):
         return run_onnx(artifact, x, record=True)
 
     def markdown_extra(self, summary: dict) -> list[str]:
+        block = int(summary.get("onnx", {}).get("steps_per_call", 1))
+        if block > 1:
+            return [f"Block model, {block} time steps per call (the graph has a window op, STAtten's block sum, "
+                    f"whose step t needs the later steps of its block): inputs and outputs of step t + j are named "
+                    f"`<name>@j`, `t` is the call's first step; feed the state tensors back between calls and run it "
+                    f"T / {block} times (see `step_deploy.exporters.onnx_runner.run_onnx`)."]
         return ["Per-time-step model: feed the input and the state tensors, get outputs and new states; run it "
                 "T times (see `step_deploy.exporters.onnx_runner.run_onnx`)."]
