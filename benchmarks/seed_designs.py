@@ -106,6 +106,7 @@ class Options(NamedTuple):
     retrain: bool = False
     random_weights: bool = False
     qat_epochs: int = 0  # > 0: fine-tune the float checkpoint on the integer grid (step-train --qat-epochs)
+    chunk_size: Optional[int] = None  # STAtten configs: steps per attention block (None: the config's)
 
 
 DEFAULTS = Options()
@@ -121,9 +122,10 @@ def checkpoint(arch: str, data: str, o: Options, out: Path) -> tuple[Path, dict]
     from step_deploy.training import TrainArgs, is_step_deploy_checkpoint, model_overrides_for, train
 
     tag = "random" if o.random_weights else f"e{o.epochs}" + (f"-qat{o.qat_epochs}" if o.qat_epochs else "")
+    tag += f"-chunk{o.chunk_size}" if o.chunk_size else ""
     path = out / "checkpoints" / f"{arch}--{data}--{tag}-seed{o.seed}.ckpt"
     args = TrainArgs(arch=arch, data=data, epochs=max(o.epochs, 1), seed=o.seed, threads=o.threads,
-                     qat_epochs=0 if o.random_weights else o.qat_epochs)
+                     qat_epochs=0 if o.random_weights else o.qat_epochs, chunk_size=o.chunk_size)
     if o.random_weights:  # a smoke run of the pipeline: no training
         from step_deploy.models import build_model
         from step_deploy.models.random_stats import randomize_batchnorm

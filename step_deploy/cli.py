@@ -47,6 +47,8 @@ def train_main(argv=None) -> int:
                     help="after --epochs, fine-tune this many epochs with every synapse's folded weights and bias on "
                          "the grid of both integer targets (8-bit, docs/qat.md): the PyTorch model then computes "
                          "what the Loihi and FPGA integer models compute, spike for spike (default: 0, off)")
+    ap.add_argument("--chunk-size", type=int,
+                    help="STAtten configs: time steps per attention block (must divide T; default: the config's, 2)")
     ap.add_argument("-o", "--output", required=True, help="checkpoint file to write")
     ap.add_argument("--reuse", action="store_true", help="keep an existing checkpoint trained with the same arguments")
     ap.add_argument("--force", action="store_true",
@@ -62,7 +64,7 @@ def train_main(argv=None) -> int:
 
         targs = TrainArgs(arch=a.arch, data=a.data, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
                           T=a.T, root=a.root, node=a.node, reset=a.reset, threads=a.threads,
-                          qat_epochs=a.qat_epochs)
+                          qat_epochs=a.qat_epochs, chunk_size=a.chunk_size)
         validate_train_args(targs)
         out = check_output_file(a.output, a.force, is_ours=is_step_deploy_checkpoint, what="checkpoint")
         if a.reuse and is_step_deploy_checkpoint(out):

@@ -39,6 +39,7 @@ class TrainArgs:
     node: Optional[str] = None  # None: the arch's neuron (LIF); a short name (ilif) or STEP's class name (ILIFNode)
     reset: Optional[str] = None  # None: the neuron's own reset; "soft" / "hard" for if, lif, plif
     qat_epochs: int = 0  # epochs after ``epochs`` with the weights on the integer targets' grid (step_deploy.qat)
+    chunk_size: Optional[int] = None  # STAtten configs: steps per attention block (None: the config's, 2)
 
 
 RESETS = ("hard", "soft")
@@ -71,6 +72,10 @@ def neuron_choice(args: "TrainArgs") -> dict:
     return over
 
 
+def _chunk(args: TrainArgs) -> dict:
+    return {} if args.chunk_size is None else {"chunk_size": int(args.chunk_size)}
+
+
 def validate_train_args(args: TrainArgs) -> None:
     """Refuse arguments that cannot work, before any data is loaded or any model is built.
     Raises :class:`UsageError` naming the option (as ``step-train`` spells it) and what it takes."""
@@ -91,6 +96,16 @@ def validate_train_args(args: TrainArgs) -> None:
     _at_least("--epochs", args.epochs, 1)
     _at_least("--batch-size", args.batch_size, 1)
     _at_least("--qat-epochs", args.qat_epochs, 0)
+    if args.chunk_size is not None:
+        _at_least("--chunk-size", args.chunk_size, 1)
+        if CONFIGS.get(args.arch, {}).get("attn_layer") != "statten":
+            raise UsageError(f"--chunk-size applies to STAtten configs "
+                             f"({', '.join(k for k, v in CONFIGS.items() if v.get('attn_layer') == 'statten')}); "
+                             f"{args.arch} has per-step attention: drop --chunk-size")
+        steps = args.T or dataset_info(args.data, T=args.T or 4).get("time_steps") or 4
+        if int(steps) % int(args.chunk_size):
+            raise UsageError(f"--chunk-size {args.chunk_size} must divide the number of time steps T = {steps} "
+                             f"(STAtten sums over non-overlapping blocks of chunk_size steps)")
     if args.T is not None:
         _at_least("--T", args.T, 1)
     if args.threads is not None:
@@ -210,7 +225,7 @@ def train(args: TrainArgs, progress: bool = True):
         torch.set_num_threads(args.threads)
     gen = seed_everything(args.seed)
     T = args.T
-    model = build_model(args.arch, **model_overrides_for(args.data, T), **neuron_choice(args))
+    model = build_model(args.arch, **model_overrides_for(args.data, T), **neuron_choice(args), **_chunk(args))
     T = model.config.get("step", T)
     train_set = _load_split(args, "train", T)
     test_set = _load_split(args, "test", T)
