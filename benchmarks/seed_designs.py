@@ -42,6 +42,9 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_designs_plot import plot  # noqa: E402  (benchmarks/ is not a package)
+
 #: (label, named config): the plain baselines first, then the seed designs (issue 13)
 DESIGNS = (
     ("Spikformer (SSA)", "spikformer-2-64-digits"),
@@ -151,9 +154,37 @@ def checkpoint(arch: str, data: str, o: Options, out: Path) -> tuple[Path, dict]
 # ---------------------------------------------------------------------------------- measuring
 
 
+class Inputs(NamedTuple):
+    model: torch.nn.Module
+    T: int
+    x: torch.Tensor
+    y: torch.Tensor
+    folded: object  # the BN-folded IR graph
+    calib: torch.Tensor  # encoded calibration inputs
+    x_enc: torch.Tensor
+
+
+def _inputs(prep, o: Options) -> Inputs:
+    """What every measurement of a checkpoint runs on: its data set's calibration and test samples."""
+    from step_deploy.data.calibration import resolve_calibration
+    from step_deploy.frontend.capture import encoded_input
+    from step_deploy.passes.fold_batchnorm import fold_batchnorm
+
+    model = prep.model
+    data = resolve_calibration(None, root=None, model=model, info=prep.info, n_calib=o.calib_samples,
+                               n_eval=o.samples)
+    x, y = data.x_eval[:o.samples], data.y_eval[:o.samples]
+    return Inputs(model, int(model.step), x, y, fold_batchnorm(prep.graph), encoded_input(model, data.x_calib),
+                  encoded_input(model, x))
+
+
+def _golden_accuracy(q, d: Inputs) -> float:
+    from step_deploy.simulators.golden import run_golden
+    return float((run_golden(q, d.x_enc, steps=d.T, record=False).final().argmax(-1) == d.y).float().mean())
+
+
 def measure(ckpt: Path, o: Options) -> dict:
     """Every column of one row (a value, or :class:`NA` with the reason)."""
-    from step_deploy.data.calibration import resolve_calibration
     from step_deploy.energy.baseline import overall_firing_rate
     from step_deploy.energy.constants import load_constants
     from step_deploy.energy.counters import bit_widths
@@ -161,9 +192,6 @@ def measure(ckpt: Path, o: Options) -> dict:
     from step_deploy.energy.report import price_all
     from step_deploy.energy_eval.run import count_dataset, quantized_graph
     from step_deploy.export.common import prepare
-    from step_deploy.frontend.capture import encoded_input
-    from step_deploy.passes.fold_batchnorm import fold_batchnorm
-    from step_deploy.simulators.golden import run_golden
 
     t: dict = {}
     row: dict = {"seconds": t}
@@ -171,23 +199,14 @@ def measure(ckpt: Path, o: Options) -> dict:
     if isinstance(prep, NA):
         return {**row, **{k: prep for k in ("float_accuracy", "golden_loihi_accuracy", "golden_fpga_accuracy",
                                              "firing_rate", "energy_uj", "loihi_cores", "fpga", "latency_us")}}
-    model, T = prep.model, int(prep.model.step)
+    d = _inputs(prep, o)
+    model, T, x, y, folded, calib, x_enc = d
     row["parameters"] = sum(p.numel() for p in model.parameters())
-    data = resolve_calibration(None, root=None, model=model, info=prep.info, n_calib=o.calib_samples,
-                               n_eval=o.samples)
-    x, y = data.x_eval[:o.samples], data.y_eval[:o.samples]
-    folded = fold_batchnorm(prep.graph)
-    calib, x_enc = encoded_input(model, data.x_calib), encoded_input(model, x)
-
-    def golden_accuracy(q):
-        pred = run_golden(q, x_enc, steps=T, record=False).final().argmax(-1)
-        return float((pred == y).float().mean())
-
     q = {}
     for source, key in (("golden-loihi", "loihi"), ("golden-fpga", "fpga")):
         q[key] = stage(lambda: quantized_graph(source, folded, calib, T), t, f"quantize_{key}")
         row[f"golden_{key}_accuracy"] = q[key] if isinstance(q[key], NA) else \
-            stage(lambda: golden_accuracy(q[key]), t, f"golden_{key}")
+            stage(lambda: _golden_accuracy(q[key], d), t, f"golden_{key}")
 
     def energy():
         """``step-energy``'s PyTorch run (``energy_eval.command.compute``, source torch): counted by
@@ -240,26 +259,14 @@ def measure(ckpt: Path, o: Options) -> dict:
 def accuracies(ckpt: Path, o: Options) -> dict:
     """Float (PyTorch) and golden Loihi / FPGA accuracy of one checkpoint, measured as in
     :func:`measure` (the float-trained model of an on-grid row: post-training quantization)."""
-    from step_deploy.data.calibration import resolve_calibration
     from step_deploy.energy_eval.run import quantized_graph
     from step_deploy.export.common import prepare
-    from step_deploy.frontend.capture import encoded_input
-    from step_deploy.passes.fold_batchnorm import fold_batchnorm
-    from step_deploy.simulators.golden import run_golden
 
-    prep = prepare(ckpt)
-    model, T = prep.model.eval(), int(prep.model.step)
-    data = resolve_calibration(None, root=None, model=model, info=prep.info, n_calib=o.calib_samples,
-                               n_eval=o.samples)
-    x, y = data.x_eval[:o.samples], data.y_eval[:o.samples]
-    folded = fold_batchnorm(prep.graph)
-    calib, x_enc = encoded_input(model, data.x_calib), encoded_input(model, x)
+    d = _inputs(prepare(ckpt), o)
     with torch.no_grad():
-        out = {"float_accuracy": float((model(x).argmax(-1) == y).float().mean())}
+        out = {"float_accuracy": float((d.model.eval()(d.x).argmax(-1) == d.y).float().mean())}
     for source, key in (("golden-loihi", "loihi"), ("golden-fpga", "fpga")):
-        q = quantized_graph(source, folded, calib, T)
-        out[f"golden_{key}_accuracy"] = float((run_golden(q, x_enc, steps=T, record=False).final().argmax(-1) == y)
-                                              .float().mean())
+        out[f"golden_{key}_accuracy"] = _golden_accuracy(quantized_graph(source, d.folded, d.calib, d.T), d)
     return out
 
 
@@ -444,43 +451,6 @@ def train_only(a, o: Options, out: Path) -> int:
     for line in done:
         print(line, flush=True)
     return 0
-
-
-def plot(rows: list[dict], path: Path) -> Optional[Path]:
-    """``seed_designs.png``: per data set, float and integer (golden Loihi, golden FPGA) accuracy against
-    the horowitz/float32 energy per sample, one marker per design (rows without numbers are left out)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datas = sorted({r["data"] for r in rows})
-    usable = [r for r in rows if isinstance(r.get("float_accuracy"), float)
-              and isinstance((r.get("energy_uj") or {}).get("horowitz/float32"), float)]
-    if not usable:
-        return None
-    fig, axes = plt.subplots(1, len(datas), figsize=(6.5 * len(datas), 4.8), squeeze=False)
-    designs = sorted({r["design"] for r in usable})
-    colors = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(designs)}
-    for ax, data in zip(axes[0], datas):
-        for r in (r for r in usable if r["data"] == data):
-            x = r["energy_uj"]["horowitz/float32"]
-            c = colors[r["design"]]
-            ax.scatter([x], [100 * r["float_accuracy"]], color=c, marker="o", s=50, label=r["design"])
-            for key, m in (("golden_loihi_accuracy", "s"), ("golden_fpga_accuracy", "^")):
-                if isinstance(r.get(key), float):
-                    ax.scatter([x], [100 * r[key]], color=c, marker=m, s=28, alpha=0.7)
-        ax.set_title(f"{data}: accuracy vs energy (o float, square golden Loihi, triangle golden FPGA)", fontsize=9)
-        ax.set_xlabel("energy per sample, horowitz/float32 (uJ)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
 
 
 def main(argv=None) -> int:

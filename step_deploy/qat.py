@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -45,6 +44,7 @@ from step_deploy import ir
 from step_deploy.frontend.capture import capture
 from step_deploy.frontend.seed_lowering import SYNAPSE_GROUPS_KEY
 from step_deploy.passes.fold_batchnorm import fold_batchnorm
+from step_deploy.train_loop import one_epoch
 
 GRID_LEVELS = 126  # largest |Q / step|: see the module docstring
 WEIGHT_BITS = 8
@@ -334,16 +334,7 @@ def fine_tune_on_grid(model: nn.Module, loader, epochs: int, lr: float, weight_d
         try:
             model.train()
             _freeze_batchnorms(model)
-            total, n = 0.0, 0
-            for x, y in loader:
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(y)
-                n += len(y)
-            history.append(total / max(n, 1))
+            history.append(one_epoch(model, loader, opt, sched, label_smoothing))
         finally:
             detach(model, synapses)
         if progress is not None:

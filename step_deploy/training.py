@@ -14,13 +14,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from step_deploy.data import BUNDLED, DATASETS, dataset_info, load_dataset
 from step_deploy.errors import DataError, UsageError
 from step_deploy.models import CONFIGS, FAMILIES, STEP_ARCH_NAMES, build_model, list_configs
+from step_deploy.train_loop import one_epoch
 
 
 @dataclass(frozen=True)
@@ -298,15 +298,6 @@ def _fit(model, loader, opt, sched, args: TrainArgs, progress: bool):
     history = []
     for epoch in bar:
         model.train()
-        total_loss, n = 0.0, 0
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y, label_smoothing=args.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(y)
-            n += len(y)
-        history.append(total_loss / n)
+        history.append(one_epoch(model, loader, opt, sched, args.label_smoothing))
         bar.set_postfix(loss=f"{history[-1]:.3f}")
     return model, history, time.time() - start

@@ -39,7 +39,7 @@ LAYERS = [
     {"passes"},
     {"exporters", "fpga"},
     {"cycle"},
-    {"export", "cli", "evaluation", "energy_eval", "sim_eval", "parity", "training", "qat", "opmatrix", "neuron_support", ""},
+    {"export", "cli", "evaluation", "energy_eval", "sim_eval", "parity", "training", "train_loop", "qat", "opmatrix", "neuron_support", ""},
 ]
 RANK = {name: r for r, names in enumerate(LAYERS) for name in names}
 

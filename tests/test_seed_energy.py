@@ -331,3 +331,12 @@ def test_seed_designs_smoke_run_fills_every_cell(tmp_path, capsys):
     assert "n/a: config 'no-such-config'" in rows[1]
     assert md in capsys.readouterr().out
     assert torch.get_num_threads() == threads  # --threads is the run's only
+    # with --qat-epochs the table gains the float-trained model's three accuracies (PTQ) before the rest
+    o = mod.Options(qat_epochs=2, samples=4)
+    a2["float_trained"] = {"float_accuracy": 0.5, "golden_loihi_accuracy": 0.25, "golden_fpga_accuracy": 0.75}
+    md = mod.markdown([a2, {**missing, "qat": True}], o)
+    header, _, *lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert "PTQ golden Loihi acc" in header and "on-grid golden FPGA acc" in header
+    for line in lines:
+        assert len(line.strip().strip("|").split(" | ")) == len(header.strip().strip("|").split(" | ")) == 19, line
+    assert "| 50.00% | 25.00% | 75.00% |" in lines[0]
