@@ -1,34 +1,35 @@
-"""Quantization-aware fine-tuning: train the last epochs with every synapse's weights on the grid
-both integer targets use, so the trained PyTorch model is the network the hardware runs.
+"""On-grid fine-tuning (``step-train --qat-epochs``; the user's guide is ``docs/qat.md``): train the
+last epochs with every synapse's folded weights and bias on the grid both integer targets use, so
+the trained PyTorch model computes what the hardware computes, spike for spike.
 
-Why: post-training quantization of the tiny digits models changes 0.1-7 % of the spikes of each
-layer (8-bit weights: a membrane within one weight step of its threshold flips, and the flips
-propagate), and on 360 test digits that moves accuracy by up to ±1.7 points, in either direction.
-A model trained with its weights on the target's grid has no weight rounding left to do.
+Why: post-training quantization of the tiny digits models flips 0.1-7 % of the spikes of each
+layer (a membrane within one weight or bias step of its threshold), and on 360 test digits that
+moves accuracy by −1.9 to +2.8 points. No rounding rule removes it; a model already on the grid has
+nothing left to round.
 
-**The grid.** For a synapse ``W`` (Conv1d/Conv2d/Linear) whose output feeds a BatchNorm that
-``passes.fold_batchnorm`` folds into it, the deployed weights are ``W·g`` per output channel,
-``g = gamma / sqrt(var + eps)`` (``g = 1`` without a BatchNorm). Both quantizers put a synapse's
-folded weights on a power-of-two grid in float units (every tensor scale is a power of two, so the
-scale classes cancel out):
+**Which synapses.** The IR synapses of the captured model (:func:`grid_synapses`), each made of
+module rows (:class:`GridPart`): one whole module usually; SEMM's stacked experts (four modules,
+one IR synapse) and EMSP halves (one module, two IR synapses) come from the lowering's
+``synapse_groups``. A part's BatchNorm is the one ``fold_batchnorm`` folds into it; the deployed
+weights are ``W·g``, ``g = gamma / sqrt(var + eps)`` per output row.
 
-- Loihi (``passes.quantize_loihi``): one exponent per synapse, mantissas even when the signs are
-  mixed (``|m| <= 254``): step ``2^ceil(log2(A / 127))``, ``A = max|W·g|`` over the synapse;
-- FPGA (``passes.quantize_fpga``, per channel): step ``2^ceil(log2(a_o / 127))`` for channel o with
-  ``a_o = max|W[o]·g[o]| <= A``: a finer (or equal) power of two.
+**The grid.** Every tensor scale of both quantizers is a power of two, so an IR synapse's folded
+weights land on a power-of-two grid in float units: Loihi one exponent per synapse with even
+mantissas up to 254 (step ``2^ceil(log2(A / 127))``, ``A = max|W·g|``), the FPGA one shift per
+channel (a finer or equal step). So ``Q = step · round_half_even(W·g / step)``, ``|Q / step| <= 126``
+(not 127: a maximum of exactly ``127·step`` plus float rounding could tip the quantizer's ``ceil``)
+is exact on both. Where Loihi's scale class makes the synapse's output unit ``s_in / s`` coarser
+(a class joining synapses of different ranges, or lowered for the 24-bit state), the step is that
+unit (:func:`target_units`, read from the Loihi quantizer on the calibration inputs before each
+epoch); the folded bias takes ``max(step, 2^bias_exp / s)``.
 
-So ``Q = step · round_half_even(W·g / step)`` with ``step = 2^ceil(log2(A / 127))`` and
-``|Q / step| <= 126`` is exactly representable on both targets (126, not 127: a folded maximum of
-exactly ``127·step`` plus float rounding could tip the quantizer's ``ceil`` to the next power).
-The forward pass uses ``W_eff = Q / g`` (straight-through gradient to ``W``); the BatchNorms are
-frozen (running statistics and affine parameters) so ``g`` stays what the fold will use.
-
-``fine_tune_on_grid(model, loader, epochs, lr, ...)`` runs the fine-tuning and leaves the model's
-weights at ``W_eff`` (so a checkpoint saved afterwards is a plain model of the same architecture);
-With ``calib_x`` (the calibration inputs), the grid is never finer than the Loihi quantizer's
-units for that synapse (:func:`target_units`), and ``settle(model, calib_x)`` puts the baked
-weights and biases on the final units; ``grid_report(model)`` checks every synapse: the largest distance of its folded weights from the
-grid, in steps (0 up to float32 rounding after fine-tuning).
+**Training.** :class:`OnGrid` (weights) and :class:`BiasOnGrid` (the BatchNorm's ``beta``, or the
+synapse's own bias without one) are parametrizations with straight-through gradients; the
+BatchNorms are frozen so ``g`` stays what the fold will use. :func:`detach` bakes the result: each
+BatchNorm is folded into its synapse in place and left as an exact ``x + beta`` (mean 0,
+``var = 1 - eps`` in float32, gamma 1), so PyTorch's float32 run is exact arithmetic on the grid and
+decides a membrane exactly on a threshold as the integer targets do. :func:`settle` then snaps what
+the final quantizer units need; :func:`grid_report` measures the distance from the grid.
 """
 from __future__ import annotations
 
