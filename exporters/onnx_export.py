@@ -60,6 +60,7 @@ steps): it would need a model of all T steps.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -82,8 +83,8 @@ STEP_INPUT = "t"
 # value-name prefixes of the interface: no node may be sanitized to one of them
 _RESERVED = {STEP_INPUT, "state", "state_next", "spikes", "trace"}
 
-__all__ = ["export_onnx", "model_block", "read_metadata", "sanitize_names", "batchnorm_plans", "OnnxExportError", "MIN_OPSET",
-           "METADATA_KEY"]
+__all__ = ["export_onnx", "model_block", "read_metadata", "sanitize_names", "batchnorm_plans", "OnnxExportError",
+           "MIN_OPSET", "METADATA_KEY"]
 
 
 def sanitize_names(graph: ir.Graph) -> dict[str, str]:
@@ -143,7 +144,6 @@ def _topological(nodes: list, available: set) -> list:
             readers.setdefault(x, []).append(i)
     ready = sorted(i for i, need in waiting.items() if not need)
     out = []
-    import heapq
     heapq.heapify(ready)
     while ready:
         i = heapq.heappop(ready)
