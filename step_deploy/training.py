@@ -251,6 +251,7 @@ def fine_tune(model, args: TrainArgs, progress: bool = True):
     ``qat_epochs=0`` (e.g. loaded from that checkpoint): the same result as training with
     ``args`` in one go. -> (model, metrics)."""
     validate_train_args(args)
+    _at_least("--qat-epochs", args.qat_epochs, 1)
     if args.threads:
         torch.set_num_threads(args.threads)
     T = int(model.step)
