@@ -256,6 +256,7 @@ def test_export_fpga_with_csim_is_bit_exact_and_byte_identical(sdt_ckpt, tmp_pat
     assert first == again, "same checkpoint and flags must give byte-identical files"
 
 
+@pytest.mark.slow  # a g++ build and an export (about 20 s); make test runs it
 def test_event_count_inputs_run_in_the_c_simulation(tmp_path, capsys):
     """digits-events feeds ON/OFF event counts (0..5 per pixel and step) straight into the first
     synapse: the top's input type holds the calibration range quantize-fpga sized the accumulators
