@@ -29,14 +29,21 @@ def plot(rows: list[dict], path: Path) -> Optional[Path]:
             for key, m in (("golden_loihi_accuracy", "s"), ("golden_fpga_accuracy", "^")):
                 if isinstance(r.get(key), float):
                     ax.scatter([x], [100 * r[key]], color=c, marker=m, s=28, alpha=0.7)
-        ax.set_title(f"{data}: accuracy vs energy (o float, square golden Loihi, triangle golden FPGA)", fontsize=9)
+                ptq = r.get("float_trained")
+                if isinstance(ptq, dict) and isinstance(ptq.get(key), float):  # the float-trained model's PTQ
+                    ax.scatter([x], [100 * ptq[key]], facecolors="none", edgecolors=[c], marker=m, s=40)
+        ax.set_title(f"{data}: accuracy vs energy", fontsize=9)
         ax.set_xlabel("energy per sample, horowitz/float32 (uJ)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
+    ptq = any(isinstance(r.get("float_trained"), dict) for r in usable)
+    fig.suptitle("o float, square golden Loihi, triangle golden FPGA" + (
+        "; filled: the on-grid fine-tuned model (where float = integer the marks coincide), hollow: post-training "
+        "quantization of the float-trained model" if ptq else ""), fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     seen = dict(zip(labels, handles))
     fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 0.97))
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path

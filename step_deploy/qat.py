@@ -118,8 +118,11 @@ def _gain(bn: Optional[nn.Module], channels: int) -> torch.Tensor:
 def grid_step(folded: torch.Tensor, unit: float = 0.0) -> float:
     """The grid step of a synapse's folded weights: ``2^ceil(log2(max|W·g| / 127))``, or the
     target's coarser ``unit`` (see :func:`target_units`)."""
-    a = float(folded.abs().max()) if folded.numel() else 0.0
-    return max(2.0 ** math.ceil(math.log2(a / 127)) if a > 0 else 1.0, unit)
+    return _step(float(folded.abs().max()) if folded.numel() else 0.0, unit)
+
+
+def _step(amax: float, unit: float) -> float:
+    return max(2.0 ** math.ceil(math.log2(amax / 127)) if amax > 0 else 1.0, unit)
 
 
 def _rows(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -152,7 +155,7 @@ class _Group:
             w = w.detach()[a:b].double()
             if w.numel():
                 amax = max(amax, float((w * _rows(gain, w.ndim)).abs().max()))
-        return max(2.0 ** math.ceil(math.log2(amax / 127)) if amax > 0 else 1.0, self.unit[0])
+        return _step(amax, self.unit[0])
 
 
 class OnGrid(nn.Module):
@@ -287,12 +290,11 @@ def detach(model: nn.Module, synapses: list[GridSynapse]) -> None:
             _fold_in_place(modules[name], modules[bn], _row_steps(modules, name, segs))
 
 
-def _row_steps(modules: dict, name: str, segs: list, units: Optional[dict] = None) -> torch.Tensor:
+def _row_steps(modules: dict, name: str, segs: list) -> torch.Tensor:
     """Per output row of module ``name``: the grid step of the IR synapse the row belongs to."""
-    m = modules[name]
-    out = torch.ones(m.weight.shape[0], dtype=torch.float64)
+    out = torch.ones(modules[name].weight.shape[0], dtype=torch.float64)
     for s, a, b in segs:
-        out[a:b] = _Group(s, modules, (units or {}).get(s.name, (0.0, 0.0))).step()
+        out[a:b] = _Group(s, modules).step()
     return out
 
 

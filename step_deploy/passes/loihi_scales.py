@@ -177,11 +177,11 @@ def calibrate(g: ir.Graph, inputs, steps, batch_size: int = 64) -> dict:
 EXACT_BIAS_BITS = 4  # a class's scale may rise this many bits above its weights' choice to make every bias exact
 
 
-def _exact_bias_bits(b) -> int:
+def _exact_bias_bits(b, limit: int) -> int:
     """The smallest ``p`` (from -30) at which ``b · 2^p`` is all integers, or a large number if
-    none up to 60 is (a float32 bias that is not a short dyadic fraction)."""
+    none up to ``limit`` is (a float32 bias that is not a short dyadic fraction)."""
     b = np.asarray(b, np.float64)
-    for p in range(-30, 61):
+    for p in range(-30, limit + 1):
         v = b * 2.0 ** p
         if np.all(v == np.round(v)):
             return p
@@ -272,7 +272,8 @@ class ScaleClasses:
                 s = math.floor(math.log2(full * 2.0 ** self.e_min * ins[m.name][0] / w))
                 want = s if want is None else max(want, s)
         want = (want or 0) + self.extra
-        exact = max((_exact_bias_bits(m.bias) for m in srcs if m.bias is not None), default=None)
+        exact = max((_exact_bias_bits(m.bias, want + EXACT_BIAS_BITS) for m in srcs if m.bias is not None),
+                    default=None)
         if exact is not None and want < exact <= want + EXACT_BIAS_BITS:
             want = exact  # every member's bias is then an integer (e.g. an on-grid model: step_deploy.qat)
         s = min(want, self.caps.get(c, 10 ** 6))
